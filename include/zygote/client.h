@@ -1,0 +1,30 @@
+/*
+ * The client side of the protocol: connect, send a request with our stdio,
+ * forward signals while a run is in progress, and return its exit code.
+ */
+#ifndef ZYGOTE_CLIENT_H
+#define ZYGOTE_CLIENT_H
+
+#include <stdint.h>
+
+#include "zygote/paths.h"
+
+/* Connect to the server's socket. Returns an fd, or -errno (-ENOENT or
+ * -ECONNREFUSED mean no server is listening). */
+int client_connect(const char *sock);
+
+/* Run pytest with args in the zygote at p. Returns the exit code to use. */
+int client_run(const struct zpaths *p, int nargs, char **args);
+
+/*
+ * Send a request without a run (PROTO_KIND_STATUS, _WAIT or _STOP; flags as
+ * the kind defines) and return the server's STATUS text in *ret_text (malloc'd).
+ * Returns 0, -errno for connection errors, or -EPROTO with the server's ERROR
+ * text in *ret_text.
+ */
+int client_request(const struct zpaths *p, uint32_t kind, uint32_t flags, char **ret_text);
+
+/* Look up key in "key=value\n" text. Returns a malloc'd value or NULL. */
+char *client_status_get(const char *text, const char *key);
+
+#endif

@@ -1,0 +1,59 @@
+/*
+ * Small shared helpers: cleanup attributes, ownership transfer, exit codes.
+ * Nothing here allocates or logs; every module may include it.
+ */
+#ifndef ZYGOTE_COMMON_H
+#define ZYGOTE_COMMON_H
+
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define UNUSED __attribute__((unused))
+
+/* Exit codes of the pytest-zygote binary. pytest's own 0..5 pass through
+ * unchanged and 128+N means the test child died of signal N. */
+#define ZEXIT_USAGE 64     /* bad command line or configuration */
+#define ZEXIT_NOSERVER 69  /* no zygote running for this root */
+#define ZEXIT_INTERNAL 70  /* protocol error, or the zygote died mid-run */
+#define ZEXIT_NOSTART 71   /* the server could not be started */
+
+static inline void
+freep(void *p)
+{
+	free(*(void **)p);
+}
+
+static inline void
+closep(int *fd)
+{
+	if (*fd >= 0) {
+		int saved = errno;
+		close(*fd);
+		errno = saved;
+	}
+}
+
+#define _cleanup_free_ __attribute__((cleanup(freep)))
+#define _cleanup_close_ __attribute__((cleanup(closep)))
+
+/* Hand ownership out of a cleanup-managed variable. */
+static inline void *
+steal_ptr(void *pp)
+{
+	void **p = pp;
+	void *v = *p;
+	*p = NULL;
+	return v;
+}
+
+static inline int
+steal_fd(int *fd)
+{
+	int v = *fd;
+	*fd = -1;
+	return v;
+}
+
+#endif

@@ -1,0 +1,56 @@
+/*
+ * Where things live: the per-user runtime directory (checked for owner and
+ * mode), the socket, pid and log paths of one project's zygote, and the
+ * project root pytest itself would choose. Helpers return 0 or -errno and put
+ * a sentence for the user in err; they never log.
+ */
+#ifndef ZYGOTE_PATHS_H
+#define ZYGOTE_PATHS_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/un.h>
+
+#define PATHS_ERR_MAX 512
+
+struct zpaths {
+	char root[PATH_MAX];    /* absolute, symlinks resolved */
+	char dir[PATH_MAX];     /* runtime directory */
+	char sock[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char pid[PATH_MAX];
+	char log[PATH_MAX];
+	char name[96];          /* <root basename>-<hash> */
+};
+
+/*
+ * Check that dir is a real directory (not a symlink) owned by uid with no
+ * group or other permission bits. Returns 0, or -EPERM/-ENOTDIR/-errno with a
+ * sentence in err that says what is wrong and what to do.
+ */
+int paths_check_dir(const char *dir, uid_t uid, char *err, size_t errsize);
+
+/*
+ * The runtime directory: $PYTEST_ZYGOTE_RUNTIME_DIR if set, else
+ * $XDG_RUNTIME_DIR/pytest-zygote, else /tmp/pytest-zygote-<uid>. Created with
+ * mode 0700 when missing (parents of the override too), then checked.
+ */
+int paths_runtime_dir(char *buf, size_t size, char *err, size_t errsize);
+
+/*
+ * The directory pytest would use as rootdir when run without path arguments
+ * from cwd: the first ancestor holding pytest.ini, .pytest.ini, pyproject.toml
+ * with [tool.pytest.ini_options], tox.ini with [pytest] or setup.cfg with
+ * [tool:pytest]; else the first ancestor with setup.py; else cwd.
+ */
+int paths_find_rootdir(const char *cwd, char *buf, size_t size);
+
+/*
+ * Fill p for the project at root (made absolute and resolved) and instance
+ * (NULL or "" for the default one; a name or number selects another zygote for
+ * the same root). Creates the runtime directory.
+ */
+int paths_for_root(struct zpaths *p, const char *root, const char *instance, char *err,
+		   size_t errsize);
+
+#endif

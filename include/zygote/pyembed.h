@@ -1,0 +1,42 @@
+/*
+ * The only interface to the embedded interpreter. pyembed.c is the only file
+ * that includes Python.h; no Python types appear here.
+ */
+#ifndef ZYGOTE_PYEMBED_H
+#define ZYGOTE_PYEMBED_H
+
+#include <stddef.h>
+
+#include "zygote/proto.h"
+
+struct pyembed_warm {
+	long modules;       /* len(sys.modules) after warm-up */
+	long project_files; /* project files in the stat snapshot */
+	double seconds;     /* warm-up wall time */
+	int threads;        /* OS threads alive after warm-up */
+	char status[256];   /* "ok" or what went wrong in collection */
+};
+
+/*
+ * Initialise the interpreter as `python` would be (a virtualenv's pyvenv.cfg
+ * is honoured), without Python's signal handlers, and import the package's
+ * _zygote module from pydir. Returns 0 or -1 with a sentence in err.
+ */
+int pyembed_init(const char *python, const char *pydir, char *err, size_t errsize);
+
+/* Run the warm-up collection in root. Returns 0 or -1 with err set. */
+int pyembed_warmup(const char *root, struct pyembed_warm *ret, char *err, size_t errsize);
+
+/* Around fork(), from the thread holding the GIL (PyOS_*Fork). */
+void pyembed_fork_prepare(void);
+void pyembed_fork_parent(void);
+void pyembed_fork_child(void);
+
+/* Let other Python threads run while the zygote waits in poll(). */
+void pyembed_unlock(void);
+void pyembed_lock(void);
+
+/* In a test child: run pytest for req. Returns the exit code (0..255). */
+int pyembed_child_run(const struct proto_request *req);
+
+#endif

@@ -1,0 +1,22 @@
+/*
+ * The supervisor: a C-only event loop that never initialises Python. It owns
+ * the socket, the pid file lock and the zygote generations, checks every peer's
+ * uid, decodes requests and hands runs to the current generation.
+ */
+#ifndef ZYGOTE_SUPERVISOR_H
+#define ZYGOTE_SUPERVISOR_H
+
+#include "zygote/paths.h"
+
+struct supervisor_opts {
+	struct zpaths paths;
+	const char *python;
+	const char *self_exe; /* this binary, for exec of the zygote */
+	int ready_fd;         /* -1, or an fd that gets "\n" when warm (s6 style) */
+	int report_fd;        /* -1, or a pipe to `start`: one line, see main.c */
+};
+
+/* Serve until stopped. Returns the process exit code. */
+int supervisor_main(const struct supervisor_opts *o);
+
+#endif

@@ -1,0 +1,261 @@
+"""Code that runs inside the zygote (warm-up) and inside each test child.
+
+Called from C (src/pyembed.c) only. It must import nothing else from this
+package, and it must not leave state behind in the zygote that a run could
+observe: everything a child changes dies with the child.
+"""
+
+import gc
+import io
+import os
+import sys
+import time
+
+# Directories under the project root that hold third-party code, not the project.
+_NOT_PROJECT = ("site-packages", "dist-packages", ".venv", "venv", ".tox", ".nox", "node_modules")
+
+_root = None
+_snapshot = {}  # module name -> (path, mtime_ns, size, ino)
+_zygote_path = []  # sys.path as the zygote had it after warm-up
+_zygote_pythonpath = []  # entries the zygote's own PYTHONPATH added
+
+
+def _is_project_file(path):
+    if not path or not _root:
+        return False
+    if not (path == _root or path.startswith(_root + os.sep)):
+        return False
+    parts = path[len(_root):].split(os.sep)
+    return not any(p in _NOT_PROJECT for p in parts)
+
+
+def _take_snapshot():
+    snap = {}
+    for name, mod in list(sys.modules.items()):
+        path = getattr(mod, "__file__", None)
+        if not isinstance(path, str):
+            continue
+        path = os.path.abspath(path)
+        if not _is_project_file(path):
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        snap[name] = (path, st.st_mtime_ns, st.st_size, st.st_ino)
+    return snap
+
+
+def warmup(root):
+    """Import what a run will import by running pytest's own collection.
+
+    Returns a dict for the supervisor: modules, seconds, threads, errors.
+    Collection errors are not fatal: a run shows them as plain pytest would.
+    """
+    global _root, _snapshot, _zygote_path, _zygote_pythonpath
+    t0 = time.perf_counter()
+    _root = os.path.realpath(root)
+    os.chdir(_root)
+    # python -m pytest puts the cwd first on sys.path; the zygote's cwd is the root.
+    sys.path.insert(0, _root)
+    sys.argv = [_pytest_main_file()]
+    import pytest
+
+    # Collection only: no test code runs in the zygote, and nothing is written
+    # to the project's cache.
+    args = ["--collect-only", "-qq", "-p", "no:cacheprovider"]
+    status = "ok"
+    try:
+        rc = pytest.main(args)
+        if int(rc) not in (0, 5):
+            status = "collection exit code %d" % int(rc)
+    except BaseException as e:  # noqa: BLE001 - nothing at warm-up may kill the zygote
+        status = "warm-up raised %s: %s" % (type(e).__name__, e)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+    _snapshot = _take_snapshot()
+    _zygote_path = list(sys.path)
+    pp = os.environ.get("PYTHONPATH", "")
+    _zygote_pythonpath = [os.path.abspath(p) for p in pp.split(os.pathsep) if p]
+    gc.collect()
+    gc.freeze()
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+    except OSError:
+        threads = 1
+    return {
+        "modules": len(sys.modules),
+        "seconds": time.perf_counter() - t0,
+        "threads": threads,
+        "status": status,
+        "project_files": len(_snapshot),
+    }
+
+
+def _pytest_main_file():
+    # sys.argv[0] under `python -m pytest` is pytest/__main__.py; argparse
+    # uses its basename in usage lines, so match it.
+    import importlib.util
+
+    spec = importlib.util.find_spec("pytest.__main__")
+    return spec.origin if spec and spec.origin else "pytest"
+
+
+def _new_stdio():
+    """Recreate sys.std* on fds 0/1/2 (now the client's), as CPython's create_stdio does."""
+    old_out = sys.__stdout__ or sys.stdout
+    enc = getattr(old_out, "encoding", None) or "utf-8"
+    errors = getattr(old_out, "errors", None) or "strict"
+    old_in = sys.__stdin__ or sys.stdin
+    in_errors = getattr(old_in, "errors", None) or errors
+
+    def make(fd, mode, name, errs, line):
+        raw = io.FileIO(fd, mode, closefd=False)
+        raw.name = name
+        buf = io.BufferedReader(raw) if mode == "rb" else io.BufferedWriter(raw)
+        return io.TextIOWrapper(buf, encoding=enc, errors=errs, line_buffering=line)
+
+    sys.stdin = sys.__stdin__ = make(0, "rb", "<stdin>", in_errors, False)
+    sys.stdout = sys.__stdout__ = make(1, "wb", "<stdout>", errors, os.isatty(1))
+    sys.stderr = sys.__stderr__ = make(2, "wb", "<stderr>", "backslashreplace", True)
+
+
+def _apply_path(cwd, env):
+    """sys.path as `python -m pytest` would have it in cwd with the client's PYTHONPATH."""
+    base = _zygote_path[1:] if _zygote_path else sys.path[1:]
+    base = [p for p in base if os.path.abspath(p) not in _zygote_pythonpath]
+    pp = env.get("PYTHONPATH", "")
+    extra = [os.path.abspath(os.path.join(cwd, p)) for p in pp.split(os.pathsep) if p]
+    sys.path[:] = [cwd] + extra + [p for p in base if p not in extra]
+
+
+def _dirty_modules():
+    """Project modules whose file changed since warm-up (stat: mtime ns, size, inode)."""
+    dirty = []
+    for name, (path, mtime, size, ino) in _snapshot.items():
+        try:
+            st = os.stat(path)
+        except OSError:
+            dirty.append(name)
+            continue
+        if (st.st_mtime_ns, st.st_size, st.st_ino) != (mtime, size, ino):
+            dirty.append(name)
+    return dirty
+
+
+def _drop_bytecode(path):
+    """Remove cached bytecode for path: CPython and pytest validate it by
+    whole-second mtime and size, so a same-second, same-size edit would
+    otherwise run the old code."""
+    import importlib.util
+
+    try:
+        os.unlink(importlib.util.cache_from_source(path))
+    except (OSError, ValueError, NotImplementedError):
+        pass
+    d, f = os.path.split(path)
+    stem = f[:-3] if f.endswith(".py") else f
+    cache = os.path.join(d, "__pycache__")
+    try:
+        names = os.listdir(cache)
+    except OSError:
+        return
+    for n in names:
+        if n.startswith(stem + ".") and "-pytest-" in n and n.endswith(".pyc"):
+            try:
+                os.unlink(os.path.join(cache, n))
+            except OSError:
+                pass
+
+
+def _purge(dirty):
+    """Remove project modules so pytest's collection imports them afresh.
+
+    Until the import graph is tracked, every project module is purged when any
+    project file changed: never stale, at the cost of re-importing the project.
+    """
+    for name in dirty:
+        _drop_bytecode(_snapshot[name][0])
+    for name in _snapshot:
+        sys.modules.pop(name, None)
+        parent, _, child = name.rpartition(".")
+        pmod = sys.modules.get(parent) if parent else None
+        if pmod is not None and getattr(pmod, child, None) is not None:
+            try:
+                delattr(pmod, child)
+            except AttributeError:
+                pass
+
+
+def child_run(argv, cwd, env):
+    """Run pytest in a freshly forked child. Returns the exit code.
+
+    C has already set up fds 0/1/2, the session, signals and the cwd.
+    """
+    import atexit
+    import signal
+
+    # Python's own SIGINT handler, so Ctrl-C becomes KeyboardInterrupt. C reset
+    # the dispositions; these two are what CPython sets at start-up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _new_stdio()
+    os.environ.clear()
+    os.environ.update(env)
+    _apply_path(cwd, env)
+    sys.argv = [_pytest_main_file()] + list(argv)
+    # The zygote's atexit handlers are not this run's.
+    atexit._clear()
+    try:
+        dirty = _dirty_modules()
+        if dirty:
+            _purge(dirty)
+        import importlib
+
+        importlib.invalidate_caches()
+        np_random = sys.modules.get("numpy.random")
+        if np_random is not None:
+            np_random.seed()
+        gc.enable()
+        import pytest
+
+        code = pytest.console_main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        import traceback
+
+        traceback.print_exc()
+        code = 128 + signal.SIGINT
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    return _finish(code)
+
+
+def _finish(code):
+    """What the interpreter would do at exit: join threads, run atexit, flush."""
+    import atexit
+    import threading
+
+    try:
+        threading._shutdown()
+    except BaseException:
+        pass
+    try:
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except BaseException:
+            pass
+    return int(code) & 0xFF

@@ -1,0 +1,224 @@
+/*
+ * The client: sends a request (argv, cwd, environment, and its own stdin,
+ * stdout and stderr as descriptors), then relays terminal signals to the run
+ * until the server reports its exit code. It never reads or writes the test
+ * output itself: the child writes straight to our terminal.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "zygote/client.h"
+#include "zygote/common.h"
+#include "zygote/fdpass.h"
+#include "zygote/log.h"
+#include "zygote/proto.h"
+
+extern char **environ;
+
+int
+client_connect(const char *sock)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(sock) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, sock);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+char *
+client_status_get(const char *text, const char *key)
+{
+	size_t kl = strlen(key);
+	for (const char *p = text; p && *p;) {
+		if (strncmp(p, key, kl) == 0 && p[kl] == '=')
+			return strndup(p + kl + 1, strcspn(p + kl + 1, "\n"));
+		p = strchr(p, '\n');
+		if (p)
+			p++;
+	}
+	return NULL;
+}
+
+int
+client_request(const struct zpaths *p, uint32_t kind, uint32_t flags, char **ret_text)
+{
+	_cleanup_close_ int fd = client_connect(p->sock);
+	if (fd < 0)
+		return fd;
+	struct proto_request req = { .kind = kind, .flags = flags };
+	struct proto_buf b = { 0 };
+	int r = proto_request_encode(&b, &req, NULL);
+	if (r == 0)
+		r = fdpass_send(fd, b.data, b.len, NULL, 0, 0);
+	proto_buf_free(&b);
+	if (r < 0)
+		return r;
+	struct fdpass_reader rd;
+	fdpass_reader_init(&rd);
+	struct proto_hdr h;
+	const char *payload;
+	r = fdpass_read_msg(&rd, fd, &h, &payload);
+	if (r == 1 && (h.type == PROTO_MSG_STATUS || h.type == PROTO_MSG_ERROR)) {
+		*ret_text = strndup(payload, h.len);
+		r = h.type == PROTO_MSG_STATUS ? 0 : -EPROTO;
+	} else if (r >= 0) {
+		r = -ECONNRESET;
+	}
+	fdpass_reader_finish(&rd);
+	return r;
+}
+
+/* Make sure 0, 1 and 2 are open, so the child gets three valid fds. */
+static void
+ensure_stdio(void)
+{
+	for (int fd = 0; fd < 3; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0)
+			continue;
+		int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+		if (n >= 0 && n != fd) {
+			dup2(n, fd);
+			close(n);
+		}
+	}
+}
+
+static int
+send_signal(int fd, int sig)
+{
+	int32_t v = sig;
+	return fdpass_send_msg(fd, PROTO_MSG_SIGNAL, &v, sizeof(v));
+}
+
+int
+client_run(const struct zpaths *p, int nargs, char **args)
+{
+	ensure_stdio();
+	_cleanup_close_ int fd = client_connect(p->sock);
+	if (fd < 0)
+		return fd; /* the caller says "no zygote running" or starts one */
+
+	/*
+	 * Terminal signals are ours (the child is in its own session): take
+	 * them through a signalfd and forward them. Blocked before the request
+	 * goes out, so none is lost in between.
+	 */
+	static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH,
+					 SIGUSR1, SIGUSR2, SIGTSTP, SIGCONT };
+	sigset_t set, old;
+	sigemptyset(&set);
+	for (size_t i = 0; i < ARRAY_SIZE(forwarded); i++)
+		sigaddset(&set, forwarded[i]);
+	sigprocmask(SIG_BLOCK, &set, &old);
+	signal(SIGPIPE, SIG_IGN);
+	_cleanup_close_ int sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+
+	char cwd[PATH_MAX];
+	if (!getcwd(cwd, sizeof(cwd))) {
+		log_error("cannot get the current directory: %s", strerror(errno));
+		return ZEXIT_USAGE;
+	}
+	char **argv = calloc((size_t)nargs + 1, sizeof(char *));
+	if (!argv)
+		return ZEXIT_INTERNAL;
+	for (int i = 0; i < nargs; i++)
+		argv[i] = args[i];
+	struct proto_request req = {
+		.kind = PROTO_KIND_RUN,
+		.argv = argv,
+		.cwd = cwd,
+		.env = environ,
+		.fds = { 0, 1, 2 },
+		.nfds = 3,
+	};
+	struct proto_buf b = { 0 };
+	size_t fds_off;
+	int r = proto_request_encode(&b, &req, &fds_off);
+	free(argv);
+	if (r == 0)
+		r = fdpass_send(fd, b.data, b.len, req.fds, 3, fds_off);
+	proto_buf_free(&b);
+	if (r < 0) {
+		log_error("cannot send the request: %s%s", strerror(-r),
+			  r == -E2BIG ? " (arguments or environment over 1 MiB)" : "");
+		return ZEXIT_INTERNAL;
+	}
+
+	struct fdpass_reader rd;
+	fdpass_reader_init(&rd);
+	int code = -1;
+	int error_seen = 0;
+	while (code < 0) {
+		struct pollfd pfd[2] = {
+			{ .fd = fd, .events = POLLIN },
+			{ .fd = sigfd, .events = POLLIN },
+		};
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pfd[1].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			while (read(sigfd, &si, sizeof(si)) == sizeof(si)) {
+				int sig = (int)si.ssi_signo;
+				send_signal(fd, sig);
+				if (sig == SIGTSTP) {
+					/* Stop ourselves too, as the shell expects; SIGCONT
+					 * on `fg` is forwarded in turn. */
+					raise(SIGSTOP);
+				}
+			}
+		}
+		if (!pfd[0].revents)
+			continue;
+		ssize_t n = fdpass_reader_fill(&rd, fd);
+		if (n == 0 || (n < 0 && n != -EAGAIN)) {
+			if (!error_seen)
+				log_error("the zygote went away during the run (it is being "
+					  "restarted); run again");
+			code = ZEXIT_INTERNAL;
+			break;
+		}
+		struct proto_hdr h;
+		const char *payload;
+		while (code < 0 && fdpass_reader_next(&rd, &h, &payload) > 0) {
+			int32_t v;
+			switch (h.type) {
+			case PROTO_MSG_EXIT:
+				if (proto_get_i32(payload, h.len, &v) == 0)
+					code = v & 0xff;
+				break;
+			case PROTO_MSG_ERROR:
+				log_error("%.*s", (int)h.len, payload);
+				error_seen = 1;
+				break;
+			case PROTO_MSG_NOTICE:
+				log_info("%.*s", (int)h.len, payload);
+				break;
+			default:
+				break;
+			}
+		}
+	}
+	fdpass_reader_finish(&rd);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return code;
+}

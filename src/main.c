@@ -1,0 +1,586 @@
+/*
+ * pytest-zygote: the command line. Parses subcommands and options, finds the
+ * project root and the paths, and calls the client, the supervisor or the
+ * zygote. Exit codes are documented in README.md and in --help.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "zygote/client.h"
+#include "zygote/common.h"
+#include "zygote/log.h"
+#include "zygote/paths.h"
+#include "zygote/proto.h"
+#include "zygote/supervisor.h"
+#include "zygote/zygote.h"
+
+extern char **environ;
+
+static const char usage_text[] =
+	"Usage: pytest-zygote COMMAND [OPTIONS]\n"
+	"\n"
+	"A fork server for pytest: keep pytest, its plugins and your project imported\n"
+	"in a warm process and fork a fresh child for every run.\n"
+	"\n"
+	"Commands:\n"
+	"  start     start the server for a project and wait until it is warm\n"
+	"  run       run pytest in a fork of the warm server: pytest-zygote run -- ARGS\n"
+	"  stop      stop the server (running tests may finish first)\n"
+	"  restart   stop, then start\n"
+	"  status    show the server's pid, generation, modules, runs and memory\n"
+	"\n"
+	"Common options:\n"
+	"  --root DIR      the project root (default: the rootdir pytest picks from\n"
+	"                  the current directory)\n"
+	"  --instance NAME select another server for the same root\n"
+	"  -h, --help      help for a command: pytest-zygote COMMAND --help\n"
+	"  --version       print the version\n"
+	"\n"
+	"Exit codes: pytest's own (0-5); 128+N when the test process died of signal N;\n"
+	"64 usage error; 69 no server running; 70 internal error or the server died\n"
+	"during the run; 71 the server could not be started.\n"
+	"\n"
+	"Environment: PYTEST_ZYGOTE_RUNTIME_DIR (where sockets live), NO_COLOR,\n"
+	"PYTEST_ZYGOTE_DEBUG=1 (verbose logs), PYTEST_ZYGOTE_SANDBOX=0 (no seccomp).\n";
+
+static const char start_help[] =
+	"Usage: pytest-zygote start [--root DIR] [--python PATH] [--foreground] [--ready-fd N]\n"
+	"\n"
+	"Start the server for a project root and return once it is warm (pytest, the\n"
+	"plugins, conftest files and test modules imported by a collection run).\n"
+	"Prints one line: pid, socket, modules imported, warm-up time. If a server\n"
+	"already runs for this root, reports it and exits 0.\n"
+	"\n"
+	"  --root DIR      project root (default: pytest's rootdir from the cwd)\n"
+	"  --python PATH   interpreter whose environment to use, e.g. .venv/bin/python\n"
+	"                  (default: " PYZ_DEFAULT_PYTHON "); must be Python " PYZ_PY_VERSION "\n"
+	"  --foreground    do not detach; log to stderr; stop with Ctrl-C or SIGTERM\n"
+	"  --ready-fd N    write a newline to fd N when warm (with --foreground)\n"
+	"  --instance NAME another server for the same root\n";
+
+static const char run_help[] =
+	"Usage: pytest-zygote run [--root DIR] [--start-if-needed] [--] [PYTEST ARGS...]\n"
+	"\n"
+	"Run pytest with ARGS in a fresh fork of the warm server, in the current\n"
+	"directory, with this environment and this terminal. Exits with pytest's exit\n"
+	"code. Options of pytest-zygote come first; everything from the first other\n"
+	"argument (or after --) goes to pytest.\n"
+	"\n"
+	"  --root DIR          project root (default: pytest's rootdir from the cwd)\n"
+	"  --start-if-needed   start the server first when none is running\n"
+	"  --instance NAME     another server for the same root\n";
+
+static const char stop_help[] =
+	"Usage: pytest-zygote stop [--root DIR] [--grace SECONDS]\n"
+	"\n"
+	"Stop the server. Running tests get SECONDS (default 5) to finish, then are\n"
+	"killed. The socket and pid file are removed.\n";
+
+static const char restart_help[] =
+	"Usage: pytest-zygote restart [--root DIR] [--python PATH] [--grace SECONDS]\n"
+	"\n"
+	"Stop the server if one runs, then start a new one (see start --help).\n";
+
+static const char status_help[] =
+	"Usage: pytest-zygote status [--root DIR] [--json]\n"
+	"\n"
+	"Show pid, root, interpreter, uptime, generation, modules imported, runs served,\n"
+	"runs in progress and the zygote's memory. Exits 69 when no server runs.\n";
+
+struct opts {
+	const char *root;
+	const char *instance;
+	const char *python;
+	int foreground;
+	int ready_fd;
+	int start_if_needed;
+	int json;
+	int grace_ms;
+	int quiet; /* start messages to stderr (auto-start from run) */
+};
+
+static int
+color(void)
+{
+	return isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
+}
+
+static int
+resolve_paths(const struct opts *o, struct zpaths *p)
+{
+	char root[PATH_MAX], err[PATHS_ERR_MAX];
+	if (o->root) {
+		snprintf(root, sizeof(root), "%s", o->root);
+	} else {
+		char cwd[PATH_MAX];
+		if (!getcwd(cwd, sizeof(cwd)) || paths_find_rootdir(cwd, root, sizeof(root)) < 0) {
+			log_error("cannot determine the project root: %s; pass --root DIR",
+				  strerror(errno));
+			return -1;
+		}
+	}
+	if (paths_for_root(p, root, o->instance, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+self_exe(char *buf, size_t size)
+{
+	ssize_t n = readlink("/proc/self/exe", buf, size - 1);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	return 0;
+}
+
+static int
+print_running(const struct zpaths *p, int to_stderr)
+{
+	char *text = NULL;
+	/* Wait until that server is warm, so a second `start` means "ready" too. */
+	int r = client_request(p, PROTO_KIND_WAIT, 0, &text);
+	if (r < 0) {
+		log_error("a server for %s is starting or stopping; try again (%s)", p->root,
+			  text ? text : strerror(-r));
+		free(text);
+		return ZEXIT_NOSTART;
+	}
+	char *pid = client_status_get(text, "pid");
+	fprintf(to_stderr ? stderr : stdout,
+		"pytest-zygote: already running for %s (pid %s, socket %s)\n", p->root,
+		pid ? pid : "?", p->sock);
+	free(pid);
+	free(text);
+	return 0;
+}
+
+/* Parse the supervisor's one-line report and print the result of `start`. */
+static int
+print_report(const struct zpaths *p, const char *line, int to_stderr)
+{
+	FILE *out = to_stderr ? stderr : stdout;
+	if (strncmp(line, "ready ", 6) == 0) {
+		int pid = 0, threads = 1;
+		char mods[32] = "?", status[300] = "";
+		double warm = 0;
+		sscanf(line, "ready pid=%d modules=%31s warmup_s=%lf threads=%d status=%299[^\n]",
+		       &pid, mods, &warm, &threads, status);
+		fprintf(out, "pytest-zygote: %sready%s pid %d, socket %s, %s modules, warm-up %.2f s\n",
+			color() && !to_stderr ? "\033[32m" : "", color() && !to_stderr ? "\033[0m" : "",
+			pid, p->sock, mods, warm);
+		if (threads > 1)
+			log_warn("%d threads were running after warm-up; see %s", threads, p->log);
+		if (*status && strcmp(status, "ok") != 0)
+			log_warn("warm-up collection: %s (runs show the errors as plain pytest "
+				 "would)",
+				 status);
+		return 0;
+	}
+	if (strncmp(line, "running ", 8) == 0)
+		return print_running(p, to_stderr);
+	if (strncmp(line, "error ", 6) == 0) {
+		log_error("could not start the server for %s: %s", p->root, line + 6);
+		return ZEXIT_NOSTART;
+	}
+	log_error("could not start the server for %s; see %s", p->root, p->log);
+	return ZEXIT_NOSTART;
+}
+
+/*
+ * Detach a supervisor (double fork, new session, stdio to /dev/null and the
+ * log) and wait for its one-line report on a pipe.
+ */
+static int
+start_detached(const struct opts *o, const struct zpaths *p)
+{
+	char exe[PATH_MAX];
+	if (self_exe(exe, sizeof(exe)) < 0) {
+		log_error("cannot find this program (/proc/self/exe): %s", strerror(errno));
+		return ZEXIT_NOSTART;
+	}
+	int pfd[2];
+	if (pipe2(pfd, O_CLOEXEC) < 0) {
+		log_error("pipe: %s", strerror(errno));
+		return ZEXIT_NOSTART;
+	}
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_error("fork: %s", strerror(errno));
+		return ZEXIT_NOSTART;
+	}
+	if (pid == 0) {
+		close(pfd[0]);
+		setsid();
+		if (fork() != 0)
+			_exit(0);
+		int devnull = open("/dev/null", O_RDWR);
+		int logfd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+		dup2(devnull, 0);
+		dup2(devnull, 1);
+		dup2(logfd >= 0 ? logfd : devnull, 2);
+		if (devnull > 2)
+			close(devnull);
+		log_init("supervisor", 1);
+		struct supervisor_opts so = {
+			.paths = *p,
+			.python = o->python,
+			.self_exe = exe,
+			.ready_fd = -1,
+			.report_fd = pfd[1],
+		};
+		_exit(supervisor_main(&so));
+	}
+	close(pfd[1]);
+	int st;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+
+	/* Read the one line; after a second, say what we are waiting for. */
+	char line[1300];
+	size_t len = 0;
+	int announced = 0;
+	long long t0 = 0;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	t0 = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	for (;;) {
+		struct pollfd pp = { .fd = pfd[0], .events = POLLIN };
+		int k = poll(&pp, 1, announced ? -1 : 1000);
+		if (k == 0) {
+			announced = 1;
+			if (isatty(STDERR_FILENO))
+				fprintf(stderr, "pytest-zygote: warming up %s (importing and "
+						"collecting)...\n", p->root);
+			continue;
+		}
+		if (k < 0 && errno == EINTR)
+			continue;
+		ssize_t n = read(pfd[0], line + len, sizeof(line) - 1 - len);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (memchr(line, '\n', len) || len == sizeof(line) - 1)
+			break;
+	}
+	close(pfd[0]);
+	(void)t0;
+	line[len] = '\0';
+	line[strcspn(line, "\n")] = '\0';
+	return print_report(p, line, o->quiet);
+}
+
+static int
+do_start(const struct opts *o, const struct zpaths *p)
+{
+	if (access(o->python, X_OK) != 0) {
+		log_error("the interpreter '%s' is not an executable file; pass --python PATH",
+			  o->python);
+		return ZEXIT_USAGE;
+	}
+	if (!o->foreground)
+		return start_detached(o, p);
+	char exe[PATH_MAX];
+	if (self_exe(exe, sizeof(exe)) < 0)
+		return ZEXIT_NOSTART;
+	if (o->ready_fd >= 0)
+		fcntl(o->ready_fd, F_SETFD, FD_CLOEXEC);
+	log_init("pytest-zygote", 1);
+	struct supervisor_opts so = {
+		.paths = *p,
+		.python = o->python,
+		.self_exe = exe,
+		.ready_fd = o->ready_fd,
+		.report_fd = -1,
+	};
+	return supervisor_main(&so);
+}
+
+static int
+no_server(const struct zpaths *p)
+{
+	log_error("no zygote is running for %s; start one with: pytest-zygote start --root %s "
+		  "(or use run --start-if-needed)",
+		  p->root, p->root);
+	return ZEXIT_NOSERVER;
+}
+
+static int
+cmd_status(const struct opts *o, const struct zpaths *p)
+{
+	char *text = NULL;
+	int r = client_request(p, PROTO_KIND_STATUS, 0, &text);
+	if (r == -ENOENT || r == -ECONNREFUSED) {
+		if (o->json) {
+			printf("{\"running\": false, \"root\": \"%s\"}\n", p->root);
+			return ZEXIT_NOSERVER;
+		}
+		return no_server(p);
+	}
+	if (r < 0) {
+		log_error("status: %s", text ? text : strerror(-r));
+		free(text);
+		return ZEXIT_INTERNAL;
+	}
+	static const char *numeric[] = { "pid", "uptime_s", "generation", "zygote_pid",
+					 "modules", "project_files", "warmup_s", "runs",
+					 "running", "rss_kb", "threads" };
+	if (o->json) {
+		printf("{\"running\": true");
+		for (char *line = text; *line;) {
+			char *nl = strchr(line, '\n');
+			if (nl)
+				*nl = '\0';
+			char *eq = strchr(line, '=');
+			if (eq) {
+				*eq = '\0';
+				int num = 0;
+				for (size_t i = 0; i < ARRAY_SIZE(numeric); i++)
+					num |= strcmp(line, numeric[i]) == 0 && eq[1];
+				printf(", \"%s\": ", line);
+				if (num) {
+					printf("%s", eq + 1);
+				} else {
+					putchar('"');
+					for (const char *c = eq + 1; *c; c++) {
+						if (*c == '"' || *c == '\\')
+							printf("\\%c", *c);
+						else if ((unsigned char)*c < 0x20)
+							printf("\\u%04x", *c);
+						else
+							putchar(*c);
+					}
+					putchar('"');
+				}
+			}
+			if (!nl)
+				break;
+			line = nl + 1;
+		}
+		printf("}\n");
+		free(text);
+		return 0;
+	}
+	static const struct {
+		const char *key, *label, *unit;
+	} rows[] = {
+		{ "state", "state", "" },	    { "pid", "pid", "" },
+		{ "root", "root", "" },		    { "python", "python", "" },
+		{ "socket", "socket", "" },	    { "log", "log", "" },
+		{ "uptime_s", "uptime", " s" },	    { "generation", "generation", "" },
+		{ "zygote_pid", "zygote pid", "" }, { "modules", "modules", "" },
+		{ "warmup_s", "warm-up", " s" },    { "runs", "runs served", "" },
+		{ "running", "running", "" },	    { "rss_kb", "zygote memory", " kB RSS" },
+		{ "sandbox", "sandbox", "" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
+		char *v = client_status_get(text, rows[i].key);
+		printf("%s%-14s%s %s%s\n", color() ? "\033[1m" : "", rows[i].label,
+		       color() ? "\033[0m" : "", v ? v : "", rows[i].unit);
+		free(v);
+	}
+	free(text);
+	return 0;
+}
+
+static int
+cmd_stop(const struct opts *o, const struct zpaths *p, int quiet_absent)
+{
+	char *text = NULL;
+	int r = client_request(p, PROTO_KIND_STOP, (uint32_t)o->grace_ms, &text);
+	if (r == -ENOENT || r == -ECONNREFUSED) {
+		free(text);
+		if (quiet_absent)
+			return 0;
+		log_error("no zygote is running for %s", p->root);
+		return ZEXIT_NOSERVER;
+	}
+	if (r < 0) {
+		log_error("stop: %s", text ? text : strerror(-r));
+		free(text);
+		return ZEXIT_INTERNAL;
+	}
+	char *pid = client_status_get(text, "pid");
+	printf("pytest-zygote: stopped (pid %s)\n", pid ? pid : "?");
+	free(pid);
+	free(text);
+	return 0;
+}
+
+static int
+cmd_run(const struct opts *o, const struct zpaths *p, int nargs, char **args)
+{
+	int code = client_run(p, nargs, args);
+	if ((code == -ENOENT || code == -ECONNREFUSED) && o->start_if_needed) {
+		struct opts so = *o;
+		so.quiet = 1;
+		int r = do_start(&so, p);
+		if (r != 0)
+			return r;
+		code = client_run(p, nargs, args);
+	}
+	if (code == -ENOENT || code == -ECONNREFUSED)
+		return no_server(p);
+	if (code < 0) {
+		log_error("cannot reach the server at %s: %s", p->sock, strerror(-code));
+		return ZEXIT_INTERNAL;
+	}
+	return code;
+}
+
+static int
+parse_grace(const char *s, int *ret_ms)
+{
+	char *end;
+	double v = strtod(s, &end);
+	if (end == s || *end || v < 0 || v > 3600)
+		return -1;
+	*ret_ms = (int)(v * 1000);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	setproctitle_init(argc, argv, environ);
+	log_init("pytest-zygote", 0);
+	if (argc >= 2 && strcmp(argv[1], "__zygote") == 0)
+		return zygote_main(argc - 1, argv + 1);
+	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+	    strcmp(argv[1], "help") == 0) {
+		fputs(usage_text, argc < 2 ? stderr : stdout);
+		return argc < 2 ? ZEXIT_USAGE : 0;
+	}
+	if (strcmp(argv[1], "--version") == 0) {
+		printf("pytest-zygote %s (Python %s)\n", PYZ_VERSION, PYZ_PY_VERSION);
+		return 0;
+	}
+	const char *cmd = argv[1];
+	const char *help;
+	if (strcmp(cmd, "start") == 0)
+		help = start_help;
+	else if (strcmp(cmd, "run") == 0)
+		help = run_help;
+	else if (strcmp(cmd, "stop") == 0)
+		help = stop_help;
+	else if (strcmp(cmd, "restart") == 0)
+		help = restart_help;
+	else if (strcmp(cmd, "status") == 0)
+		help = status_help;
+	else {
+		log_error("unknown command '%s'; see pytest-zygote --help", log_escape(cmd));
+		return ZEXIT_USAGE;
+	}
+
+	struct opts o = { .python = PYZ_DEFAULT_PYTHON, .ready_fd = -1, .grace_ms = 5000 };
+	int i = 2;
+	/* Our options come first; for `run`, the first other argument starts pytest's. */
+	for (; i < argc; i++) {
+		const char *a = argv[i];
+		const char *val = NULL;
+#define OPT_VALUE(name)                                                                          \
+	(strcmp(a, name) == 0 ? (i + 1 < argc ? (val = argv[++i], 1) : -1)                      \
+	 : strncmp(a, name "=", sizeof(name)) == 0 ? (val = a + sizeof(name), 1) : 0)
+		int m;
+		if (strcmp(a, "--") == 0) {
+			i++;
+			break;
+		}
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			fputs(help, stdout);
+			return 0;
+		}
+		if ((m = OPT_VALUE("--root")) != 0) {
+			if (m < 0)
+				goto missing;
+			o.root = val;
+		} else if ((m = OPT_VALUE("--instance")) != 0) {
+			if (m < 0)
+				goto missing;
+			o.instance = val;
+		} else if (help != run_help && help != status_help && help != stop_help &&
+			   (m = OPT_VALUE("--python")) != 0) {
+			if (m < 0)
+				goto missing;
+			o.python = val;
+		} else if (help == start_help && (m = OPT_VALUE("--ready-fd")) != 0) {
+			char *end;
+			if (m < 0)
+				goto missing;
+			long fd = strtol(val, &end, 10);
+			if (*end || fd < 0 || fd > 1024 || fcntl((int)fd, F_GETFD) < 0) {
+				log_error("--ready-fd needs an open file descriptor, not '%s'",
+					  log_escape(val));
+				return ZEXIT_USAGE;
+			}
+			o.ready_fd = (int)fd;
+		} else if ((help == stop_help || help == restart_help) &&
+			   (m = OPT_VALUE("--grace")) != 0) {
+			if (m < 0)
+				goto missing;
+			if (parse_grace(val, &o.grace_ms) < 0) {
+				log_error("--grace needs seconds between 0 and 3600, not '%s'",
+					  log_escape(val));
+				return ZEXIT_USAGE;
+			}
+		} else if (help == start_help && strcmp(a, "--foreground") == 0) {
+			o.foreground = 1;
+		} else if (help == run_help && strcmp(a, "--start-if-needed") == 0) {
+			o.start_if_needed = 1;
+		} else if (help == status_help && strcmp(a, "--json") == 0) {
+			o.json = 1;
+		} else if (help == run_help) {
+			break; /* pytest's arguments start here */
+		} else {
+			log_error("unknown option '%s' for %s; see pytest-zygote %s --help",
+				  log_escape(a), cmd, cmd);
+			return ZEXIT_USAGE;
+		}
+		continue;
+missing:
+		log_error("option '%s' needs a value; see pytest-zygote %s --help", a, cmd);
+		return ZEXIT_USAGE;
+#undef OPT_VALUE
+	}
+	if (help != run_help && i < argc) {
+		log_error("unexpected argument '%s' for %s; see pytest-zygote %s --help",
+			  log_escape(argv[i]), cmd, cmd);
+		return ZEXIT_USAGE;
+	}
+	if (o.ready_fd >= 0 && !o.foreground) {
+		log_error("--ready-fd needs --foreground");
+		return ZEXIT_USAGE;
+	}
+
+	struct zpaths p;
+	if (resolve_paths(&o, &p) < 0)
+		return ZEXIT_USAGE;
+
+	if (help == start_help)
+		return do_start(&o, &p);
+	if (help == run_help)
+		return cmd_run(&o, &p, argc - i, argv + i);
+	if (help == stop_help)
+		return cmd_stop(&o, &p, 0);
+	if (help == status_help)
+		return cmd_status(&o, &p);
+	/* restart */
+	int r = cmd_stop(&o, &p, 1);
+	if (r != 0)
+		return r;
+	return do_start(&o, &p);
+}

@@ -1,0 +1,268 @@
+/*
+ * Runtime directory, per-project socket/pid/log paths and pytest's rootdir
+ * rule. The runtime directory is a trust boundary: only its owner may reach
+ * the sockets in it, so it must be ours, mode 0700, and not a symlink.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "zygote/paths.h"
+
+int
+paths_check_dir(const char *dir, uid_t uid, char *err, size_t errsize)
+{
+	struct stat st;
+	if (lstat(dir, &st) < 0) {
+		int e = errno;
+		snprintf(err, errsize, "cannot use runtime directory '%s': %s", dir, strerror(e));
+		return -e;
+	}
+	if (S_ISLNK(st.st_mode)) {
+		snprintf(err, errsize,
+			 "runtime directory '%s' is a symlink; remove it or set "
+			 "PYTEST_ZYGOTE_RUNTIME_DIR to a private directory",
+			 dir);
+		return -EPERM;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		snprintf(err, errsize, "runtime directory '%s' is not a directory; remove it", dir);
+		return -ENOTDIR;
+	}
+	if (st.st_uid != uid) {
+		snprintf(err, errsize,
+			 "runtime directory '%s' is owned by uid %u, not by you (uid %u); "
+			 "remove it or set PYTEST_ZYGOTE_RUNTIME_DIR to a directory of yours",
+			 dir, (unsigned)st.st_uid, (unsigned)uid);
+		return -EPERM;
+	}
+	if (st.st_mode & 077) {
+		snprintf(err, errsize,
+			 "runtime directory '%s' has mode %04o; it must be 0700 "
+			 "(run: chmod 700 '%s')",
+			 dir, (unsigned)(st.st_mode & 07777), dir);
+		return -EPERM;
+	}
+	return 0;
+}
+
+/* mkdir -p with mode 0700 for the last component and 0755 for parents. */
+static int
+mkdir_parents(const char *path)
+{
+	char tmp[PATH_MAX];
+	if (strlen(path) >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	strcpy(tmp, path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int
+paths_runtime_dir(char *buf, size_t size, char *err, size_t errsize)
+{
+	const char *over = getenv("PYTEST_ZYGOTE_RUNTIME_DIR");
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+	int n;
+
+	if (over && *over) {
+		if (over[0] != '/') {
+			snprintf(err, errsize,
+				 "PYTEST_ZYGOTE_RUNTIME_DIR must be an absolute path, not '%s'",
+				 over);
+			return -EINVAL;
+		}
+		n = snprintf(buf, size, "%s", over);
+	} else if (xdg && xdg[0] == '/' && access(xdg, W_OK | X_OK) == 0) {
+		n = snprintf(buf, size, "%s/pytest-zygote", xdg);
+	} else {
+		n = snprintf(buf, size, "/tmp/pytest-zygote-%u", (unsigned)getuid());
+	}
+	if (n < 0 || (size_t)n >= size) {
+		snprintf(err, errsize, "runtime directory path is too long");
+		return -ENAMETOOLONG;
+	}
+	int r = mkdir_parents(buf);
+	if (r < 0) {
+		snprintf(err, errsize, "cannot create runtime directory '%s': %s", buf,
+			 strerror(-r));
+		return r;
+	}
+	return paths_check_dir(buf, getuid(), err, errsize);
+}
+
+/* Does file contain a line that is exactly section (ignoring surrounding blanks)? */
+static int
+file_has_section(const char *file, const char *section)
+{
+	FILE *f = fopen(file, "re");
+	if (!f)
+		return 0;
+	char line[4096];
+	int found = 0;
+	size_t sl = strlen(section);
+	while (!found && fgets(line, sizeof(line), f)) {
+		char *s = line;
+		while (*s == ' ' || *s == '\t')
+			s++;
+		if (strncmp(s, section, sl) != 0)
+			continue;
+		s += sl;
+		while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')
+			s++;
+		found = *s == '\0' || *s == '#' || *s == ';';
+	}
+	fclose(f);
+	return found;
+}
+
+/* Is dir a pytest config dir (pytest's locate_config, in its order)? */
+static int
+is_config_dir(const char *dir)
+{
+	static const struct {
+		const char *file;
+		const char *section; /* NULL: the file alone is enough */
+	} candidates[] = {
+		{ "pytest.ini", NULL },
+		{ ".pytest.ini", NULL },
+		{ "pyproject.toml", "[tool.pytest.ini_options]" },
+		{ "tox.ini", "[pytest]" },
+		{ "setup.cfg", "[tool:pytest]" },
+	};
+	char path[PATH_MAX];
+	for (size_t i = 0; i < sizeof(candidates) / sizeof(candidates[0]); i++) {
+		if ((size_t)snprintf(path, sizeof(path), "%s/%s", strcmp(dir, "/") ? dir : "",
+				     candidates[i].file) >= sizeof(path))
+			continue;
+		if (access(path, R_OK) != 0)
+			continue;
+		if (!candidates[i].section || file_has_section(path, candidates[i].section))
+			return 1;
+	}
+	return 0;
+}
+
+static int
+has_file(const char *dir, const char *name)
+{
+	char path[PATH_MAX];
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", strcmp(dir, "/") ? dir : "", name) >=
+	    sizeof(path))
+		return 0;
+	return access(path, F_OK) == 0;
+}
+
+/* Walk from dir up to "/", returning the first directory where pred holds. */
+static int
+walk_up(const char *dir, int (*pred)(const char *, const char *), const char *arg, char *buf,
+	size_t size)
+{
+	char cur[PATH_MAX];
+	if (strlen(dir) >= sizeof(cur))
+		return 0;
+	strcpy(cur, dir);
+	for (;;) {
+		if (pred(cur, arg)) {
+			if (strlen(cur) >= size)
+				return 0;
+			strcpy(buf, cur);
+			return 1;
+		}
+		char *slash = strrchr(cur, '/');
+		if (!slash || strcmp(cur, "/") == 0)
+			return 0;
+		if (slash == cur)
+			cur[1] = '\0';
+		else
+			*slash = '\0';
+	}
+}
+
+static int
+pred_config(const char *dir, const char *unused)
+{
+	(void)unused;
+	return is_config_dir(dir);
+}
+
+int
+paths_find_rootdir(const char *cwd, char *buf, size_t size)
+{
+	char real[PATH_MAX];
+	if (!realpath(cwd, real))
+		return -errno;
+	if (walk_up(real, pred_config, NULL, buf, size))
+		return 0;
+	if (walk_up(real, has_file, "setup.py", buf, size))
+		return 0;
+	if (strlen(real) >= size)
+		return -ENAMETOOLONG;
+	strcpy(buf, real);
+	return 0;
+}
+
+/* FNV-1a, 64 bits: a stable, short name for a root. */
+static unsigned long long
+fnv1a(const char *s, unsigned long long h)
+{
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+int
+paths_for_root(struct zpaths *p, const char *root, const char *instance, char *err,
+	       size_t errsize)
+{
+	memset(p, 0, sizeof(*p));
+	if (!realpath(root, p->root)) {
+		int e = errno;
+		snprintf(err, errsize, "project root '%s': %s", root, strerror(e));
+		return -e;
+	}
+	int r = paths_runtime_dir(p->dir, sizeof(p->dir), err, errsize);
+	if (r < 0)
+		return r;
+
+	const char *base = strrchr(p->root, '/');
+	base = base && base[1] ? base + 1 : "root";
+	unsigned long long h = fnv1a(p->root, 1469598103934665603ULL);
+	if (instance && *instance)
+		h = fnv1a(instance, fnv1a("\x01", h));
+	char safe[25];
+	size_t k = 0;
+	for (; base[k] && k < sizeof(safe) - 1; k++)
+		safe[k] = (base[k] == '.' && k == 0) || base[k] == '/' ? '_' : base[k];
+	safe[k] = '\0';
+	snprintf(p->name, sizeof(p->name), "%s-%012llx", safe, h & 0xffffffffffffULL);
+
+	int n = snprintf(p->sock, sizeof(p->sock), "%s/%s.sock", p->dir, p->name);
+	if (n < 0 || (size_t)n >= sizeof(p->sock)) {
+		snprintf(err, errsize,
+			 "socket path '%s/%s.sock' is longer than the %zu bytes a Unix socket "
+			 "allows; set PYTEST_ZYGOTE_RUNTIME_DIR to a shorter directory",
+			 p->dir, p->name, sizeof(p->sock) - 1);
+		return -ENAMETOOLONG;
+	}
+	/* The socket path fitted in 108 bytes, so these fit in PATH_MAX. */
+	if (snprintf(p->pid, sizeof(p->pid), "%s/%s.pid", p->dir, p->name) < 0 ||
+	    snprintf(p->log, sizeof(p->log), "%s/%s.log", p->dir, p->name) < 0)
+		return -ENAMETOOLONG;
+	return 0;
+}

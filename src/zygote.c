@@ -1,0 +1,598 @@
+/*
+ * A zygote generation. One thread, one poll loop: the control socket from the
+ * supervisor, a signalfd, and one connection per running test child (signals
+ * to forward, client death). It never runs test code itself: warm-up only
+ * collects. Requests from the supervisor are trusted but decoded with the same
+ * state machine as any client's.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "zygote/common.h"
+#include "zygote/fdpass.h"
+#include "zygote/log.h"
+#include "zygote/proto.h"
+#include "zygote/pyembed.h"
+#include "zygote/spawn.h"
+#include "zygote/zygote.h"
+
+#define MAX_RUNS 256
+
+struct run {
+	int32_t id;
+	pid_t pid;
+	int conn; /* -1 once the client is gone */
+	struct fdpass_reader rd;
+};
+
+static struct {
+	int ctl;
+	int sigfd;
+	pid_t supervisor;
+	int generation;
+	const char *root;
+	struct fdpass_reader ctl_rd;
+	struct proto_decoder dec;
+	int in_request;
+	int32_t req_id;
+	int req_conn;
+	struct run runs[MAX_RUNS];
+	int nruns;
+	int draining;
+	long long drain_deadline;
+} z = { .ctl = -1, .sigfd = -1, .req_conn = -1 };
+
+static long long
+now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *
+zygote_pydir(void)
+{
+	/* A binary inside the build tree uses the source tree's package. */
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n > 0) {
+		exe[n] = '\0';
+		size_t bl = strlen(PYZ_BUILD_DIR);
+		if (strncmp(exe, PYZ_BUILD_DIR, bl) == 0 && exe[bl] == '/')
+			return PYZ_SOURCE_PYDIR;
+	}
+	const char *over = getenv("PYTEST_ZYGOTE_PYDIR");
+	if (over && *over)
+		return over;
+	return PYZ_INSTALL_PYDIR;
+}
+
+/* Read "version = X.Y.Z" from a virtualenv's pyvenv.cfg next to bin/. */
+static int
+venv_version(const char *python, char *buf, size_t size)
+{
+	char cfg[PATH_MAX];
+	snprintf(cfg, sizeof(cfg), "%s", python);
+	char *slash = strrchr(cfg, '/');
+	if (!slash)
+		return 0;
+	*slash = '\0';
+	slash = strrchr(cfg, '/');
+	if (!slash)
+		return 0;
+	strcpy(slash, "/pyvenv.cfg");
+	FILE *f = fopen(cfg, "re");
+	if (!f)
+		return 0;
+	char line[512];
+	int found = 0;
+	while (!found && fgets(line, sizeof(line), f)) {
+		int maj, min;
+		if (sscanf(line, " version = %d.%d", &maj, &min) == 2 ||
+		    sscanf(line, " version_info = %d.%d", &maj, &min) == 2) {
+			snprintf(buf, size, "%d.%d", maj, min);
+			found = 1;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+int
+zygote_python_matches(const char *python, char *ret_version, size_t size)
+{
+	char ver[32] = "";
+	if (access(python, X_OK) != 0)
+		return -1;
+	if (!venv_version(python, ver, sizeof(ver))) {
+		/* Ask the interpreter itself: one short exec at start only. */
+		int p[2];
+		if (pipe2(p, O_CLOEXEC) < 0)
+			return -1;
+		pid_t pid = fork();
+		if (pid < 0) {
+			close(p[0]);
+			close(p[1]);
+			return -1;
+		}
+		if (pid == 0) {
+			dup2(p[1], 1);
+			int devnull = open("/dev/null", O_RDWR);
+			if (devnull >= 0)
+				dup2(devnull, 2);
+			execl(python, python, "-S", "-E", "-c",
+			      "import sys; print('%d.%d' % sys.version_info[:2])", (char *)NULL);
+			_exit(127);
+		}
+		close(p[1]);
+		ssize_t n = read(p[0], ver, sizeof(ver) - 1);
+		close(p[0]);
+		int st;
+		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+			;
+		if (n <= 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			return -1;
+		ver[n] = '\0';
+		ver[strcspn(ver, "\n")] = '\0';
+	}
+	snprintf(ret_version, size, "%s", ver);
+	return strcmp(ver, PYZ_PY_VERSION) == 0;
+}
+
+static void
+send_ready(const char *text)
+{
+	if (fdpass_send_msg(z.ctl, PROTO_MSG_Z_READY, text, strlen(text) + 1) < 0)
+		_exit(0); /* the supervisor is gone */
+}
+
+static void
+send_done(int32_t id, int32_t code)
+{
+	int32_t p[2] = { id, code };
+	if (fdpass_send_msg(z.ctl, PROTO_MSG_Z_DONE, p, sizeof(p)) < 0)
+		log_debug("cannot report run %d to the supervisor", (int)id);
+}
+
+/* Tell a client something and finish it (no child was started). */
+static void
+refuse_run(int conn, int32_t id, const char *text)
+{
+	fdpass_send_msg(conn, PROTO_MSG_ERROR, text, strlen(text) + 1);
+	int32_t code = ZEXIT_INTERNAL;
+	fdpass_send_msg(conn, PROTO_MSG_EXIT, &code, sizeof(code));
+	close(conn);
+	send_done(id, code);
+}
+
+static void
+start_run(struct proto_request *req, int32_t id, int conn)
+{
+	if (z.nruns >= MAX_RUNS) {
+		refuse_run(conn, id, "too many runs at once; try again when some have finished");
+		return;
+	}
+	/* The zygote's own descriptors, which the child must not hold. */
+	int close_fds[MAX_RUNS + 3];
+	int nclose = 0;
+	close_fds[nclose++] = z.ctl;
+	close_fds[nclose++] = z.sigfd;
+	for (int i = 0; i < z.nruns; i++)
+		if (z.runs[i].conn >= 0)
+			close_fds[nclose++] = z.runs[i].conn;
+
+	pyembed_fork_prepare();
+	pid_t pid = fork();
+	if (pid == 0) {
+		pyembed_fork_child();
+		char err[512];
+		if (spawn_child_setup(req, conn, close_fds, nclose, getppid(), z.supervisor, err,
+				      sizeof(err)) < 0) {
+			fdpass_send_msg(conn >= 0 ? SPAWN_FD_REPORT : conn, PROTO_MSG_ERROR, err,
+					strlen(err) + 1);
+			_exit(ZEXIT_INTERNAL);
+		}
+		int code = pyembed_child_run(req);
+		/* Report before _exit: the client need not wait for the reap. */
+		int32_t c = code;
+		fdpass_send_msg(SPAWN_FD_REPORT, PROTO_MSG_EXIT, &c, sizeof(c));
+		_exit(code);
+	}
+	pyembed_fork_parent();
+	if (pid < 0) {
+		char text[160];
+		snprintf(text, sizeof(text), "cannot fork a test child: %s", strerror(errno));
+		refuse_run(conn, id, text);
+		return;
+	}
+	/* The client's stdio belongs to the child now; holding it would keep
+	 * `pytest-zygote run | head` from ever seeing EOF. */
+	for (int i = 0; i < req->nfds; i++) {
+		close(req->fds[i]);
+		req->fds[i] = -1;
+	}
+	struct run *r = &z.runs[z.nruns++];
+	r->id = id;
+	r->pid = pid;
+	r->conn = conn;
+	fdpass_reader_init(&r->rd);
+	fcntl(conn, F_SETFL, fcntl(conn, F_GETFL) | O_NONBLOCK);
+	log_debug("run %d: child %d", (int)id, (int)pid);
+}
+
+static void
+run_remove(int i)
+{
+	fdpass_reader_finish(&z.runs[i].rd);
+	if (z.runs[i].conn >= 0)
+		close(z.runs[i].conn);
+	z.runs[i] = z.runs[--z.nruns];
+}
+
+static void
+reap(void)
+{
+	int st;
+	pid_t pid;
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		for (int i = 0; i < z.nruns; i++) {
+			struct run *r = &z.runs[i];
+			if (r->pid != pid)
+				continue;
+			int32_t code = WIFEXITED(st) ? WEXITSTATUS(st)
+				       : WIFSIGNALED(st) ? 128 + WTERMSIG(st)
+							 : ZEXIT_INTERNAL;
+			/* Whatever the run left in its process group goes with it. */
+			kill(-pid, SIGKILL);
+			if (r->conn >= 0)
+				fdpass_send_msg(r->conn, PROTO_MSG_EXIT, &code, sizeof(code));
+			send_done(r->id, code);
+			log_debug("run %d: child %d exited with %d", (int)r->id, (int)pid,
+				  (int)code);
+			run_remove(i);
+			break;
+		}
+	}
+}
+
+/* Signals a client may forward to its run. */
+static int
+forwardable(int sig)
+{
+	switch (sig) {
+	case SIGINT: case SIGTERM: case SIGHUP: case SIGQUIT: case SIGWINCH:
+	case SIGUSR1: case SIGUSR2: case SIGCONT: case SIGTSTP:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static void
+client_readable(struct run *r)
+{
+	for (;;) {
+		ssize_t n = fdpass_reader_fill(&r->rd, r->conn);
+		if (n == -EAGAIN)
+			return;
+		if (n <= 0)
+			goto gone;
+		struct proto_hdr h;
+		const char *p;
+		int m;
+		while ((m = fdpass_reader_next(&r->rd, &h, &p)) > 0) {
+			int32_t sig;
+			if (h.type != PROTO_MSG_SIGNAL || proto_get_i32(p, h.len, &sig) < 0 ||
+			    !forwardable(sig))
+				goto gone;
+			/* SIGTSTP cannot stop an orphaned group's leader usefully: stop it. */
+			kill(-r->pid, sig == SIGTSTP ? SIGSTOP : sig);
+		}
+		if (m < 0)
+			goto gone;
+	}
+gone:
+	/* The client died or broke the protocol: its run dies with it. */
+	kill(-r->pid, SIGKILL);
+	kill(r->pid, SIGKILL);
+	close(r->conn);
+	r->conn = -1;
+}
+
+static void
+request_failed(const char *why)
+{
+	char text[256];
+	snprintf(text, sizeof(text), "bad request: %s", why);
+	if (z.req_conn >= 0)
+		refuse_run(z.req_conn, z.req_id, text);
+	z.req_conn = -1;
+	proto_decoder_finish(&z.dec);
+	z.in_request = 0;
+}
+
+/* One message on the control socket. Returns -1 when the zygote must exit. */
+static int
+ctl_message(const struct proto_hdr *h, const char *p)
+{
+	int fds[PROTO_MAX_FDS];
+	int nfds = 0;
+
+	if (z.in_request) {
+		if (h->type == PROTO_MSG_FDS && h->len == sizeof(uint32_t)) {
+			uint32_t count;
+			memcpy(&count, p, sizeof(count));
+			if (count <= PROTO_MAX_FDS)
+				nfds = fdpass_reader_take_fds(&z.ctl_rd, fds, (int)count);
+		}
+		int r = proto_decoder_feed(&z.dec, h->type, p, h->len, fds, nfds);
+		if (r < 0) {
+			request_failed(z.dec.error);
+		} else if (r == 1) {
+			start_run(&z.dec.req, z.req_id, z.req_conn);
+			z.req_conn = -1;
+			proto_decoder_finish(&z.dec);
+			z.in_request = 0;
+		}
+		return 0;
+	}
+	switch (h->type) {
+	case PROTO_MSG_Z_RUN: {
+		int32_t id;
+		if (proto_get_i32(p, h->len, &id) < 0 ||
+		    fdpass_reader_take_fds(&z.ctl_rd, &z.req_conn, 1) != 1) {
+			log_error("malformed run hand-over from the supervisor");
+			return -1;
+		}
+		z.req_id = id;
+		z.in_request = 1;
+		proto_decoder_init(&z.dec);
+		return 0;
+	}
+	case PROTO_MSG_Z_DRAIN: {
+		int32_t grace;
+		if (proto_get_i32(p, h->len, &grace) < 0)
+			grace = 5000;
+		z.draining = 1;
+		z.drain_deadline = now_ms() + grace;
+		return 0;
+	}
+	default:
+		log_error("unexpected message %u from the supervisor", h->type);
+		return -1;
+	}
+}
+
+static void
+kill_all_runs(void)
+{
+	for (int i = 0; i < z.nruns; i++) {
+		kill(-z.runs[i].pid, SIGKILL);
+		kill(z.runs[i].pid, SIGKILL);
+	}
+}
+
+static int
+serve(void)
+{
+	for (;;) {
+		if (z.draining && z.nruns == 0)
+			return 0;
+		struct pollfd pfd[MAX_RUNS + 2];
+		int n = 0;
+		pfd[n] = (struct pollfd){ .fd = z.ctl, .events = POLLIN };
+		n++;
+		pfd[n] = (struct pollfd){ .fd = z.sigfd, .events = POLLIN };
+		n++;
+		for (int i = 0; i < z.nruns; i++) {
+			if (z.runs[i].conn < 0)
+				continue;
+			pfd[n] = (struct pollfd){ .fd = z.runs[i].conn, .events = POLLIN };
+			n++;
+		}
+		int timeout = -1;
+		if (z.draining) {
+			long long left = z.drain_deadline - now_ms();
+			if (left <= 0) {
+				kill_all_runs();
+				timeout = 100;
+			} else {
+				timeout = (int)left;
+			}
+		}
+		pyembed_unlock();
+		int k = poll(pfd, (nfds_t)n, timeout);
+		pyembed_lock();
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			log_error("poll: %s", strerror(errno));
+			return 1;
+		}
+		/* Clients first: a reap below may reorder z.runs. */
+		for (int j = 2; j < n; j++) {
+			if (!pfd[j].revents)
+				continue;
+			for (int i = 0; i < z.nruns; i++)
+				if (z.runs[i].conn == pfd[j].fd)
+					client_readable(&z.runs[i]);
+		}
+		if (pfd[1].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			while (read(z.sigfd, &si, sizeof(si)) == sizeof(si)) {
+				if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+					if (!z.draining) {
+						z.draining = 1;
+						z.drain_deadline = now_ms() + 5000;
+					}
+				}
+			}
+			reap();
+		}
+		if (pfd[0].revents) {
+			ssize_t r = fdpass_reader_fill(&z.ctl_rd, z.ctl);
+			if (r == 0 || (r < 0 && r != -EAGAIN)) {
+				/* The supervisor is gone: nobody can reach us any more. */
+				kill_all_runs();
+				return 0;
+			}
+			struct proto_hdr h;
+			const char *p;
+			int m;
+			while ((m = fdpass_reader_next(&z.ctl_rd, &h, &p)) > 0)
+				if (ctl_message(&h, p) < 0)
+					return 1;
+			if (m < 0)
+				return 1;
+		}
+	}
+}
+
+/* How many OS threads are alive, and their names (/proc/self/task/<tid>/comm). */
+static int
+count_threads(char *names, size_t size)
+{
+	int n = 0;
+	names[0] = '\0';
+	DIR *d = opendir("/proc/self/task");
+	if (!d)
+		return 1;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		n++;
+		char cpath[300], comm[64] = "";
+		snprintf(cpath, sizeof(cpath), "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(cpath, "re");
+		if (f) {
+			if (fgets(comm, sizeof(comm), f))
+				comm[strcspn(comm, "\n")] = '\0';
+			fclose(f);
+		}
+		size_t l = strlen(names);
+		snprintf(names + l, size - l, "%s%s", l ? "," : "", comm);
+	}
+	closedir(d);
+	return n;
+}
+
+int
+zygote_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "ctl-fd", required_argument, NULL, 'c' },
+		{ "root", required_argument, NULL, 'r' },
+		{ "python", required_argument, NULL, 'p' },
+		{ "generation", required_argument, NULL, 'g' },
+		{ "supervisor", required_argument, NULL, 's' },
+		{ 0 },
+	};
+	const char *python = PYZ_DEFAULT_PYTHON;
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': z.ctl = atoi(optarg); break;
+		case 'r': z.root = optarg; break;
+		case 'p': python = optarg; break;
+		case 'g': z.generation = atoi(optarg); break;
+		case 's': z.supervisor = (pid_t)atoi(optarg); break;
+		default: return ZEXIT_USAGE;
+		}
+	}
+	if (z.ctl < 0 || !z.root || z.supervisor <= 0) {
+		fprintf(stderr, "pytest-zygote: __zygote is internal; use 'pytest-zygote start'\n");
+		return ZEXIT_USAGE;
+	}
+	log_init("zygote", 1);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != z.supervisor)
+		return 0;
+	prctl(PR_SET_CHILD_SUBREAPER, 1);
+	setproctitle("zygote gen %d %s", z.generation, z.root);
+	fdpass_reader_init(&z.ctl_rd);
+
+	char text[1024], err[768], ver[32];
+	int m = zygote_python_matches(python, ver, sizeof(ver));
+	if (m <= 0) {
+		if (m < 0)
+			snprintf(text, sizeof(text),
+				 "error=cannot run the interpreter '%s'; pass a working one with "
+				 "--python\n", python);
+		else
+			snprintf(text, sizeof(text),
+				 "error=the interpreter '%s' is Python %s but this pytest-zygote "
+				 "embeds Python %s; rebuild it for that interpreter: meson setup "
+				 "build-%s -Dpython=%s && meson compile -C build-%s\n",
+				 python, ver, PYZ_PY_VERSION, ver, python, ver);
+		send_ready(text);
+		return ZEXIT_NOSTART;
+	}
+	if (chdir(z.root) < 0) {
+		snprintf(text, sizeof(text), "error=cannot enter the project root '%s': %s\n",
+			 z.root, strerror(errno));
+		send_ready(text);
+		return ZEXIT_NOSTART;
+	}
+	if (pyembed_init(python, zygote_pydir(), err, sizeof(err)) < 0) {
+		snprintf(text, sizeof(text), "error=%s\n", err);
+		send_ready(text);
+		return ZEXIT_NOSTART;
+	}
+	struct pyembed_warm w;
+	if (pyembed_warmup(z.root, &w, err, sizeof(err)) < 0) {
+		snprintf(text, sizeof(text), "error=%s\n", err);
+		send_ready(text);
+		return ZEXIT_NOSTART;
+	}
+	char names[512];
+	int threads = count_threads(names, sizeof(names));
+	if (threads > 1)
+		log_warn("%d threads are running after warm-up (%s); a thread holding a lock "
+			 "at fork can deadlock a test child",
+			 threads, names);
+
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	z.sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (z.sigfd < 0) {
+		snprintf(text, sizeof(text), "error=signalfd: %s\n", strerror(errno));
+		send_ready(text);
+		return ZEXIT_NOSTART;
+	}
+	snprintf(text, sizeof(text),
+		 "modules=%ld\nproject_files=%ld\nwarmup_ms=%ld\nthreads=%d\nthread_names=%s\n"
+		 "status=%s\n",
+		 w.modules, w.project_files, (long)(w.seconds * 1000 + 0.5), threads, names,
+		 w.status);
+	log_info("generation %d warm: %ld modules in %.2f s (%s)", z.generation, w.modules,
+		 w.seconds, w.status);
+	send_ready(text);
+	fcntl(z.ctl, F_SETFL, fcntl(z.ctl, F_GETFL) | O_NONBLOCK);
+	int rc = serve();
+	fflush(stdout);
+	fflush(stderr);
+	/* No Py_Finalize: it would run the project's atexit handlers and may hang. */
+	_exit(rc);
+}
