@@ -16,7 +16,7 @@ _NOT_PROJECT = ("site-packages", "dist-packages", ".venv", "venv", ".tox", ".nox
 
 _root = None
 _snapshot = {}  # module name -> (path, mtime_ns, size, ino)
-_zygote_path = []  # sys.path as the zygote had it after warm-up
+_base_path = []  # sys.path of the interpreter before warm-up touched it
 _zygote_pythonpath = []  # entries the zygote's own PYTHONPATH added
 
 
@@ -52,9 +52,10 @@ def warmup(root):
     Returns a dict for the supervisor: modules, seconds, threads, errors.
     Collection errors are not fatal: a run shows them as plain pytest would.
     """
-    global _root, _snapshot, _zygote_path, _zygote_pythonpath
+    global _root, _snapshot, _base_path, _zygote_pythonpath
     t0 = time.perf_counter()
     _root = os.path.realpath(root)
+    _base_path = list(sys.path)
     os.chdir(_root)
     # python -m pytest puts the cwd first on sys.path; the zygote's cwd is the root.
     sys.path.insert(0, _root)
@@ -78,7 +79,6 @@ def warmup(root):
         pass
 
     _snapshot = _take_snapshot()
-    _zygote_path = list(sys.path)
     pp = os.environ.get("PYTHONPATH", "")
     _zygote_pythonpath = [os.path.abspath(p) for p in pp.split(os.pathsep) if p]
     gc.collect()
@@ -126,11 +126,21 @@ def _new_stdio():
 
 def _apply_path(cwd, env):
     """sys.path as `python -m pytest` would have it in cwd with the client's PYTHONPATH."""
-    base = _zygote_path[1:] if _zygote_path else sys.path[1:]
-    base = [p for p in base if os.path.abspath(p) not in _zygote_pythonpath]
+    base = [p for p in _base_path if os.path.abspath(p) not in _zygote_pythonpath]
     pp = env.get("PYTHONPATH", "")
     extra = [os.path.abspath(os.path.join(cwd, p)) for p in pp.split(os.pathsep) if p]
     sys.path[:] = [cwd] + extra + [p for p in base if p not in extra]
+
+
+def _apply_interpreter_env(old, new):
+    """The few interpreter-start variables that can still follow the client."""
+    sys.dont_write_bytecode = bool(new.get("PYTHONDONTWRITEBYTECODE"))
+    if new.get("PYTHONWARNINGS") != old.get("PYTHONWARNINGS"):
+        import warnings
+
+        opts = [o for o in new.get("PYTHONWARNINGS", "").split(",") if o]
+        sys.warnoptions[:] = opts
+        warnings._processoptions(opts)
 
 
 def _dirty_modules():
@@ -203,9 +213,11 @@ def child_run(argv, cwd, env):
     # the dispositions; these two are what CPython sets at start-up.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     _new_stdio()
+    zygote_env = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
     _apply_path(cwd, env)
+    _apply_interpreter_env(zygote_env, env)
     sys.argv = [_pytest_main_file()] + list(argv)
     # The zygote's atexit handlers are not this run's.
     atexit._clear()
