@@ -148,6 +148,8 @@ int
 fdpass_reader_next(struct fdpass_reader *r, struct proto_hdr *ret_hdr, const char **ret_payload)
 {
 	struct proto_hdr h;
+	if (r->consumed == r->len)
+		return 0; /* nothing buffered; r->buf may still be NULL */
 	long n = proto_frame(r->buf + r->consumed, r->len - r->consumed, &h);
 	if (n <= 0)
 		return (int)n;

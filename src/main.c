@@ -326,7 +326,7 @@ cmd_status(const struct opts *o, const struct zpaths *p)
 	int r = client_request(p, PROTO_KIND_STATUS, 0, &text);
 	if (r == -ENOENT || r == -ECONNREFUSED) {
 		if (o->json) {
-			printf("{\"running\": false, \"root\": \"%s\"}\n", p->root);
+			printf("{\"server\": false, \"state\": \"stopped\", \"root\": \"%s\"}\n", p->root);
 			return ZEXIT_NOSERVER;
 		}
 		return no_server(p);
@@ -340,7 +340,7 @@ cmd_status(const struct opts *o, const struct zpaths *p)
 					 "modules", "project_files", "warmup_s", "runs",
 					 "running", "rss_kb", "threads" };
 	if (o->json) {
-		printf("{\"running\": true");
+		printf("{\"server\": true");
 		for (char *line = text; *line;) {
 			char *nl = strchr(line, '\n');
 			if (nl)

@@ -95,6 +95,10 @@ paths_runtime_dir(char *buf, size_t size, char *err, size_t errsize)
 		snprintf(err, errsize, "runtime directory path is too long");
 		return -ENAMETOOLONG;
 	}
+	/* "/run/x/" is "/run/x": left in, mkdir_parents would create it as a
+	 * parent (0755) and the check below would then refuse it. */
+	while (n > 1 && buf[n - 1] == '/')
+		buf[--n] = '\0';
 	int r = mkdir_parents(buf);
 	if (r < 0) {
 		snprintf(err, errsize, "cannot create runtime directory '%s': %s", buf,
@@ -166,7 +170,8 @@ has_file(const char *dir, const char *name)
 	return access(path, F_OK) == 0;
 }
 
-/* Walk from dir up to "/", returning the first directory where pred holds. */
+/* Walk from dir up to "/" for the first directory where pred holds: 1 with it
+ * in buf, 0 when there is none, -ENAMETOOLONG when it does not fit. */
 static int
 walk_up(const char *dir, int (*pred)(const char *, const char *), const char *arg, char *buf,
 	size_t size)
@@ -178,7 +183,7 @@ walk_up(const char *dir, int (*pred)(const char *, const char *), const char *ar
 	for (;;) {
 		if (pred(cur, arg)) {
 			if (strlen(cur) >= size)
-				return 0;
+				return -ENAMETOOLONG;
 			strcpy(buf, cur);
 			return 1;
 		}
@@ -205,10 +210,11 @@ paths_find_rootdir(const char *cwd, char *buf, size_t size)
 	char real[PATH_MAX];
 	if (!realpath(cwd, real))
 		return -errno;
-	if (walk_up(real, pred_config, NULL, buf, size))
-		return 0;
-	if (walk_up(real, has_file, "setup.py", buf, size))
-		return 0;
+	int r = walk_up(real, pred_config, NULL, buf, size);
+	if (r == 0)
+		r = walk_up(real, has_file, "setup.py", buf, size);
+	if (r != 0)
+		return r < 0 ? r : 0;
 	if (strlen(real) >= size)
 		return -ENAMETOOLONG;
 	strcpy(buf, real);

@@ -108,7 +108,7 @@ proto_decoder_feed(struct proto_decoder *d, uint32_t type, const void *payload, 
 		return fail(d, fds, nfds, "a message too large");
 	d->total += len;
 	if (d->total > PROTO_MAX_REQUEST)
-		return fail(d, fds, nfds, "request too large (over 8 MiB)");
+		return fail(d, fds, nfds, "request too large (over 4 MiB)");
 	if (nfds > 0 && type != PROTO_MSG_FDS)
 		return fail(d, fds, nfds, "file descriptors sent with a non-FDS message");
 

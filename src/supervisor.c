@@ -482,6 +482,9 @@ static void
 finish_and_exit(void)
 {
 	unlink(s.o->paths.sock);
+	/* Gone before anyone hears "stopped", so a next `start` finds no lock. */
+	pidfile_remove(s.pfh);
+	s.pfh = NULL;
 	char text[128];
 	snprintf(text, sizeof(text), "stopped=1\npid=%d\n", (int)getpid());
 	for (int i = s.nconns - 1; i >= 0; i--) {
@@ -490,7 +493,6 @@ finish_and_exit(void)
 		else
 			conn_reply(i, PROTO_MSG_ERROR, "the server stopped");
 	}
-	pidfile_remove(s.pfh);
 	log_info("stopped");
 	exit(0);
 }

@@ -17,7 +17,7 @@
 #define PROTO_VERSION 1u
 
 #define PROTO_MAX_PAYLOAD (1u << 20)    /* one message */
-#define PROTO_MAX_REQUEST (8u << 20)    /* a whole request */
+#define PROTO_MAX_REQUEST (4u << 20)    /* a whole request (also bounds future messages) */
 #define PROTO_MAX_STRINGS 65536u        /* argv or env entries */
 #define PROTO_MAX_FDS 3u                /* stdin, stdout, stderr */
 
@@ -121,7 +121,8 @@ int proto_decoder_feed(struct proto_decoder *d, uint32_t type, const void *paylo
  */
 long proto_frame(const void *buf, size_t avail, struct proto_hdr *ret_hdr);
 
-/* Append one message to a growable buffer. Returns 0 or -ENOMEM/-EMSGSIZE. */
+/* Append one message to a growable buffer. Returns 0 or -ENOMEM, -EMSGSIZE
+ * (payload over PROTO_MAX_PAYLOAD) or -E2BIG (too many strings). */
 struct proto_buf {
 	char *data;
 	size_t len;

@@ -78,6 +78,7 @@ def warmup(root):
     except Exception:
         pass
 
+    _freeze_distributions()
     _snapshot = _take_snapshot()
     pp = os.environ.get("PYTHONPATH", "")
     _zygote_pythonpath = [os.path.abspath(p) for p in pp.split(os.pathsep) if p]
@@ -94,6 +95,49 @@ def warmup(root):
         "status": status,
         "project_files": len(_snapshot),
     }
+
+
+class _FrozenDistribution:
+    """Stands in for an importlib.metadata.Distribution with its metadata and
+    entry points read once, at warm-up. pluggy and pytest scan every installed
+    distribution on every run (entry_points.txt, RECORD); in a child that is
+    pure repetition, since a change to installed packages restarts the zygote.
+    """
+
+    def __init__(self, dist):
+        self._dist = dist
+        self.entry_points = dist.entry_points
+        self.metadata = dist.metadata
+        self._files = None
+
+    @property
+    def files(self):
+        if self._files is None:
+            self._files = self._dist.files or []
+        return self._files
+
+    def __getattr__(self, name):
+        return getattr(self._dist, name)
+
+
+def _freeze_distributions():
+    import importlib.metadata as md
+
+    if getattr(md.distributions, "_pytest_zygote", False):
+        return
+    original = md.distributions
+    try:
+        frozen = [_FrozenDistribution(d) for d in original()]
+    except Exception:
+        return
+
+    def distributions(**kwargs):
+        if kwargs:
+            return original(**kwargs)
+        return iter(frozen)
+
+    distributions._pytest_zygote = True
+    md.distributions = distributions
 
 
 def _pytest_main_file():

@@ -1,0 +1,1 @@
+"""Small statistics helpers on top of pandas and scipy (the point is the import weight)."""

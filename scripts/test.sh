@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: install the Debian packages, build with
+# --werror, run the C unit tests and the fuzz corpus replay, then the end-to-end
+# tests with pytest. pytest runs last so its summary line ends the output; the
+# script exits with pytest's exit code (5, "no tests collected", is a failure).
+# Environment: PYTHON (default /usr/bin/python3), BUILD_DIR (default build).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-/usr/bin/python3}
+BUILD_DIR=${BUILD_DIR:-build}
+
+bash scripts/install-deps.sh
+
+if [[ -f "$BUILD_DIR/meson-private/coredata.dat" ]]; then
+	meson setup --reconfigure "$BUILD_DIR" "-Dpython=$PYTHON" -Dwerror=true
+else
+	meson setup "$BUILD_DIR" "-Dpython=$PYTHON" -Dwerror=true
+fi
+meson compile -C "$BUILD_DIR"
+meson test -C "$BUILD_DIR" --suite unit --suite fuzz --print-errorlogs
+
+bin=$(cd "$BUILD_DIR" && pwd)/pytest-zygote
+rc=0
+PYTEST_ZYGOTE_BIN=$bin "$PYTHON" -m pytest -q tests/e2e || rc=$?
+if ((rc == 5)); then
+	exit 1
+fi
+exit "$rc"

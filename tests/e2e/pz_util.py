@@ -1,0 +1,295 @@
+"""Helpers for the end-to-end tests: processes, pseudo-terminals, output
+normalisation and the raw wire protocol. No fixtures here (see conftest.py)."""
+
+import errno
+import fcntl
+import os
+import re
+import select
+import signal
+import struct
+import subprocess
+import termios
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECTS = REPO / "tests" / "projects"
+TIMEOUT = 60  # seconds for any one subprocess; a hang fails instead of blocking
+
+READY_RE = re.compile(
+    r"^pytest-zygote: ready pid (?P<pid>\d+), socket (?P<socket>\S+?), "
+    r"(?P<modules>\d+) modules, warm-up (?P<warmup>\d+(?:\.\d+)?) ?s$"
+)
+ALREADY_RE = re.compile(
+    r"^pytest-zygote: already running for (?P<root>.+) "
+    r"\(pid (?P<pid>\d+), socket (?P<socket>\S+)\)$"
+)
+STOPPED_RE = re.compile(r"^pytest-zygote: stopped \(pid (?P<pid>\d+)\)$")
+
+# --- output normalisation -------------------------------------------------
+
+_SESSION_TIME = re.compile(r" in \d+\.\d+s(?: \(\d+:\d\d:\d\d\))?")
+_DURATION = re.compile(r"^(\s*)\d+\.\d+s (call|setup|teardown)\b")
+_ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,}\b")
+
+
+def normalise(text):
+    """Remove what legitimately differs between two runs: timings (and the
+    width of the separator that surrounds them), object addresses, CRs."""
+    text = text.replace("\r\n", "\n")
+    out = []
+    for line in text.split("\n"):
+        new = _SESSION_TIME.sub(" in <T>", line)
+        new = _DURATION.sub(r"\1<T> \2", new)
+        if new != line:
+            # The '=' padding around "N passed in 0.12s" depends on its length.
+            new = re.sub(r"={2,}", "==", new)
+        new = _ADDRESS.sub("0xADDR", new)
+        out.append(new)
+    return "\n".join(out)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def strip_ansi(text):
+    return _ANSI.sub("", text)
+
+
+# --- /proc ------------------------------------------------------------------
+
+
+def _read(path, mode="rb"):
+    try:
+        with open(path, mode) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def proc_stat(pid):
+    """(state, ppid, pgrp, starttime) or None when the process is gone."""
+    data = _read("/proc/%d/stat" % pid)
+    if data is None:
+        return None
+    rest = data[data.rfind(b")") + 2:].split()
+    return rest[0].decode(), int(rest[1]), int(rest[2]), int(rest[19])
+
+
+def cmdline(pid):
+    data = _read("/proc/%d/cmdline" % pid)
+    if data is None:
+        return None
+    # setproctitle leaves NUL/space padding; argv elements are NUL-separated.
+    return data.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def all_pids():
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
+def is_alive(pid, starttime=None):
+    """Running (not a zombie) and, when starttime is given, the same process."""
+    st = proc_stat(pid)
+    if st is None or st[0] in ("Z", "X"):
+        return False
+    return starttime is None or st[3] == starttime
+
+
+def is_gone(pid, starttime=None):
+    """Gone entirely (reaped), or the pid now belongs to another process."""
+    st = proc_stat(pid)
+    if st is None:
+        return True
+    return starttime is not None and st[3] != starttime
+
+
+def children(pid):
+    out = []
+    for p in all_pids():
+        st = proc_stat(p)
+        if st and st[1] == pid and st[0] not in ("Z", "X"):
+            out.append(p)
+    return out
+
+
+def descendants(pid):
+    by_parent = {}
+    for p in all_pids():
+        st = proc_stat(p)
+        if st and st[0] not in ("Z", "X"):
+            by_parent.setdefault(st[1], []).append(p)
+    out, todo = [], [pid]
+    while todo:
+        for c in by_parent.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def processes_matching(markers, exclude=()):
+    """Live processes whose command line, environment or cwd mentions one of
+    the markers (absolute paths: a runtime dir, a project root)."""
+    me = os.getpid()
+    found = {}
+    bmarkers = [m.encode() for m in markers]
+    for pid in all_pids():
+        if pid == me or pid in exclude:
+            continue
+        st = proc_stat(pid)
+        if st is None or st[0] in ("Z", "X"):
+            continue
+        cmd = _read("/proc/%d/cmdline" % pid) or b""
+        env = _read("/proc/%d/environ" % pid) or b""
+        try:
+            cwd = os.readlink("/proc/%d/cwd" % pid)
+        except OSError:
+            cwd = ""
+        for m, bm in zip(markers, bmarkers):
+            if (bm in cmd or (b"PYTEST_ZYGOTE_RUNTIME_DIR=" + bm) in env
+                    or cwd == m or cwd.startswith(m + "/")):
+                found[pid] = cmdline(pid)
+                break
+    return found
+
+
+def wait_until(predicate, timeout=10.0, interval=0.02):
+    """Poll predicate until it returns a true value or timeout passes; returns
+    the last value. Not a timing assertion: the limit only bounds a hang."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def kill_quietly(pid, sig=signal.SIGKILL):
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# --- pseudo-terminal --------------------------------------------------------
+
+
+def set_winsize(fd, rows, cols):
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+class PtyRun:
+    """A command on a fresh pty as its controlling terminal, in its own
+    session and foreground process group, as if started from a shell."""
+
+    def __init__(self, argv, cwd, env, rows=24, cols=80):
+        self.master, slave = os.openpty()
+        set_winsize(slave, rows, cols)
+        self.ttyname = os.ttyname(slave)
+
+        def child_setup():
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        try:
+            self.proc = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave,
+                start_new_session=True, preexec_fn=child_setup, close_fds=True)
+        finally:
+            os.close(slave)
+        self.buf = b""
+        self.eof = False
+        self.rc = None
+
+    @property
+    def text(self):
+        return self.buf.decode(errors="replace")
+
+    def _read_once(self, timeout):
+        if self.eof:
+            return False
+        r, _, _ = select.select([self.master], [], [], timeout)
+        if not r:
+            return False
+        try:
+            data = os.read(self.master, 65536)
+        except OSError as e:
+            if e.errno != errno.EIO:
+                raise
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def expect(self, pattern, timeout=TIMEOUT):
+        """Read until the regex (str) matches the output so far; return the match."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.text)
+            if m:
+                return m
+            left = deadline - time.monotonic()
+            if left <= 0 or (self.eof and self.proc.poll() is not None):
+                raise AssertionError(
+                    "pattern %r not seen (rc=%r); output so far:\n%s"
+                    % (pattern, self.proc.poll(), self.text))
+            self._read_once(min(left, 0.2))
+
+    def send(self, data):
+        os.write(self.master, data)
+
+    def resize(self, rows, cols):
+        set_winsize(self.master, rows, cols)
+
+    def wait(self, timeout=TIMEOUT):
+        """Read until the command exits, then drain; return (rc, text)."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() >= deadline:
+                self.kill()
+                raise AssertionError("command on pty did not exit within %ss; output:\n%s"
+                                     % (timeout, self.text))
+            self._read_once(0.2)
+        # The client has exited; what its run wrote is already in the pty
+        # buffer. Drain it without waiting for an EOF that a leaked slave fd
+        # elsewhere would postpone forever.
+        while self._read_once(0.3):
+            pass
+        self.rc = self.proc.returncode
+        return self.rc, self.text
+
+    def kill(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def close(self):
+        self.kill()
+        try:
+            os.close(self.master)
+        except OSError:
+            pass
+
+
+# --- wire protocol (for the bad-client tests) -------------------------------
+
+PROTO_MAGIC = 0x47595A50
+PROTO_VERSION = 1
+MSG_HELLO = 1
+
+
+def header(msg_type, length):
+    return struct.pack("=II", msg_type, length)
+
+
+def hello(magic=PROTO_MAGIC, version=PROTO_VERSION, kind=2, flags=0):
+    return header(MSG_HELLO, 16) + struct.pack("=IIII", magic, version, kind, flags)

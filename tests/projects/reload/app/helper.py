@@ -1,0 +1,5 @@
+from app.value import VALUE
+
+
+def get():
+    return VALUE

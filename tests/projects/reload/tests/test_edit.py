@@ -1,0 +1,3 @@
+def test_edit():
+    result = 1
+    assert result == 1
