@@ -167,6 +167,21 @@ status_text(char *buf, size_t size)
 		log_warn("status text truncated");
 }
 
+/*
+ * Close a client's socket after a reply. Unread bytes in our receive queue
+ * would make the kernel reset the connection, and the client would see
+ * ECONNRESET instead of our reply: read what is there first.
+ */
+static void
+close_draining(int fd)
+{
+	char buf[4096];
+	shutdown(fd, SHUT_WR);
+	for (int k = 0; k < 64 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0; k++)
+		;
+	close(fd);
+}
+
 static void
 conn_close(int i)
 {
@@ -174,7 +189,7 @@ conn_close(int i)
 	fdpass_reader_finish(&c->rd);
 	proto_decoder_finish(&c->dec);
 	if (c->fd >= 0)
-		close(c->fd);
+		close_draining(c->fd);
 	free(c);
 	s.conns[i] = s.conns[--s.nconns];
 }
@@ -219,7 +234,11 @@ hand_over(int i)
 	}
 	s.runs++;
 	s.running++;
-	conn_close(i); /* the zygote holds the connection and the fds now */
+	/* The zygote holds the connection and the fds now: a plain close, since
+	 * shutdown() would act on the socket the zygote shares. */
+	close(c->fd);
+	c->fd = -1;
+	conn_close(i);
 }
 
 static void begin_stop(int grace_ms);
@@ -336,13 +355,13 @@ accept_clients(void)
 				 (unsigned)getuid());
 			fdpass_send_msg(fd, PROTO_MSG_ERROR, msg, strlen(msg) + 1);
 			log_warn("refused a connection from uid %u", (unsigned)cred.uid);
-			close(fd);
+			close_draining(fd);
 			continue;
 		}
 		if (s.nconns >= MAX_CONNS) {
 			const char *msg = "too many connections; try again shortly";
 			fdpass_send_msg(fd, PROTO_MSG_ERROR, msg, strlen(msg) + 1);
-			close(fd);
+			close_draining(fd);
 			continue;
 		}
 		struct conn *c = calloc(1, sizeof(*c));
