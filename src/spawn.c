@@ -45,8 +45,8 @@ set_title(const struct proto_request *req)
 }
 
 int
-spawn_child_setup(const struct proto_request *req, int conn, const int *close_fds, int nclose,
-		  pid_t zygote, pid_t supervisor, char *err, size_t errsize)
+spawn_child_setup(const struct proto_request *req, int conn, int learn, const int *close_fds,
+		  int nclose, pid_t zygote, pid_t supervisor, char *err, size_t errsize)
 {
 	/* A new session: the client's terminal is not our controlling tty, so
 	 * terminal signals reach the client, which forwards them. */
@@ -57,35 +57,39 @@ spawn_child_setup(const struct proto_request *req, int conn, const int *close_fd
 	spawn_reset_signals();
 
 	for (int i = 0; i < nclose; i++)
-		if (close_fds[i] >= 0 && close_fds[i] != conn)
+		if (close_fds[i] >= 0 && close_fds[i] != conn && close_fds[i] != learn)
 			close(close_fds[i]);
 
 	/*
 	 * Fixed layout: 0,1,2 the client's stdin/stdout/stderr; 3 the client
-	 * connection (close-on-exec, for the EXIT report). Sources are first
-	 * moved above 10 so no dup2 overwrites a source still needed.
+	 * connection (for the EXIT report); 4 the learning pipe to the zygote.
+	 * Sources are first moved above 10 so no dup2 overwrites a source
+	 * still needed.
 	 */
-	int src[4] = { req->fds[0], req->fds[1], req->fds[2], conn };
-	int high[4];
-	for (int i = 0; i < 4; i++) {
+	if (learn < 0)
+		learn = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	int src[5] = { req->fds[0], req->fds[1], req->fds[2], conn, learn };
+	int high[5];
+	for (int i = 0; i < 5; i++) {
 		high[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 10);
 		if (high[i] < 0) {
 			snprintf(err, errsize, "dup: %s", strerror(errno));
 			return -1;
 		}
 	}
-	for (int i = 0; i < 4; i++)
-		if (src[i] > 3)
+	for (int i = 0; i < 5; i++)
+		if (src[i] > 4)
 			close(src[i]);
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < 5; i++) {
 		if (dup2(high[i], i) < 0) {
 			snprintf(err, errsize, "dup2: %s", strerror(errno));
 			return -1;
 		}
 		close(high[i]);
 	}
-	/* dup2 clears FD_CLOEXEC: fds 0-2 must survive exec, 3 must not. */
+	/* dup2 clears FD_CLOEXEC: fds 0-2 must survive exec, 3 and 4 must not. */
 	fcntl(SPAWN_FD_REPORT, F_SETFD, FD_CLOEXEC);
+	fcntl(SPAWN_FD_LEARN, F_SETFD, FD_CLOEXEC);
 
 	if (chdir(req->cwd) < 0) {
 		snprintf(err, errsize, "cannot enter the working directory '%s': %s", req->cwd,

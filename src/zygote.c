@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -26,6 +27,7 @@
 #include "zygote/common.h"
 #include "zygote/fdpass.h"
 #include "zygote/log.h"
+#include "zygote/prefault.h"
 #include "zygote/proto.h"
 #include "zygote/pyembed.h"
 #include "zygote/spawn.h"
@@ -36,9 +38,27 @@
 struct run {
 	int32_t id;
 	pid_t pid;
-	int conn; /* -1 once the client is gone */
+	int conn;  /* -1 once the client is gone */
+	int learn; /* read end of the child's SPAWN_FD_LEARN pipe */
 	struct fdpass_reader rd;
 };
+
+/*
+ * The spare: a child forked ahead of the next request, which has already
+ * taken the copy-on-write faults the last run took (prefault.h). It waits on
+ * its socket for a request in the same form the supervisor sends us.
+ */
+static struct {
+	pid_t pid;
+	int sock;
+	int disabled;
+} spare = { .sock = -1 };
+
+/* The pages the last run made private, for the next spare to touch. */
+static struct prefault_range *hot;
+static size_t nhot;
+
+#define LEARN_PIPE_SIZE (1 << 20)
 
 static struct {
 	int ctl;
@@ -178,7 +198,164 @@ refuse_run(int conn, int32_t id, const char *text)
 	int32_t code = ZEXIT_INTERNAL;
 	fdpass_send_msg(conn, PROTO_MSG_EXIT, &code, sizeof(code));
 	close(conn);
-	send_done(id, code);
+	if (id >= 0)
+		send_done(id, code);
+}
+
+/* The zygote's own descriptors, which no child may keep. */
+static int
+own_fds(int *fds, int extra)
+{
+	int n = 0;
+	fds[n++] = z.ctl;
+	fds[n++] = z.sigfd;
+	fds[n++] = spare.sock;
+	for (int i = 0; i < z.nruns; i++) {
+		fds[n++] = z.runs[i].conn;
+		fds[n++] = z.runs[i].learn;
+	}
+	if (extra >= 0)
+		fds[n++] = extra;
+	return n;
+}
+
+/* A run child, from the fd layout to _exit. */
+static void __attribute__((noreturn))
+child_main(struct proto_request *req, int conn, int learn, const int *close_fds, int nclose,
+	   pid_t zygote)
+{
+	char err[512];
+	if (spawn_child_setup(req, conn, learn, close_fds, nclose, zygote, z.supervisor, err,
+			      sizeof(err)) < 0) {
+		fdpass_send_msg(fcntl(SPAWN_FD_REPORT, F_GETFD) >= 0 ? SPAWN_FD_REPORT : conn,
+				PROTO_MSG_ERROR, err, strlen(err) + 1);
+		_exit(ZEXIT_INTERNAL);
+	}
+	int code = pyembed_child_run(req);
+	/* Report before _exit: the client need not wait for the reap. */
+	int32_t c = code;
+	fdpass_send_msg(SPAWN_FD_REPORT, PROTO_MSG_EXIT, &c, sizeof(c));
+	close(SPAWN_FD_REPORT);
+	/* Then, off the client's clock, tell the zygote which pages we copied. */
+	struct prefault_range *r;
+	long n = prefault_record(&r);
+	if (n > 0) {
+		size_t len = (size_t)n * sizeof(*r);
+		if (len > LEARN_PIPE_SIZE)
+			len = LEARN_PIPE_SIZE / sizeof(*r) * sizeof(*r);
+		ssize_t w = write(SPAWN_FD_LEARN, r, len);
+		(void)w;
+	}
+	_exit(code);
+}
+
+/* Fork the next spare, unless there is one or we are stopping. */
+static void
+spare_fork(void)
+{
+	if (spare.pid || spare.disabled || z.draining)
+		return;
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return;
+	int close_fds[2 * MAX_RUNS + 4];
+	int nclose = own_fds(close_fds, sv[0]);
+	pid_t zygote = getpid();
+
+	pyembed_fork_prepare();
+	pid_t pid = fork();
+	if (pid == 0) {
+		pyembed_fork_child();
+		for (int i = 0; i < nclose; i++)
+			if (close_fds[i] >= 0)
+				close(close_fds[i]);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != zygote)
+			_exit(0);
+		setproctitle("spare gen %d %s", z.generation, z.root);
+		if (nhot)
+			prefault_touch(hot, nhot);
+
+		/* Wait for a request: Z_RUN (connection and learning pipe) + request. */
+		struct fdpass_reader rd;
+		struct proto_decoder dec;
+		int fds[PROTO_MAX_FDS], got[2] = { -1, -1 };
+		fdpass_reader_init(&rd);
+		proto_decoder_init(&dec);
+		for (;;) {
+			struct proto_hdr h;
+			const char *p;
+			if (fdpass_read_msg(&rd, sv[1], &h, &p) <= 0)
+				_exit(0);
+			int nfds = 0;
+			if (h.type == PROTO_MSG_Z_RUN) {
+				if (fdpass_reader_take_fds(&rd, got, 2) != 2)
+					_exit(ZEXIT_INTERNAL);
+				continue;
+			}
+			if (h.type == PROTO_MSG_FDS && h.len == sizeof(uint32_t)) {
+				uint32_t count;
+				memcpy(&count, p, sizeof(count));
+				if (count <= PROTO_MAX_FDS)
+					nfds = fdpass_reader_take_fds(&rd, fds, (int)count);
+			}
+			int r = proto_decoder_feed(&dec, h.type, p, h.len, fds, nfds);
+			if (r < 0 || got[0] < 0)
+				_exit(ZEXIT_INTERNAL);
+			if (r == 1)
+				break;
+		}
+		close(sv[1]);
+		child_main(&dec.req, got[0], got[1], NULL, 0, zygote);
+	}
+	pyembed_fork_parent();
+	close(sv[1]);
+	if (pid < 0) {
+		close(sv[0]);
+		return;
+	}
+	spare.pid = pid;
+	spare.sock = sv[0];
+}
+
+static void
+spare_drop(void)
+{
+	if (!spare.pid)
+		return;
+	kill(spare.pid, SIGKILL);
+	close(spare.sock);
+	spare.sock = -1;
+	spare.pid = 0; /* reaped by reap() as an unknown pid */
+}
+
+/* Give the request to the spare. Returns its pid, or 0 when it cannot. */
+static pid_t
+spare_take(const struct proto_request *req, int32_t id, int conn, int learn)
+{
+	if (!spare.pid)
+		return 0;
+	struct proto_buf b = { 0 };
+	size_t off;
+	int fds2[2] = { conn, learn };
+	int r = proto_buf_put_i32(&b, PROTO_MSG_Z_RUN, id);
+	if (r == 0)
+		r = fdpass_send(spare.sock, b.data, b.len, fds2, 2, 0);
+	proto_buf_free(&b);
+	if (r == 0)
+		r = proto_request_encode(&b, req, &off);
+	if (r == 0)
+		r = fdpass_send(spare.sock, b.data, b.len, req->fds, req->nfds, off);
+	proto_buf_free(&b);
+	pid_t pid = spare.pid;
+	close(spare.sock);
+	spare.sock = -1;
+	spare.pid = 0;
+	if (r < 0) {
+		kill(pid, SIGKILL);
+		return 0;
+	}
+	return pid;
 }
 
 static void
@@ -188,36 +365,30 @@ start_run(struct proto_request *req, int32_t id, int conn)
 		refuse_run(conn, id, "too many runs at once; try again when some have finished");
 		return;
 	}
-	/* The zygote's own descriptors, which the child must not hold. */
-	int close_fds[MAX_RUNS + 3];
-	int nclose = 0;
-	close_fds[nclose++] = z.ctl;
-	close_fds[nclose++] = z.sigfd;
-	for (int i = 0; i < z.nruns; i++)
-		if (z.runs[i].conn >= 0)
-			close_fds[nclose++] = z.runs[i].conn;
+	int lp[2] = { -1, -1 };
+	if (pipe2(lp, O_CLOEXEC | O_NONBLOCK) == 0)
+		fcntl(lp[0], F_SETPIPE_SZ, LEARN_PIPE_SIZE);
 
-	pyembed_fork_prepare();
-	pid_t pid = fork();
-	if (pid == 0) {
-		pyembed_fork_child();
-		char err[512];
-		if (spawn_child_setup(req, conn, close_fds, nclose, getppid(), z.supervisor, err,
-				      sizeof(err)) < 0) {
-			fdpass_send_msg(conn >= 0 ? SPAWN_FD_REPORT : conn, PROTO_MSG_ERROR, err,
-					strlen(err) + 1);
-			_exit(ZEXIT_INTERNAL);
+	pid_t pid = spare_take(req, id, conn, lp[1]);
+	if (!pid) {
+		int close_fds[2 * MAX_RUNS + 4];
+		int nclose = own_fds(close_fds, lp[0]);
+		pid_t zygote = getpid();
+		pyembed_fork_prepare();
+		pid = fork();
+		if (pid == 0) {
+			pyembed_fork_child();
+			child_main(req, conn, lp[1], close_fds, nclose, zygote);
 		}
-		int code = pyembed_child_run(req);
-		/* Report before _exit: the client need not wait for the reap. */
-		int32_t c = code;
-		fdpass_send_msg(SPAWN_FD_REPORT, PROTO_MSG_EXIT, &c, sizeof(c));
-		_exit(code);
+		pyembed_fork_parent();
 	}
-	pyembed_fork_parent();
+	if (lp[1] >= 0)
+		close(lp[1]);
 	if (pid < 0) {
 		char text[160];
 		snprintf(text, sizeof(text), "cannot fork a test child: %s", strerror(errno));
+		if (lp[0] >= 0)
+			close(lp[0]);
 		refuse_run(conn, id, text);
 		return;
 	}
@@ -231,9 +402,84 @@ start_run(struct proto_request *req, int32_t id, int conn)
 	r->id = id;
 	r->pid = pid;
 	r->conn = conn;
+	r->learn = lp[0];
 	fdpass_reader_init(&r->rd);
+	if (id < 0) {
+		/* The practice run has no client to hear from. */
+		close(conn);
+		r->conn = -1;
+		return;
+	}
 	fcntl(conn, F_SETFL, fcntl(conn, F_GETFL) | O_NONBLOCK);
 	log_debug("run %d: child %d", (int)id, (int)pid);
+	spare_fork();
+}
+
+/*
+ * A practice run right after warm-up: `pytest --collect-only` in a child with
+ * /dev/null for its terminal, so the first spare already knows which pages a
+ * run touches. It has no client (id -1) and nobody waits for it.
+ */
+static void
+practice_run(void)
+{
+	extern char **environ;
+	static char *argv[] = { "--collect-only", "-q", "-p", "no:cacheprovider", NULL };
+	struct proto_request req = {
+		.kind = PROTO_KIND_RUN,
+		.argv = argv,
+		.argc = 4,
+		.cwd = (char *)z.root,
+		.env = environ,
+		.nfds = 3,
+	};
+	for (size_t n = 0; environ[n]; n++)
+		req.envc = n + 1;
+	for (int i = 0; i < 3; i++)
+		req.fds[i] = open("/dev/null", i == 0 ? O_RDONLY | O_CLOEXEC : O_WRONLY | O_CLOEXEC);
+	int conn = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	if (conn < 0 || req.fds[0] < 0 || req.fds[1] < 0 || req.fds[2] < 0 || spare.disabled) {
+		for (int i = 0; i < 3; i++)
+			if (req.fds[i] >= 0)
+				close(req.fds[i]);
+		if (conn >= 0)
+			close(conn);
+		spare_fork();
+		return;
+	}
+	start_run(&req, -1, conn);
+}
+
+/* Keep what the finished run's child reported about the pages it copied. */
+static void
+learn(struct run *r)
+{
+	if (r->learn < 0)
+		return;
+	size_t cap = 4096, len = 0;
+	char *buf = malloc(cap);
+	for (;;) {
+		if (!buf)
+			break;
+		if (len == cap) {
+			char *g = cap < LEARN_PIPE_SIZE ? realloc(buf, cap * 2) : NULL;
+			if (!g)
+				break;
+			buf = g;
+			cap *= 2;
+		}
+		ssize_t n = read(r->learn, buf + len, cap - len);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	if (buf && len >= sizeof(struct prefault_range) && len % sizeof(struct prefault_range) == 0) {
+		free(hot);
+		hot = (struct prefault_range *)buf;
+		nhot = len / sizeof(struct prefault_range);
+		buf = NULL;
+	}
+	free(buf);
 }
 
 static void
@@ -242,6 +488,8 @@ run_remove(int i)
 	fdpass_reader_finish(&z.runs[i].rd);
 	if (z.runs[i].conn >= 0)
 		close(z.runs[i].conn);
+	if (z.runs[i].learn >= 0)
+		close(z.runs[i].learn);
 	z.runs[i] = z.runs[--z.nruns];
 }
 
@@ -251,6 +499,13 @@ reap(void)
 	int st;
 	pid_t pid;
 	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		if (pid == spare.pid) {
+			/* The spare died before it was used; fork another later. */
+			close(spare.sock);
+			spare.sock = -1;
+			spare.pid = 0;
+			continue;
+		}
 		for (int i = 0; i < z.nruns; i++) {
 			struct run *r = &z.runs[i];
 			if (r->pid != pid)
@@ -262,7 +517,11 @@ reap(void)
 			kill(-pid, SIGKILL);
 			if (r->conn >= 0)
 				fdpass_send_msg(r->conn, PROTO_MSG_EXIT, &code, sizeof(code));
-			send_done(r->id, code);
+			if (r->id >= 0)
+				send_done(r->id, code);
+			learn(r);
+			if (r->id < 0)
+				spare_fork(); /* the practice run is over: now the spare */
 			log_debug("run %d: child %d exited with %d", (int)r->id, (int)pid,
 				  (int)code);
 			run_remove(i);
@@ -371,6 +630,7 @@ ctl_message(const struct proto_hdr *h, const char *p)
 			grace = 5000;
 		z.draining = 1;
 		z.drain_deadline = now_ms() + grace;
+		spare_drop();
 		return 0;
 	}
 	default:
@@ -382,6 +642,7 @@ ctl_message(const struct proto_hdr *h, const char *p)
 static void
 kill_all_runs(void)
 {
+	spare_drop();
 	for (int i = 0; i < z.nruns; i++) {
 		kill(-z.runs[i].pid, SIGKILL);
 		kill(z.runs[i].pid, SIGKILL);
@@ -440,6 +701,7 @@ serve(void)
 					if (!z.draining) {
 						z.draining = 1;
 						z.drain_deadline = now_ms() + 5000;
+						spare_drop();
 					}
 				}
 			}
@@ -590,6 +852,9 @@ zygote_main(int argc, char **argv)
 		 w.seconds, w.status);
 	send_ready(text);
 	fcntl(z.ctl, F_SETFL, fcntl(z.ctl, F_GETFL) | O_NONBLOCK);
+	const char *sp = getenv("PYTEST_ZYGOTE_SPARE");
+	spare.disabled = sp && strcmp(sp, "0") == 0;
+	practice_run();
 	int rc = serve();
 	fflush(stdout);
 	fflush(stderr);

@@ -18,6 +18,7 @@ _root = None
 _snapshot = {}  # module name -> (path, mtime_ns, size, ino)
 _base_path = []  # sys.path of the interpreter before warm-up touched it
 _zygote_pythonpath = []  # entries the zygote's own PYTHONPATH added
+_ru0 = None  # resource usage when this child's run began
 
 
 def _is_project_file(path):
@@ -251,8 +252,11 @@ def child_run(argv, cwd, env):
     C has already set up fds 0/1/2, the session, signals and the cwd.
     """
     import atexit
+    import resource
     import signal
 
+    global _ru0
+    _ru0 = resource.getrusage(resource.RUSAGE_SELF)  # for the benchmarks
     # Python's own SIGINT handler, so Ctrl-C becomes KeyboardInterrupt. C reset
     # the dispositions; these two are what CPython sets at start-up.
     signal.signal(signal.SIGINT, signal.default_int_handler)
