@@ -1,0 +1,155 @@
+/*
+ * Unit tests for prefault.c on real forks: a child that writes to pages it
+ * shares with its parent records exactly those pages, and prefault_touch
+ * makes recorded pages private without changing their contents, skipping
+ * ranges that are not mapped.
+ */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tap.h"
+#include "zygote/prefault.h"
+
+#define NPAGES 64
+
+static long page;
+
+/* Is the page at addr exclusively ours (pagemap bit 56) and present? */
+static int
+exclusive(void *addr)
+{
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+	uint64_t e = 0;
+	if (fd >= 0) {
+		if (pread(fd, &e, 8, (off_t)((uintptr_t)addr / (uintptr_t)page * 8)) != 8)
+			e = 0;
+		close(fd);
+	}
+	return (e >> 63 & 1) && (e >> 56 & 1);
+}
+
+/* Does some range cover [addr, addr + n pages)? */
+static int
+covered(const struct prefault_range *r, long nr, char *addr, int n)
+{
+	for (int k = 0; k < n; k++) {
+		uint64_t a = (uint64_t)(uintptr_t)(addr + (long)k * page);
+		int hit = 0;
+		for (long i = 0; i < nr && !hit; i++)
+			hit = a >= r[i].start && a < r[i].start + r[i].npages * (uint64_t)page;
+		if (!hit)
+			return 0;
+	}
+	return 1;
+}
+
+/* Run fn in a child; the child writes one result byte per check to a pipe. */
+static void
+in_child(void (*fn)(int wfd, char *region), char *region, unsigned char *results, int n)
+{
+	int p[2];
+	if (pipe(p) < 0)
+		bail_out("pipe");
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(p[0]);
+		fn(p[1], region);
+		_exit(0);
+	}
+	close(p[1]);
+	memset(results, 0xff, (size_t)n);
+	ssize_t got = read(p[0], results, (size_t)n);
+	close(p[0]);
+	int st;
+	waitpid(pid, &st, 0);
+	ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child exited cleanly");
+	is_int(got, n, "child sent every result");
+}
+
+static void
+put(int fd, int v)
+{
+	unsigned char c = (unsigned char)v;
+	if (write(fd, &c, 1) != 1)
+		_exit(1);
+}
+
+static void
+record_child(int wfd, char *region)
+{
+	/* Pages 3..10 get written, 20..30 only read. */
+	for (int k = 3; k <= 10; k++)
+		region[(long)k * page + 7] = 'w';
+	volatile char sink = 0;
+	for (int k = 20; k <= 30; k++)
+		sink ^= region[(long)k * page];
+	(void)sink;
+	struct prefault_range *r;
+	long n = prefault_record(&r);
+	put(wfd, n > 0);
+	put(wfd, n > 0 && covered(r, n, region + 3 * page, 8));
+	int any_read = 0;
+	for (int k = 20; k <= 30 && n > 0; k++)
+		any_read |= covered(r, n, region + (long)k * page, 1);
+	put(wfd, !any_read);
+	/* Ranges are in address order and merged. */
+	int sorted = 1;
+	for (long i = 1; i < n; i++)
+		sorted &= r[i].start > r[i - 1].start + r[i - 1].npages * (uint64_t)page - 1;
+	put(wfd, sorted);
+}
+
+static void
+touch_child(int wfd, char *region)
+{
+	char *hole = mmap(NULL, (size_t)page * 4, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct prefault_range r[3] = {
+		{ (uint64_t)(uintptr_t)(region + 5 * page), 5 },
+		{ (uint64_t)(uintptr_t)hole, 4 }, /* not writable: skipped */
+		{ (uint64_t)(uintptr_t)(region + 40 * page), 2 },
+	};
+	put(wfd, !exclusive(region + 5 * page));
+	long touched = prefault_touch(r, 3);
+	put(wfd, touched == 7);
+	int all = 1;
+	for (int k = 5; k < 10; k++)
+		all &= exclusive(region + (long)k * page);
+	put(wfd, all && exclusive(region + 40 * page) && exclusive(region + 41 * page));
+	put(wfd, !exclusive(region + 20 * page));
+	int same = 1;
+	for (long i = 0; i < NPAGES * page; i++)
+		same &= region[i] == (char)(i % 251);
+	put(wfd, same);
+}
+
+int
+main(void)
+{
+	page = sysconf(_SC_PAGESIZE);
+	char *region = mmap(NULL, (size_t)(NPAGES * page), PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (region == MAP_FAILED)
+		bail_out("mmap");
+	for (long i = 0; i < NPAGES * page; i++)
+		region[i] = (char)(i % 251);
+
+	unsigned char res[8];
+	in_child(record_child, region, res, 4);
+	ok(res[0] == 1, "prefault_record finds ranges");
+	ok(res[1] == 1, "the pages the child wrote are recorded");
+	ok(res[2] == 1, "pages the child only read are not");
+	ok(res[3] == 1, "ranges are sorted and merged");
+
+	in_child(touch_child, region, res, 5);
+	ok(res[0] == 1, "before touching, a page is shared with the parent");
+	ok(res[1] == 1, "prefault_touch touches exactly the mapped writable pages");
+	ok(res[2] == 1, "touched pages are now private");
+	ok(res[3] == 1, "untouched pages stay shared");
+	ok(res[4] == 1, "contents are unchanged");
+	return done_testing();
+}
