@@ -63,10 +63,14 @@ in_child(void (*fn)(int wfd, char *region), char *region, unsigned char *results
 	}
 	close(p[1]);
 	memset(results, 0xff, (size_t)n);
-	ssize_t got = read(p[0], results, (size_t)n);
+	ssize_t got = 0, k;
+	while (got < n && (k = read(p[0], results + got, (size_t)(n - got))) > 0)
+		got += k;
 	close(p[0]);
 	int st;
 	waitpid(pid, &st, 0);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		diag("child status %#x", st);
 	ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child exited cleanly");
 	is_int(got, n, "child sent every result");
 }
