@@ -228,13 +228,11 @@ start_detached(const struct opts *o, const struct zpaths *p)
 		setsid();
 		if (fork() != 0)
 			_exit(0);
-		int devnull = open("/dev/null", O_RDWR);
+		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 		int logfd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
 		dup2(devnull, 0);
 		dup2(devnull, 1);
 		dup2(logfd >= 0 ? logfd : devnull, 2);
-		if (devnull > 2)
-			close(devnull);
 		log_init("supervisor", 1);
 		struct supervisor_opts so = {
 			.paths = *p,

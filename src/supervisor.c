@@ -396,8 +396,8 @@ spawn_generation(void)
 	if (pid == 0) {
 		/* fd layout of a zygote: 0 /dev/null, 1 the log, 2 our stderr, 3 control. */
 		spawn_reset_signals();
-		int devnull = open("/dev/null", O_RDONLY);
-		int logfd = open(s.o->paths.log, O_WRONLY | O_APPEND | O_CREAT, 0600);
+		int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		int logfd = open(s.o->paths.log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 		if (devnull >= 0)
 			dup2(devnull, 0);
 		if (logfd >= 0)

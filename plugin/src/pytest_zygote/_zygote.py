@@ -19,6 +19,8 @@ _snapshot = {}  # module name -> (path, mtime_ns, size, ino)
 _base_path = []  # sys.path of the interpreter before warm-up touched it
 _zygote_pythonpath = []  # entries the zygote's own PYTHONPATH added
 _ru0 = None  # resource usage when this child's run began
+_import_warnings = {}  # path of a test module or conftest -> warnings its import raised
+_replay = set()  # paths whose import warnings this child must raise again
 
 
 def _is_project_file(path):
@@ -63,6 +65,7 @@ def warmup(root):
     sys.argv = [_pytest_main_file()]
     import pytest
 
+    unwrap = _wrap_import_path()
     # Collection only: no test code runs in the zygote, and nothing is written
     # to the project's cache.
     args = ["--collect-only", "-qq", "-p", "no:cacheprovider"]
@@ -73,6 +76,7 @@ def warmup(root):
             status = "collection exit code %d" % int(rc)
     except BaseException as e:  # noqa: BLE001 - nothing at warm-up may kill the zygote
         status = "warm-up raised %s: %s" % (type(e).__name__, e)
+    unwrap()
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -96,6 +100,59 @@ def warmup(root):
         "status": status,
         "project_files": len(_snapshot),
     }
+
+
+def _wrap_import_path():
+    """Warnings a test module or conftest raises while it is imported belong
+    to every run's collection, but in a child that reuses the module the
+    import does not happen again. Record them at warm-up and raise them
+    again, under the run's own warning filters, when pytest asks for the
+    module in a child that did not re-import it."""
+    import warnings
+
+    import _pytest.config
+    import _pytest.pathlib
+    import _pytest.python
+
+    original = _pytest.pathlib.import_path
+
+    def import_path(path, *args, **kwargs):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mod = original(path, *args, **kwargs)
+        if caught:
+            _import_warnings[str(path)] = caught
+        return mod
+
+    # Only during warm-up: in a child the wrapper's frame would show up in
+    # the tracebacks of import errors.
+    for module in (_pytest.python, _pytest.config):
+        if getattr(module, "import_path", None) is original:
+            module.import_path = import_path
+    return lambda: [setattr(m, "import_path", original)
+                    for m in (_pytest.python, _pytest.config)
+                    if getattr(m, "import_path", None) is import_path]
+
+
+class _ReplayImportWarnings:
+    """A plugin for children: raise again, under the run's own filters, the
+    warnings that importing a reused test module or conftest raised at
+    warm-up, when its collection starts (pytest's collect-time warning
+    capture is active then). Conftest warnings come with the first collector."""
+
+    def pytest_collectstart(self, collector):
+        import warnings
+
+        path = str(getattr(collector, "path", ""))
+        keys = [path] if path in _replay else []
+        if not getattr(self, "_conftests_done", False):
+            self._conftests_done = True
+            keys += [p for p in _replay if os.path.basename(p) == "conftest.py"]
+        for key in keys:
+            _replay.discard(key)
+            for w in _import_warnings.get(key, ()):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno,
+                                       source=w.source)
 
 
 class _FrozenDistribution:
@@ -273,6 +330,10 @@ def child_run(argv, cwd, env):
         dirty = _dirty_modules()
         if dirty:
             _purge(dirty)
+        if _import_warnings:
+            # Modules still imported will not warn again by themselves.
+            loaded = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
+            _replay.update(p for p in _import_warnings if p in loaded)
         import importlib
 
         importlib.invalidate_caches()
@@ -282,7 +343,7 @@ def child_run(argv, cwd, env):
         gc.enable()
         import pytest
 
-        code = pytest.console_main()
+        code = _pytest_main([_ReplayImportWarnings()] if _replay else [])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if not isinstance(e.code, (int, type(None))):
@@ -298,6 +359,22 @@ def child_run(argv, cwd, env):
         traceback.print_exc()
         code = 1
     return _finish(code)
+
+
+def _pytest_main(plugins):
+    """pytest.console_main, with extra plugins."""
+    import pytest
+
+    try:
+        code = pytest.main(plugins=plugins)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # As console_main: Python flushes standard streams on exit; redirect
+        # what is left to devnull to avoid another BrokenPipeError.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 def _finish(code):
