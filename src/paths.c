@@ -239,8 +239,13 @@ paths_for_root(struct zpaths *p, const char *root, const char *instance, char *e
 	memset(p, 0, sizeof(*p));
 	if (!realpath(root, p->root)) {
 		int e = errno;
-		snprintf(err, errsize, "project root '%s': %s", root, strerror(e));
-		return -e;
+		/* A deleted root may still have a server (stop and status must
+		 * reach it): an absolute path is taken as it is. */
+		if (e != ENOENT || root[0] != '/' || strlen(root) >= sizeof(p->root)) {
+			snprintf(err, errsize, "project root '%s': %s", root, strerror(e));
+			return -e;
+		}
+		strcpy(p->root, root);
 	}
 	int r = paths_runtime_dir(p->dir, sizeof(p->dir), err, errsize);
 	if (r < 0)
