@@ -21,6 +21,8 @@ _zygote_pythonpath = []  # entries the zygote's own PYTHONPATH added
 _ru0 = None  # resource usage when this child's run began
 _import_warnings = {}  # path of a test module or conftest -> warnings its import raised
 _replay = set()  # paths whose import warnings this child must raise again
+_edges = {}  # project module -> modules it imported at warm-up
+_rdeps = {}  # module -> project modules that import it
 
 
 def _is_project_file(path):
@@ -66,6 +68,7 @@ def warmup(root):
     import pytest
 
     unwrap = _wrap_import_path()
+    unrecord = _record_imports()
     # Collection only: no test code runs in the zygote, and nothing is written
     # to the project's cache.
     args = ["--collect-only", "-qq", "-p", "no:cacheprovider"]
@@ -77,6 +80,7 @@ def warmup(root):
     except BaseException as e:  # noqa: BLE001 - nothing at warm-up may kill the zygote
         status = "warm-up raised %s: %s" % (type(e).__name__, e)
     unwrap()
+    unrecord()
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -85,6 +89,12 @@ def warmup(root):
 
     _freeze_distributions()
     _snapshot = _take_snapshot()
+    _rdeps.clear()
+    for importer, imported in _edges.items():
+        if importer in _snapshot:
+            for name in imported:
+                if name != importer:
+                    _rdeps.setdefault(name, set()).add(importer)
     pp = os.environ.get("PYTHONPATH", "")
     _zygote_pythonpath = [os.path.abspath(p) for p in pp.split(os.pathsep) if p]
     gc.collect()
@@ -100,6 +110,88 @@ def warmup(root):
         "status": status,
         "project_files": len(_snapshot),
     }
+
+
+def _record_imports():
+    """Record which project module imports which module while warm-up runs:
+    `import a.b` (an edge to a and to a.b), `from a import b` (to a, and to
+    a.b when that is a module), relative imports, imports inside functions
+    that run at warm-up, and importlib.import_module. Only importers whose
+    file is under the root are recorded, so the cost elsewhere is one string
+    comparison. Returns the function that puts the originals back."""
+    import builtins
+    import importlib
+
+    original_import = builtins.__import__
+    original_import_module = importlib.import_module
+    prefix = _root + os.sep
+
+    def add(importer, name):
+        parts = name.split(".")
+        edges = _edges.setdefault(importer, set())
+        for i in range(1, len(parts) + 1):
+            edges.add(".".join(parts[:i]))
+
+    def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
+        module = original_import(name, globals, locals, fromlist, level)
+        try:
+            f = globals.get("__file__") if globals else None
+            if f and f.startswith(prefix):
+                importer = globals["__name__"]
+                if level:
+                    package = globals.get("__package__") or importer.rpartition(".")[0]
+                    base = importlib.util.resolve_name("." * level + name, package)
+                else:
+                    base = name
+                add(importer, base)
+                for item in fromlist or ():
+                    sub = "%s.%s" % (base, item)
+                    if item != "*" and sub in sys.modules:
+                        add(importer, sub)
+        except Exception:
+            pass
+        return module
+
+    def recording_import_module(name, package=None):
+        module = original_import_module(name, package)
+        try:
+            g = sys._getframe(1).f_globals
+            f = g.get("__file__")
+            if f and f.startswith(prefix):
+                add(g["__name__"], module.__name__)
+        except Exception:
+            pass
+        return module
+
+    import importlib.util  # noqa: F401 - resolve_name, before the wrapper is in place
+
+    builtins.__import__ = recording_import
+    importlib.import_module = recording_import_module
+
+    def restore():
+        builtins.__import__ = original_import
+        importlib.import_module = original_import_module
+
+    return restore
+
+
+def _closure(dirty):
+    """The reverse import closure of the dirty modules: them, every project
+    module that imports one of them (transitively), and the submodules of
+    every package among them (a re-imported package lacks its old submodules
+    as attributes)."""
+    result = set(dirty)
+    stack = list(dirty)
+    while stack:
+        name = stack.pop()
+        more = set(_rdeps.get(name, ()))
+        dotted = name + "."
+        more.update(m for m in _snapshot if m.startswith(dotted))
+        for m in more:
+            if m not in result:
+                result.add(m)
+                stack.append(m)
+    return result
 
 
 def _wrap_import_path():
@@ -285,14 +377,13 @@ def _drop_bytecode(path):
 
 
 def _purge(dirty):
-    """Remove project modules so pytest's collection imports them afresh.
-
-    Until the import graph is tracked, every project module is purged when any
-    project file changed: never stale, at the cost of re-importing the project.
-    """
+    """Remove the dirty modules and their reverse import closure from
+    sys.modules (and from their parent packages), so pytest's collection
+    imports them afresh. Returns the purged names."""
     for name in dirty:
         _drop_bytecode(_snapshot[name][0])
-    for name in _snapshot:
+    closure = _closure(dirty)
+    for name in closure:
         sys.modules.pop(name, None)
         parent, _, child = name.rpartition(".")
         pmod = sys.modules.get(parent) if parent else None
@@ -301,6 +392,7 @@ def _purge(dirty):
                 delattr(pmod, child)
             except AttributeError:
                 pass
+    return closure
 
 
 def child_run(argv, cwd, env):
