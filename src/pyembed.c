@@ -122,6 +122,10 @@ pyembed_warmup(const char *root, struct pyembed_warm *ret, char *err, size_t err
 	const char *s = v ? PyUnicode_AsUTF8(v) : NULL;
 	snprintf(ret->status, sizeof(ret->status), "%s", s ? s : "ok");
 	PyErr_Clear();
+	v = PyDict_GetItemString(res, "files");
+	s = v ? PyUnicode_AsUTF8(v) : NULL;
+	ret->files = strdup(s ? s : "");
+	PyErr_Clear();
 	Py_DECREF(res);
 	return 0;
 }

@@ -491,6 +491,8 @@ gen_readable(void)
 			if (s.running > 0)
 				s.running--;
 			break;
+		case PROTO_MSG_Z_FILES:
+			break;
 		default:
 			log_warn("unexpected message %u from the zygote", h.type);
 		}

@@ -851,6 +851,9 @@ zygote_main(int argc, char **argv)
 	log_info("generation %d warm: %ld modules in %.2f s (%s)", z.generation, w.modules,
 		 w.seconds, w.status);
 	send_ready(text);
+	if (w.files && fdpass_send_msg(z.ctl, PROTO_MSG_Z_FILES, w.files, strlen(w.files) + 1) < 0)
+		log_warn("cannot send the watch list to the supervisor");
+	free(w.files);
 	fcntl(z.ctl, F_SETFL, fcntl(z.ctl, F_GETFL) | O_NONBLOCK);
 	const char *sp = getenv("PYTEST_ZYGOTE_SPARE");
 	spare.disabled = sp && strcmp(sp, "0") == 0;

@@ -45,7 +45,7 @@ enum proto_msg {
 				 * The request follows as HELLO .. DONE. */
 	PROTO_MSG_Z_DONE = 62,  /* int32 run id then int32 exit code */
 	PROTO_MSG_Z_DRAIN = 63, /* uint32 grace ms: finish runs, then exit */
-	PROTO_MSG_Z_STARTED = 64, /* int32 run id, int32 child pid */
+	PROTO_MSG_Z_FILES = 65,   /* text: "X<TAB>dir" lines to watch outside the root */
 };
 
 enum proto_kind {

@@ -15,6 +15,7 @@ struct pyembed_warm {
 	double seconds;     /* warm-up wall time */
 	int threads;        /* OS threads alive after warm-up */
 	char status[256];   /* "ok" or what went wrong in collection */
+	char *files;        /* malloc'd: "X<TAB>dir" lines the supervisor must watch */
 };
 
 /*

@@ -104,6 +104,7 @@ def warmup(root):
     except OSError:
         threads = 1
     return {
+        "files": _outside_files(),
         "modules": len(sys.modules),
         "seconds": time.perf_counter() - t0,
         "threads": threads,
@@ -288,6 +289,30 @@ def _freeze_distributions():
 
     distributions._pytest_zygote = True
     md.distributions = distributions
+
+
+def _outside_files():
+    """What the supervisor must watch beyond the project tree, one per line:
+    "X<TAB>dir" for every directory holding an imported file outside the
+    project (site-packages, the standard library, a conftest above the root)
+    and every site-packages directory (installs add .dist-info and .pth
+    files there). A change there means a child can no longer be trusted."""
+    import site
+
+    dirs = set()
+    for mod in list(sys.modules.values()):
+        f = getattr(mod, "__file__", None)
+        if not isinstance(f, str):
+            continue
+        f = os.path.abspath(f)
+        if not _is_project_file(f):
+            dirs.add(os.path.dirname(f))
+    try:
+        sites = site.getsitepackages() + [site.getusersitepackages()]
+    except Exception:
+        sites = []
+    dirs.update(d for d in sites if os.path.isdir(d))
+    return "".join("X\t%s\n" % d for d in sorted(dirs))
 
 
 def _pytest_main_file():
