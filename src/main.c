@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -285,6 +286,11 @@ start_detached(const struct opts *o, const struct zpaths *p)
 static int
 do_start(const struct opts *o, const struct zpaths *p)
 {
+	struct stat st;
+	if (stat(p->root, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		log_error("the project root '%s' is not a directory; pass --root DIR", p->root);
+		return ZEXIT_USAGE;
+	}
 	if (access(o->python, X_OK) != 0) {
 		log_error("the interpreter '%s' is not an executable file; pass --python PATH",
 			  o->python);
@@ -334,11 +340,13 @@ cmd_status(const struct opts *o, const struct zpaths *p)
 		free(text);
 		return ZEXIT_INTERNAL;
 	}
-	static const char *numeric[] = { "pid", "uptime_s", "generation", "zygote_pid",
-					 "modules", "project_files", "warmup_s", "runs",
-					 "running", "rss_kb", "threads" };
+	static const char *numeric[] = { "pid",	     "uptime_s",   "generation", "zygote_pid",
+					 "modules",  "project_files", "warmup_s", "runs",
+					 "running",  "rss_kb",	      "threads",	 "refreshes",
+					 "warming",  "dirty_count" };
 	if (o->json) {
 		printf("{\"server\": true");
+		int dirty_open = 0;
 		for (char *line = text; *line;) {
 			char *nl = strchr(line, '\n');
 			if (nl)
@@ -349,7 +357,17 @@ cmd_status(const struct opts *o, const struct zpaths *p)
 				int num = 0;
 				for (size_t i = 0; i < ARRAY_SIZE(numeric); i++)
 					num |= strcmp(line, numeric[i]) == 0 && eq[1];
-				printf(", \"%s\": ", line);
+				int dirty = strcmp(line, "dirty") == 0;
+				if (dirty && dirty_open)
+					printf(", ");
+				else if (dirty)
+					printf(", \"dirty\": [");
+				else
+					printf("%s, \"%s\": ", dirty_open ? "]" : "", line);
+				if (!dirty)
+					dirty_open = 0;
+				else
+					dirty_open = 1;
 				if (num) {
 					printf("%s", eq + 1);
 				} else {
@@ -369,6 +387,10 @@ cmd_status(const struct opts *o, const struct zpaths *p)
 				break;
 			line = nl + 1;
 		}
+		if (dirty_open)
+			printf("]");
+		else
+			printf(", \"dirty\": []");
 		printf("}\n");
 		free(text);
 		return 0;
@@ -383,10 +405,16 @@ cmd_status(const struct opts *o, const struct zpaths *p)
 		{ "zygote_pid", "zygote pid", "" }, { "modules", "modules", "" },
 		{ "warmup_s", "warm-up", " s" },    { "runs", "runs served", "" },
 		{ "running", "running", "" },	    { "rss_kb", "zygote memory", " kB RSS" },
-		{ "sandbox", "sandbox", "" },
+		{ "sandbox", "sandbox", "" },	    { "refreshes", "refreshes", "" },
+		{ "warming", "warming gen", "" },   { "dirty_count", "changes", "" },
+		{ "watching", "watching", "" },	    { "fresh_reason", "waiting for", "" },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
 		char *v = client_status_get(text, rows[i].key);
+		if (v && !*v && strcmp(rows[i].key, "fresh_reason") == 0) {
+			free(v);
+			continue;
+		}
 		printf("%s%-14s%s %s%s\n", color() ? "\033[1m" : "", rows[i].label,
 		       color() ? "\033[0m" : "", v ? v : "", rows[i].unit);
 		free(v);

@@ -4,6 +4,13 @@
  * nothing a project does (a crashing C extension, a hanging import) can take
  * the socket down: the zygote runs in its own process, and when it dies the
  * supervisor starts a new one.
+ *
+ * Generations: the current one serves runs; after project files change and
+ * the tree has been quiet for the settle time, a fresh one warms up in the
+ * background and takes over when warm, and the old one drains. A change
+ * outside the project (installed packages, the interpreter) or to pytest's
+ * configuration means children cannot be trusted: runs wait for the fresh
+ * generation, and the client is told why.
  */
 #include <bsd/libutil.h>
 #include <errno.h>
@@ -14,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/inotify.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -30,6 +38,7 @@
 #include "zygote/sandbox.h"
 #include "zygote/spawn.h"
 #include "zygote/supervisor.h"
+#include "zygote/watch.h"
 
 #define MAX_CONNS 512
 #define DEFAULT_GRACE_MS 5000
@@ -42,23 +51,46 @@ struct conn {
 };
 
 struct gen {
-	pid_t pid; /* 0 when none */
-	int ctl;
+	pid_t pid; /* 0: a free slot */
+	int ctl;   /* -1 once the zygote closed it */
 	int number;
 	int ready;
+	int draining;
 	struct fdpass_reader rd;
 	char info[1024]; /* the Z_READY text */
+	char *files;     /* the Z_FILES text */
 	long long started_ms;
 	double warmup_s;
 };
+
+#define MAX_GENS 8
+#define MAX_DIRTY 64
+#define DEFAULT_SETTLE_MS 300
+#define DRAIN_GRACE_MS 600000 /* an old generation's runs may take long */
 
 static struct {
 	const struct supervisor_opts *o;
 	struct pidfh *pfh;
 	int listen_fd;
 	int sigfd;
-	struct gen gen;
+	struct gen gens[MAX_GENS];
+	int cur;  /* index of the generation serving runs, or -1 */
+	int next; /* index of the generation warming up, or -1 */
 	int generations;
+	/* change tracking */
+	struct watch *watch;  /* the project tree */
+	int ext_fd;           /* inotify on directories outside the project */
+	char *dirty[MAX_DIRTY];
+	int ndirty;           /* paths kept */
+	long dirty_total;     /* changes seen since the current generation started */
+	long long last_change_ms;
+	int settle_ms;
+	int poll_ms;          /* > 0: poll the tree instead of inotify */
+	long long next_poll_ms;
+	int fresh_needed;     /* runs must wait for a generation started after now */
+	long long fresh_since_ms;
+	char fresh_reason[600];
+	long refreshes;
 	struct conn *conns[MAX_CONNS];
 	int nconns;
 	long runs;
@@ -71,7 +103,7 @@ static struct {
 	long long start_ms;
 	long long accept_paused_until;
 	long long respawn_at;
-} s = { .listen_fd = -1, .sigfd = -1 };
+} s = { .listen_fd = -1, .sigfd = -1, .cur = -1, .next = -1, .ext_fd = -1 };
 
 static long long
 now_ms(void)
@@ -106,10 +138,10 @@ report(const char *fmt, ...)
 }
 
 static const char *
-info_get(const char *key, char *buf, size_t size)
+info_get(const char *info, const char *key, char *buf, size_t size)
 {
 	size_t kl = strlen(key);
-	for (const char *p = s.gen.info; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+	for (const char *p = info; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
 		if (strncmp(p, key, kl) == 0 && p[kl] == '=') {
 			size_t l = strcspn(p + kl + 1, "\n");
 			if (l >= size)
@@ -121,6 +153,15 @@ info_get(const char *key, char *buf, size_t size)
 	}
 	snprintf(buf, size, "%s", "");
 	return buf;
+}
+
+/* The generation serving runs, if it is warm. */
+static struct gen *
+serving(void)
+{
+	if (s.cur < 0 || !s.gens[s.cur].pid || !s.gens[s.cur].ready || s.gens[s.cur].ctl < 0)
+		return NULL;
+	return &s.gens[s.cur];
 }
 
 static long
@@ -144,7 +185,9 @@ state_name(void)
 {
 	if (s.stopping)
 		return "stopping";
-	if (s.gen.pid && s.gen.ready)
+	if (serving() && s.fresh_needed)
+		return "refreshing";
+	if (serving())
 		return "ready";
 	return s.ever_ready ? "restarting" : "warming";
 }
@@ -152,17 +195,26 @@ state_name(void)
 static void
 status_text(char *buf, size_t size)
 {
+	static const struct gen none = { .info = "" };
+	const struct gen *g = s.cur >= 0 ? &s.gens[s.cur] : &none;
 	char v[256], t[256], n[256];
 	int len = snprintf(buf, size,
 		 "pid=%d\nroot=%s\npython=%s\nsocket=%s\nlog=%s\nuptime_s=%.1f\n"
 		 "generation=%d\nzygote_pid=%d\nmodules=%s\nproject_files=%s\nwarmup_s=%.3f\n"
 		 "runs=%ld\nrunning=%d\nrss_kb=%ld\nthreads=%s\nstate=%s\nsandbox=%s\n"
-		 "version=%s\n",
+		 "version=%s\nrefreshes=%ld\nwarming=%d\ndirty_count=%ld\nwatching=%s\n"
+		 "fresh_reason=%s\n",
 		 (int)getpid(), s.o->paths.root, s.o->python, s.o->paths.sock, s.o->paths.log,
-		 (double)(now_ms() - s.start_ms) / 1000.0, s.gen.number, (int)s.gen.pid,
-		 info_get("modules", v, sizeof(v)), info_get("project_files", n, sizeof(n)),
-		 s.gen.warmup_s, s.runs, s.running, s.gen.pid ? rss_kb(s.gen.pid) : 0,
-		 info_get("threads", t, sizeof(t)), state_name(), sandbox_name(), PYZ_VERSION);
+		 (double)(now_ms() - s.start_ms) / 1000.0, g->number, (int)g->pid,
+		 info_get(g->info, "modules", v, sizeof(v)),
+		 info_get(g->info, "project_files", n, sizeof(n)), g->warmup_s, s.runs, s.running,
+		 g->pid ? rss_kb(g->pid) : 0, info_get(g->info, "threads", t, sizeof(t)),
+		 state_name(), sandbox_name(), PYZ_VERSION, s.refreshes,
+		 s.next >= 0 ? s.gens[s.next].number : 0, s.dirty_total,
+		 s.poll_ms > 0 ? "poll" : s.watch ? "inotify" : "off",
+		 s.fresh_needed ? s.fresh_reason : "");
+	for (int i = 0; len >= 0 && (size_t)len < size && i < s.ndirty; i++)
+		len += snprintf(buf + len, size - (size_t)len, "dirty=%s\n", s.dirty[i]);
 	if (len < 0 || (size_t)len >= size)
 		log_warn("status text truncated");
 }
@@ -218,14 +270,15 @@ hand_over(int i)
 	struct proto_buf b = { 0 };
 	size_t fds_off;
 	int32_t id = ++s.next_run;
+	struct gen *g = serving();
 	int r = proto_buf_put_i32(&b, PROTO_MSG_Z_RUN, id);
 	if (r == 0)
-		r = fdpass_send(s.gen.ctl, b.data, b.len, &c->fd, 1, 0);
+		r = fdpass_send(g->ctl, b.data, b.len, &c->fd, 1, 0);
 	proto_buf_free(&b);
 	if (r == 0)
 		r = proto_request_encode(&b, &c->dec.req, &fds_off);
 	if (r == 0)
-		r = fdpass_send(s.gen.ctl, b.data, b.len, c->dec.req.fds, c->dec.req.nfds, fds_off);
+		r = fdpass_send(g->ctl, b.data, b.len, c->dec.req.fds, c->dec.req.nfds, fds_off);
 	proto_buf_free(&b);
 	if (r < 0) {
 		log_warn("cannot hand run %d to the zygote: %s", (int)id, strerror(-r));
@@ -242,6 +295,8 @@ hand_over(int i)
 }
 
 static void begin_stop(int grace_ms);
+static void watch_settle(void);
+static void ext_drain(void);
 
 static void
 request_complete(int i)
@@ -256,18 +311,29 @@ request_complete(int i)
 		begin_stop(c->dec.req.flags ? (int)c->dec.req.flags : DEFAULT_GRACE_MS);
 		return;
 	case PROTO_KIND_RUN:
+		/* Settle the dirty set now, not when the events happen to be read:
+		 * a save followed at once by a run must be seen by that run. */
+		watch_settle();
+		if (s.ext_fd >= 0)
+			ext_drain();
 		if (s.stopping) {
 			conn_reply(i, PROTO_MSG_ERROR, "the server is stopping; start it again");
 			return;
 		}
 		/* fall through */
 	case PROTO_KIND_WAIT:
-		if (s.gen.pid && s.gen.ready) {
+		if (serving() && !(s.fresh_needed && c->dec.req.kind == PROTO_KIND_RUN)) {
 			if (c->dec.req.kind == PROTO_KIND_RUN)
 				hand_over(i);
 			else
 				reply_status(i);
 			return;
+		}
+		if (s.fresh_needed && c->dec.req.kind == PROTO_KIND_RUN) {
+			/* Say why the run waits; the client prints it on stderr. */
+			char text[700];
+			snprintf(text, sizeof(text), "waiting for a fresh zygote: %s", s.fresh_reason);
+			fdpass_send_msg(c->fd, PROTO_MSG_NOTICE, text, strlen(text) + 1);
 		}
 		c->waiting = 1;
 		return;
@@ -376,9 +442,18 @@ accept_clients(void)
 	}
 }
 
+/* Start a new generation warming up in the background; it becomes s.next. */
 static int
 spawn_generation(void)
 {
+	int slot = -1;
+	for (int i = 0; i < MAX_GENS && slot < 0; i++)
+		if (!s.gens[i].pid)
+			slot = i;
+	if (slot < 0) {
+		log_warn("too many generations alive; not starting another yet");
+		return -1;
+	}
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
 		log_error("socketpair: %s", strerror(errno));
@@ -414,25 +489,195 @@ spawn_generation(void)
 		_exit(127);
 	}
 	close(sv[1]);
-	fdpass_reader_finish(&s.gen.rd);
-	memset(&s.gen, 0, sizeof(s.gen));
-	s.gen.pid = pid;
-	s.gen.ctl = sv[0];
-	s.gen.number = number;
-	s.gen.started_ms = now_ms();
-	fdpass_reader_init(&s.gen.rd);
+	struct gen *g = &s.gens[slot];
+	fdpass_reader_finish(&g->rd);
+	free(g->files);
+	memset(g, 0, sizeof(*g));
+	g->pid = pid;
+	g->ctl = sv[0];
+	g->number = number;
+	g->started_ms = now_ms();
+	fdpass_reader_init(&g->rd);
 	fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+	s.next = slot;
+	/* What changed so far is this generation's to absorb. */
+	for (int i = 0; i < s.ndirty; i++)
+		free(s.dirty[i]);
+	s.ndirty = 0;
+	s.dirty_total = 0;
 	log_debug("generation %d: zygote pid %d", number, (int)pid);
 	return 0;
 }
 
-static void
-gen_ready(const char *text)
+/* Relevant names in a directory outside the project: code and install records. */
+static int
+ext_relevant(const struct inotify_event *ev)
 {
-	snprintf(s.gen.info, sizeof(s.gen.info), "%s", text);
+	const char *n = ev->len ? ev->name : "";
+	size_t l = strlen(n);
+	if (strcmp(n, "__pycache__") == 0 || (l > 4 && strcmp(n + l - 4, ".pyc") == 0))
+		return 0;
+	if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF))
+		return 1;
+	if (ev->mask & IN_ISDIR)
+		return 1; /* a package or a .dist-info appeared or went */
+	static const char *const ends[] = { ".py", ".pth", ".so", ".egg-link" };
+	for (size_t i = 0; i < ARRAY_SIZE(ends); i++) {
+		size_t el = strlen(ends[i]);
+		if (l > el && strcmp(n + l - el, ends[i]) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Watch the directories outside the project that the current generation imported from. */
+static void
+ext_rebuild(const char *files)
+{
+	if (s.ext_fd >= 0)
+		close(s.ext_fd);
+	s.ext_fd = -1;
+	if (!files || s.poll_ms > 0)
+		return;
+	s.ext_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+	if (s.ext_fd < 0) {
+		log_warn("inotify: %s; changes to installed packages are not noticed "
+			 "(run 'pytest-zygote restart' after installing)",
+			 strerror(errno));
+		return;
+	}
+	int n = 0;
+	for (const char *p = files; *p;) {
+		size_t l = strcspn(p, "\n");
+		if (l > 2 && p[0] == 'X' && p[1] == '\t') {
+			char dir[PATH_MAX];
+			snprintf(dir, sizeof(dir), "%.*s", (int)(l - 2), p + 2);
+			if (inotify_add_watch(s.ext_fd, dir,
+					      IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
+						      IN_CREATE | IN_DELETE | IN_DELETE_SELF |
+						      IN_MOVE_SELF | IN_ONLYDIR) >= 0)
+				n++;
+		}
+		p += l;
+		if (*p)
+			p++;
+	}
+	log_debug("watching %d directories outside the project", n);
+}
+
+/* Ask for a fresh generation; runs wait for it. */
+static void
+need_fresh(const char *why)
+{
+	if (!s.fresh_needed)
+		log_info("fresh zygote needed: %s", why);
+	if (!s.fresh_needed || s.next < 0)
+		snprintf(s.fresh_reason, sizeof(s.fresh_reason), "%s", why);
+	s.fresh_needed = 1;
+	s.fresh_since_ms = now_ms();
+	/* A generation already warming may have imported the old files: only
+	 * one started from now on can be trusted. */
+	if (s.next >= 0) {
+		struct gen *g = &s.gens[s.next];
+		if (g->started_ms < s.fresh_since_ms) {
+			g->draining = 1;
+			kill(g->pid, SIGKILL);
+			s.next = -1;
+		}
+	}
+	if (s.next < 0 && !s.stopping)
+		spawn_generation();
+}
+
+static void
+ext_drain(void)
+{
+	char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+	for (;;) {
+		ssize_t n = read(s.ext_fd, buf, sizeof(buf));
+		if (n <= 0)
+			return;
+		for (char *p = buf; p < buf + n;) {
+			struct inotify_event *ev = (struct inotify_event *)p;
+			p += sizeof(*ev) + ev->len;
+			if (ev->mask & IN_Q_OVERFLOW) {
+				need_fresh("too many changes outside the project to follow");
+				continue;
+			}
+			if (!ext_relevant(ev))
+				continue;
+			char why[400];
+			snprintf(why, sizeof(why), "'%s' changed outside the project",
+				 ev->len ? ev->name : "a watched directory");
+			need_fresh(why);
+		}
+	}
+}
+
+/* pytest's configuration files at the root: a change needs a fresh generation. */
+static int
+is_config(const char *path)
+{
+	static const char *const names[] = { "pytest.ini", ".pytest.ini", "pyproject.toml",
+					     "setup.cfg", "tox.ini" };
+	size_t rl = strlen(s.o->paths.root);
+	if (strncmp(path, s.o->paths.root, rl) != 0 || path[rl] != '/')
+		return 0;
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+		if (strcmp(path + rl + 1, names[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* A file in the project changed (or may have). */
+static void
+on_change(const char *path, void *arg)
+{
+	(void)arg;
+	if (is_config(path)) {
+		char why[PATH_MAX + 64];
+		snprintf(why, sizeof(why), "the pytest configuration '%s' changed", path);
+		need_fresh(why);
+		return;
+	}
+	s.dirty_total++;
+	s.last_change_ms = now_ms();
+	for (int i = 0; i < s.ndirty; i++)
+		if (strcmp(s.dirty[i], path) == 0)
+			return;
+	if (s.ndirty < MAX_DIRTY) {
+		char *d = strdup(path);
+		if (d)
+			s.dirty[s.ndirty++] = d;
+	}
+}
+
+/* Drain the project watcher. */
+static void
+watch_settle(void)
+{
+	if (!s.watch)
+		return;
+	int r = s.poll_ms > 0 ? watch_poll(s.watch, on_change, NULL)
+			      : watch_drain(s.watch, on_change, NULL);
+	if (r == WATCH_OVERFLOW) {
+		/* Events were lost: any file may have changed. Children check
+		 * every imported file anyway; a fresh generation catches up. */
+		const char *w = watch_warning(s.watch);
+		if (w)
+			log_warn("%s", w);
+		s.dirty_total++;
+		s.last_change_ms = now_ms();
+	}
+}
+
+static void
+gen_ready(struct gen *g, const char *text)
+{
+	snprintf(g->info, sizeof(g->info), "%s", text);
 	char v[900];
-	if (*info_get("error", v, sizeof(v))) {
-		log_error("generation %d failed: %s", s.gen.number, v);
+	if (*info_get(g->info, "error", v, sizeof(v))) {
+		log_error("generation %d failed: %s", g->number, v);
 		if (!s.ever_ready) {
 			report("error %s", v);
 			return; /* it exits; reap() gives up */
@@ -445,18 +690,37 @@ gen_ready(const char *text)
 				conn_reply(i, PROTO_MSG_ERROR, msg);
 		return;
 	}
-	s.gen.ready = 1;
+	g->ready = 1;
+	g->warmup_s = atof(info_get(g->info, "warmup_ms", v, sizeof(v))) / 1000.0;
+	char mods[32], th[32], st[300];
+	info_get(g->info, "modules", mods, sizeof(mods));
+	info_get(g->info, "threads", th, sizeof(th));
+	info_get(g->info, "status", st, sizeof(st));
+	log_info("generation %d ready: %s modules, warm-up %.2f s", g->number, mods, g->warmup_s);
+	if (s.ever_ready)
+		s.refreshes++;
 	s.ever_ready = 1;
 	s.early_failures = 0;
-	s.gen.warmup_s = atof(info_get("warmup_ms", v, sizeof(v))) / 1000.0;
-	char mods[32], th[32], st[300];
-	info_get("modules", mods, sizeof(mods));
-	info_get("threads", th, sizeof(th));
-	info_get("status", st, sizeof(st));
-	log_info("generation %d ready: %s modules, warm-up %.2f s", s.gen.number, mods,
-		 s.gen.warmup_s);
+
+	/* Take over from the current generation, which drains. */
+	int idx = (int)(g - s.gens);
+	if (s.cur >= 0 && s.cur != idx && s.gens[s.cur].pid) {
+		struct gen *old = &s.gens[s.cur];
+		old->draining = 1;
+		int32_t grace = DRAIN_GRACE_MS;
+		if (old->ctl < 0 ||
+		    fdpass_send_msg(old->ctl, PROTO_MSG_Z_DRAIN, &grace, sizeof(grace)) < 0)
+			kill(old->pid, SIGKILL);
+	}
+	s.cur = idx;
+	if (s.next == idx)
+		s.next = -1;
+	if (s.fresh_needed && g->started_ms >= s.fresh_since_ms)
+		s.fresh_needed = 0;
+	ext_rebuild(g->files);
+
 	report("ready pid=%d modules=%s warmup_s=%.2f threads=%s status=%s", (int)getpid(), mods,
-	       s.gen.warmup_s, th, st);
+	       g->warmup_s, th, st);
 	if (s.o->ready_fd >= 0) {
 		ssize_t w = write(s.o->ready_fd, "\n", 1);
 		(void)w;
@@ -467,31 +731,38 @@ gen_ready(const char *text)
 }
 
 static void
-gen_readable(void)
+gen_readable(struct gen *g)
 {
-	ssize_t n = fdpass_reader_fill(&s.gen.rd, s.gen.ctl);
+	ssize_t n = fdpass_reader_fill(&g->rd, g->ctl);
 	if (n == -EAGAIN)
 		return;
 	if (n <= 0) {
 		/* The zygote is exiting; SIGCHLD tells how. Stop polling it. */
-		close(s.gen.ctl);
-		s.gen.ctl = -1;
-		s.gen.ready = 0;
+		close(g->ctl);
+		g->ctl = -1;
+		g->ready = 0;
 		return;
 	}
 	struct proto_hdr h;
 	const char *p;
-	while (fdpass_reader_next(&s.gen.rd, &h, &p) > 0) {
+	while (fdpass_reader_next(&g->rd, &h, &p) > 0) {
+		int terminated = h.len > 0 && p[h.len - 1] == '\0';
 		switch (h.type) {
 		case PROTO_MSG_Z_READY:
-			if (h.len > 0 && p[h.len - 1] == '\0')
-				gen_ready(p);
+			if (terminated && !g->draining)
+				gen_ready(g, p);
 			break;
 		case PROTO_MSG_Z_DONE:
 			if (s.running > 0)
 				s.running--;
 			break;
 		case PROTO_MSG_Z_FILES:
+			if (!terminated)
+				break;
+			free(g->files);
+			g->files = strdup(p);
+			if (s.cur == (int)(g - s.gens))
+				ext_rebuild(g->files);
 			break;
 		default:
 			log_warn("unexpected message %u from the zygote", h.type);
@@ -528,14 +799,19 @@ begin_stop(int grace_ms)
 	close(s.listen_fd); /* new clients see "no zygote running" */
 	s.listen_fd = -1;
 	unlink(s.o->paths.sock);
-	if (!s.gen.pid)
-		finish_and_exit();
-	if (s.gen.ctl >= 0) {
-		int32_t g = grace_ms;
-		fdpass_send_msg(s.gen.ctl, PROTO_MSG_Z_DRAIN, &g, sizeof(g));
-	} else {
-		kill(s.gen.pid, SIGKILL);
+	int alive = 0;
+	for (int i = 0; i < MAX_GENS; i++) {
+		struct gen *g = &s.gens[i];
+		if (!g->pid)
+			continue;
+		alive++;
+		int32_t grace = g->ready && !g->draining ? grace_ms : 0;
+		if (g->ctl < 0 || fdpass_send_msg(g->ctl, PROTO_MSG_Z_DRAIN, &grace, sizeof(grace)) < 0)
+			kill(g->pid, SIGKILL);
+		g->draining = 1;
 	}
+	if (!alive)
+		finish_and_exit();
 }
 
 static void
@@ -544,35 +820,56 @@ reap(void)
 	int st;
 	pid_t pid;
 	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
-		if (pid != s.gen.pid)
+		int idx = -1;
+		for (int i = 0; i < MAX_GENS && idx < 0; i++)
+			if (s.gens[i].pid == pid)
+				idx = i;
+		if (idx < 0)
 			continue; /* an orphan we inherited as subreaper */
-		int was_ready = s.gen.ready;
-		if (s.gen.ctl >= 0)
-			close(s.gen.ctl);
-		s.gen.ctl = -1;
-		s.gen.pid = 0;
-		s.gen.ready = 0;
-		s.running = 0;
-		if (s.stopping)
-			finish_and_exit();
+		struct gen *g = &s.gens[idx];
+		int was_ready = g->ready, was_draining = g->draining;
+		if (g->ctl >= 0)
+			close(g->ctl);
+		g->ctl = -1;
+		g->pid = 0;
+		g->ready = 0;
+		if (idx == s.next)
+			s.next = -1;
+		if (s.stopping) {
+			int alive = 0;
+			for (int i = 0; i < MAX_GENS; i++)
+				alive += s.gens[i].pid != 0;
+			if (!alive)
+				finish_and_exit();
+			continue;
+		}
+		if (was_draining) {
+			log_debug("generation %d drained", g->number);
+			continue;
+		}
+		if (idx == s.cur) {
+			s.cur = -1;
+			s.running = 0;
+		}
 		if (WIFSIGNALED(st))
-			log_warn("zygote generation %d died of signal %d; starting a new one",
-				 s.gen.number, WTERMSIG(st));
+			log_warn("zygote generation %d died of signal %d", g->number, WTERMSIG(st));
 		else
-			log_warn("zygote generation %d exited with status %d%s", s.gen.number,
-				 WEXITSTATUS(st), was_ready ? "; starting a new one" : "");
+			log_warn("zygote generation %d exited with status %d", g->number,
+				 WEXITSTATUS(st));
 		if (!s.ever_ready) {
 			/* Never warmed up: starting failed. Say why and give up. */
 			char v[900];
-			if (!*info_get("error", v, sizeof(v)))
+			if (!*info_get(g->info, "error", v, sizeof(v)))
 				snprintf(v, sizeof(v),
 					 "the zygote exited during warm-up (status %d); see %.700s",
 					 WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st),
 					 s.o->paths.log);
 			report("error %s", v);
 			begin_stop(0);
+			continue;
 		}
-		/* Back off when generations keep dying. */
+		(void)was_ready;
+		/* Back off when generations keep dying; runs wait for the next one. */
 		s.early_failures++;
 		s.respawn_at = now_ms() + (s.early_failures > 3 ? 1000 : 0);
 	}
@@ -595,6 +892,48 @@ setup_socket(void)
 	if (r < 0 || listen(s.listen_fd, 128) < 0)
 		return -errno;
 	return 0;
+}
+
+/* Settings from the environment (the config file comes later), and the project watcher. */
+static int
+env_int(const char *name, int def, int lo, int hi)
+{
+	const char *v = getenv(name);
+	char *end;
+	if (!v || !*v)
+		return def;
+	long x = strtol(v, &end, 10);
+	if (*end || x < lo || x > hi) {
+		log_warn("%s=%s is not a number between %d and %d; using %d", name, v, lo, hi,
+			 def);
+		return def;
+	}
+	return (int)x;
+}
+
+static void
+watch_start(void)
+{
+	static const char *const globs[] = { "**/*.py", "pytest.ini", ".pytest.ini",
+					     "pyproject.toml", "setup.cfg", "tox.ini", NULL };
+	s.settle_ms = env_int("PYTEST_ZYGOTE_SETTLE_MS", DEFAULT_SETTLE_MS, 0, 3600000);
+	s.poll_ms = env_int("PYTEST_ZYGOTE_POLL_MS", 0, 0, 3600000);
+	struct watch_opts wo = { .root = s.o->paths.root, .globs = globs, .poll = s.poll_ms > 0 };
+	int r = watch_create(&s.watch, &wo);
+	if (r < 0) {
+		log_warn("cannot watch %s: %s; runs still check every imported file, but no "
+			 "fresh generation follows edits",
+			 s.o->paths.root, strerror(-r));
+		s.watch = NULL;
+		return;
+	}
+	if (watch_warning(s.watch))
+		log_warn("%s", watch_warning(s.watch));
+	if (s.poll_ms > 0) {
+		watch_poll(s.watch, NULL, NULL); /* the first walk is the baseline */
+		s.next_poll_ms = now_ms() + s.poll_ms;
+	}
+	log_debug("watching %zu directories under %s", watch_count(s.watch), s.o->paths.root);
 }
 
 int
@@ -628,6 +967,7 @@ supervisor_main(const struct supervisor_opts *o)
 	pidfile_write(s.pfh);
 	setproctitle("supervisor %s", o->paths.root);
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
+	watch_start();
 
 	sigset_t set;
 	sigemptyset(&set);
@@ -645,37 +985,68 @@ supervisor_main(const struct supervisor_opts *o)
 		return ZEXIT_NOSTART;
 	}
 
+	enum { P_SIG, P_LISTEN, P_WATCH, P_EXT, P_GENS };
 	for (;;) {
-		struct pollfd pfd[MAX_CONNS + 3];
+		struct pollfd pfd[P_GENS + MAX_GENS + MAX_CONNS];
 		int n = 0;
 		long long now = now_ms();
-		int timeout = -1;
+		long long wake = -1; /* absolute ms, -1: none */
 		pfd[n++] = (struct pollfd){ .fd = s.sigfd, .events = POLLIN };
-		pfd[n++] = (struct pollfd){ .fd = s.gen.ctl, .events = POLLIN };
 		int accepting = s.listen_fd >= 0 && now >= s.accept_paused_until;
 		pfd[n++] = (struct pollfd){ .fd = accepting ? s.listen_fd : -1, .events = POLLIN };
 		if (!accepting && s.listen_fd >= 0)
-			timeout = (int)(s.accept_paused_until - now);
+			wake = s.accept_paused_until;
+		pfd[n++] = (struct pollfd){ .fd = s.watch && s.poll_ms <= 0 ? watch_fd(s.watch) : -1,
+					    .events = POLLIN };
+		pfd[n++] = (struct pollfd){ .fd = s.ext_fd, .events = POLLIN };
+		for (int i = 0; i < MAX_GENS; i++)
+			pfd[n++] = (struct pollfd){ .fd = s.gens[i].pid ? s.gens[i].ctl : -1,
+						    .events = POLLIN };
+		int first_conn = n;
 		for (int i = 0; i < s.nconns; i++)
 			/* Parked requests are watched for hang-up only. */
 			pfd[n++] = (struct pollfd){ .fd = s.conns[i]->fd,
 						    .events = s.conns[i]->waiting ? 0 : POLLIN };
-		if (!s.gen.pid && !s.stopping) {
-			long long left = s.respawn_at - now;
-			if (left <= 0) {
+
+		/* Timers: respawn after a crash, refresh after the settle time, polling. */
+		if (!s.stopping && s.cur < 0 && s.next < 0 && s.ever_ready) {
+			if (now >= s.respawn_at) {
 				spawn_generation();
 				continue;
 			}
-			timeout = (int)left;
+			wake = wake < 0 || s.respawn_at < wake ? s.respawn_at : wake;
 		}
+		if (!s.stopping && s.dirty_total > 0 && s.next < 0 && s.cur >= 0) {
+			long long due = s.last_change_ms + s.settle_ms;
+			if (now >= due) {
+				log_info("files changed (%ld); warming a fresh generation",
+					 s.dirty_total);
+				spawn_generation();
+				continue;
+			}
+			wake = wake < 0 || due < wake ? due : wake;
+		}
+		if (s.watch && s.poll_ms > 0) {
+			if (now >= s.next_poll_ms) {
+				watch_settle();
+				s.next_poll_ms = now + s.poll_ms;
+			}
+			wake = wake < 0 || s.next_poll_ms < wake ? s.next_poll_ms : wake;
+		}
+		int timeout = wake < 0 ? -1 : (int)(wake > now ? wake - now : 0);
 		if (poll(pfd, (nfds_t)n, timeout) < 0) {
 			if (errno == EINTR)
 				continue;
 			log_error("poll: %s", strerror(errno));
 			return 1;
 		}
-		/* Connections first, by fd, since the handlers reorder s.conns. */
-		for (int j = 3; j < n; j++) {
+		/* Changes first, so a run that arrives with them sees them. */
+		if (pfd[P_WATCH].revents & POLLIN)
+			watch_settle();
+		if (pfd[P_EXT].revents & POLLIN)
+			ext_drain();
+		/* Connections by fd, since the handlers reorder s.conns. */
+		for (int j = first_conn; j < n; j++) {
 			if (!pfd[j].revents)
 				continue;
 			for (int i = 0; i < s.nconns; i++) {
@@ -688,11 +1059,12 @@ supervisor_main(const struct supervisor_opts *o)
 				break;
 			}
 		}
-		if (pfd[2].revents & POLLIN)
+		if (pfd[P_LISTEN].revents & POLLIN)
 			accept_clients();
-		if (pfd[1].revents)
-			gen_readable();
-		if (pfd[0].revents & POLLIN) {
+		for (int i = 0; i < MAX_GENS; i++)
+			if (pfd[P_GENS + i].revents && s.gens[i].pid && s.gens[i].ctl >= 0)
+				gen_readable(&s.gens[i]);
+		if (pfd[P_SIG].revents & POLLIN) {
 			struct signalfd_siginfo si;
 			while (read(s.sigfd, &si, sizeof(si)) == sizeof(si)) {
 				if (si.ssi_signo == SIGCHLD)

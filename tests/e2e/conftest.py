@@ -161,8 +161,8 @@ class Ctx:
         for root in self.roots:
             try:
                 stops.append(self.cli("stop", "--root", root, "--grace", "2", timeout=30))
-            except AssertionError as e:
-                problems.append("stop --root %s hung: %s" % (root, e))
+            except (AssertionError, OSError) as e:
+                problems.append("stop --root %s failed: %s" % (root, e))
         for proc in self.foreground:
             try:
                 proc.wait(timeout=15)
@@ -175,6 +175,8 @@ class Ctx:
                 pid = int(pidfile.read_text().split()[0])
             except (OSError, ValueError, IndexError):
                 continue
+            if not (pz_util.cmdline(pid) or "").startswith("pytest-zygote"):
+                continue  # a stale pid file naming someone else: never kill that
             if not pz_util.wait_until(lambda: not pz_util.is_alive(pid), timeout=10):
                 problems.append("server pid %d (%s) still alive 10 s after stop (%r)"
                                 % (pid, pidfile.name, stops))
@@ -214,6 +216,18 @@ class Server:
         r = self.ctx.cli("status", "--root", self.root, "--json")
         assert r.rc == 0, r
         return json.loads(r.out)
+
+    def wait_idle(self, timeout=10):
+        """status --json once no run is in progress (the server may learn that a
+        run ended a moment after its client did)."""
+        last = {}
+
+        def idle():
+            last["st"] = self.status()
+            return last["st"]["running"] == 0
+
+        pz_util.wait_until(idle, timeout=timeout)
+        return last["st"]
 
     def zygote_pids(self):
         """The supervisor's children that are zygote generations."""

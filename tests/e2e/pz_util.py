@@ -18,12 +18,12 @@ PROJECTS = REPO / "tests" / "projects"
 TIMEOUT = 60  # seconds for any one subprocess; a hang fails instead of blocking
 
 READY_RE = re.compile(
-    r"^pytest-zygote: ready pid (?P<pid>\d+), socket (?P<socket>\S+?), "
+    r"^pytest-zygote: ready pid (?P<pid>\d+), socket (?P<socket>.+?), "
     r"(?P<modules>\d+) modules, warm-up (?P<warmup>\d+(?:\.\d+)?) ?s$"
 )
 ALREADY_RE = re.compile(
     r"^pytest-zygote: already running for (?P<root>.+) "
-    r"\(pid (?P<pid>\d+), socket (?P<socket>\S+)\)$"
+    r"\(pid (?P<pid>\d+), socket (?P<socket>.+)\)$"
 )
 STOPPED_RE = re.compile(r"^pytest-zygote: stopped \(pid (?P<pid>\d+)\)$")
 
@@ -146,9 +146,13 @@ def processes_matching(markers, exclude=()):
             cwd = os.readlink("/proc/%d/cwd" % pid)
         except OSError:
             cwd = ""
+        cmd += b"\0"
+        env += b"\0"
         for m, bm in zip(markers, bmarkers):
-            if (bm in cmd or (b"PYTEST_ZYGOTE_RUNTIME_DIR=" + bm) in env
-                    or cwd == m or cwd.startswith(m + "/")):
+            # a whole path, not the prefix of a longer name
+            in_cmd = any(bm + end in cmd for end in (b"/", b"\0", b" "))
+            in_env = b"PYTEST_ZYGOTE_RUNTIME_DIR=" + bm + b"\0" in env
+            if in_cmd or in_env or cwd == m or cwd.startswith(m + "/"):
                 found[pid] = cmdline(pid)
                 break
     return found
@@ -198,6 +202,7 @@ class PtyRun:
         finally:
             os.close(slave)
         self.buf = b""
+        self.pos = 0  # expect() searches the output after its previous match
         self.eof = False
         self.rc = None
 
@@ -224,12 +229,14 @@ class PtyRun:
         return True
 
     def expect(self, pattern, timeout=TIMEOUT):
-        """Read until the regex (str) matches the output so far; return the match."""
+        """Read until the regex (str) matches the output that follows the
+        previous match; return the match."""
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while True:
-            m = rx.search(self.text)
+            m = rx.search(self.text, self.pos)
             if m:
+                self.pos = m.end()
                 return m
             left = deadline - time.monotonic()
             if left <= 0 or (self.eof and self.proc.poll() is not None):

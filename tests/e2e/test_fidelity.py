@@ -50,6 +50,7 @@ CASES = [
     pytest.param(["--version"], id="version"),
     pytest.param(["--help"], id="help"),
     pytest.param(["--no-such-option"], id="usage-error"),
+    pytest.param(["-p", "internal_error_plugin", "-q"], id="internal-error"),
 ]
 
 
@@ -216,3 +217,28 @@ def test_caught_signals_match_plain_pytest(pz):
         return [ln for ln in out.splitlines() if ln.startswith("FACT sigcgt=")]
 
     assert sigcgt(zyg.out) == sigcgt(plain.out)
+
+
+@pytest.mark.parametrize("env", [
+    pytest.param({"PYTEST_ADDOPTS": "-v -rA"}, id="PYTEST_ADDOPTS"),
+    pytest.param({"PY_COLORS": "1"}, id="PY_COLORS"),
+    pytest.param({"COLUMNS": "123"}, id="COLUMNS"),
+    pytest.param({"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}, id="no-plugin-autoload"),
+])
+def test_same_with_client_environment(pz, env):
+    """Options that come from the client's environment apply to the run."""
+    root = pz.project("basic")
+    pz.start(root)
+    plain = pz.run_plain(["-q"], cwd=root, env=env)
+    zyg = pz.run_zygote(["-q"], cwd=root, env=env)
+    assert_same(plain, zyg, "with %r" % (env,))
+
+
+def test_project_path_with_spaces_and_unicode(pz):
+    root = pz.project("basic", dest_name="my proj \u00fc")
+    srv = pz.start(root)
+    assert srv.status()["root"] == str(root)
+    for args in (["-q"], ["-v", "-k", "TestClass"]):
+        plain = pz.run_plain(args, cwd=root)
+        zyg = pz.run_zygote(args, cwd=root)
+        assert_same(plain, zyg, "for %r" % (args,))

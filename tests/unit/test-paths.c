@@ -353,9 +353,15 @@ test_for_root(void)
 	is_int(paths_for_root(&q, "/", NULL, err, sizeof(err)), 0, "root '/'");
 	ok(strncmp(q.name, "root-", 5) == 0, "'/' is named root-<hash> (%s)", q.name);
 
-	is_int(paths_for_root(&q, at("nonexistent"), NULL, err, sizeof(err)), -ENOENT,
-	       "missing root: -ENOENT");
-	has_str(err, "nonexistent", "the error names it");
+	/* A deleted root may still have a server that stop and status must
+	 * reach: an absolute path is taken as it is; a relative one is not. */
+	is_int(paths_for_root(&q, at("nonexistent"), NULL, err, sizeof(err)), 0,
+	       "missing absolute root: accepted as given");
+	is_str(q.root, at("nonexistent"), "and kept verbatim");
+	err[0] = '\0';
+	is_int(paths_for_root(&q, "no/such/relative/root", NULL, err, sizeof(err)), -ENOENT,
+	       "missing relative root: -ENOENT");
+	has_str(err, "no/such/relative/root", "the error names it");
 
 	/* A runtime dir so long the socket path cannot fit in sun_path. */
 	char longdir[PATH_MAX];

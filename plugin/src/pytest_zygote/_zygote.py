@@ -113,6 +113,29 @@ def warmup(root):
     }
 
 
+_RECORDING_IMPORT = """
+def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
+    module = original_import(name, globals, locals, fromlist, level)
+    try:
+        f = globals.get("__file__") if globals else None
+        if f and f.startswith(prefix):
+            importer = globals["__name__"]
+            if level:
+                package = globals.get("__package__") or importer.rpartition(".")[0]
+                base = importlib.util.resolve_name("." * level + name, package)
+            else:
+                base = name
+            add(importer, base)
+            for item in fromlist or ():
+                sub = "%s.%s" % (base, item)
+                if item != "*" and sub in sys.modules:
+                    add(importer, sub)
+    except Exception:
+        pass
+    return module
+"""
+
+
 def _record_imports():
     """Record which project module imports which module while warm-up runs:
     `import a.b` (an edge to a and to a.b), `from a import b` (to a, and to
@@ -133,25 +156,15 @@ def _record_imports():
         for i in range(1, len(parts) + 1):
             edges.add(".".join(parts[:i]))
 
-    def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
-        module = original_import(name, globals, locals, fromlist, level)
-        try:
-            f = globals.get("__file__") if globals else None
-            if f and f.startswith(prefix):
-                importer = globals["__name__"]
-                if level:
-                    package = globals.get("__package__") or importer.rpartition(".")[0]
-                    base = importlib.util.resolve_name("." * level + name, package)
-                else:
-                    base = name
-                add(importer, base)
-                for item in fromlist or ():
-                    sub = "%s.%s" % (base, item)
-                    if item != "*" and sub in sys.modules:
-                        add(importer, sub)
-        except Exception:
-            pass
-        return module
+    # The wrapper sits in every import's call chain. warnings.warn() skips
+    # frames whose file name contains "importlib" and "_bootstrap" when it
+    # looks for the caller a stacklevel names, so the wrapper is compiled
+    # under such a name: otherwise an import-time warning would be reported
+    # at the wrapper instead of at the importing line.
+    ns = {"original_import": original_import, "prefix": prefix, "add": add, "sys": sys,
+          "importlib": importlib}
+    exec(compile(_RECORDING_IMPORT, "<pytest_zygote importlib._bootstrap recorder>", "exec"), ns)
+    recording_import = ns["recording_import"]
 
     def recording_import_module(name, package=None):
         module = original_import_module(name, package)

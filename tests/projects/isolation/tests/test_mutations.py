@@ -93,3 +93,11 @@ def test_cwd():
     if expected is not None:
         assert os.getcwd() == expected
     os.chdir("/")
+
+
+def test_records_that_it_ran():
+    # Test code runs only in test children, never at the zygote's warm-up.
+    path = os.environ.get("PZ_TEST_RAN_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write("%d\n" % os.getpid())

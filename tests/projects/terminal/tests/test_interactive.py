@@ -4,6 +4,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 
 
@@ -23,7 +24,9 @@ def test_input():
 
 
 def test_sleep():
-    print("SLEEPING", flush=True)
+    # Say so from another thread once this one is inside time.sleep, so that
+    # Ctrl-C always interrupts the same line.
+    threading.Timer(0.5, print, ("SLEEPING",), {"flush": True}).start()
     time.sleep(60)
 
 
