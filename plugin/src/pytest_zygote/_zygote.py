@@ -458,8 +458,10 @@ def child_run(argv, cwd, env):
     atexit._clear()
     try:
         dirty = _dirty_modules()
+        pending = []
         if dirty:
             _purge(dirty)
+            pending = _workarounds()
         if _import_warnings:
             # Modules still imported will not warn again by themselves.
             loaded = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
@@ -474,6 +476,8 @@ def child_run(argv, cwd, env):
         import pytest
 
         code = _pytest_main([_ReplayImportWarnings()] if _replay else [])
+        if pending:
+            sys.modules["pytest_zygote.workaround"]._finish(pending)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if not isinstance(e.code, (int, type(None))):
@@ -489,6 +493,12 @@ def child_run(argv, cwd, env):
         traceback.print_exc()
         code = 1
     return _finish(code)
+
+
+def _workarounds():
+    """Run the registered workarounds (pytest_zygote.workaround) after a reload."""
+    wa = sys.modules.get("pytest_zygote.workaround")
+    return wa._run() if wa is not None else []
 
 
 def _pytest_main(plugins):
