@@ -343,7 +343,7 @@ cmd_status(const struct opts *o, const struct zpaths *p)
 	static const char *numeric[] = { "pid",	     "uptime_s",   "generation", "zygote_pid",
 					 "modules",  "project_files", "warmup_s", "runs",
 					 "running",  "rss_kb",	      "threads",	 "refreshes",
-					 "warming",  "dirty_count" };
+					 "warming",  "dirty_count",   "last_refresh_s" };
 	if (o->json) {
 		printf("{\"server\": true");
 		int dirty_open = 0;
@@ -408,6 +408,7 @@ cmd_status(const struct opts *o, const struct zpaths *p)
 		{ "sandbox", "sandbox", "" },	    { "refreshes", "refreshes", "" },
 		{ "warming", "warming gen", "" },   { "dirty_count", "changes", "" },
 		{ "watching", "watching", "" },	    { "fresh_reason", "waiting for", "" },
+		{ "last_refresh_s", "last refresh", " s" },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
 		char *v = client_status_get(text, rows[i].key);

@@ -203,7 +203,7 @@ status_text(char *buf, size_t size)
 		 "generation=%d\nzygote_pid=%d\nmodules=%s\nproject_files=%s\nwarmup_s=%.3f\n"
 		 "runs=%ld\nrunning=%d\nrss_kb=%ld\nthreads=%s\nstate=%s\nsandbox=%s\n"
 		 "version=%s\nrefreshes=%ld\nwarming=%d\ndirty_count=%ld\nwatching=%s\n"
-		 "fresh_reason=%s\n",
+		 "fresh_reason=%s\nlast_refresh_s=%.3f\n",
 		 (int)getpid(), s.o->paths.root, s.o->python, s.o->paths.sock, s.o->paths.log,
 		 (double)(now_ms() - s.start_ms) / 1000.0, g->number, (int)g->pid,
 		 info_get(g->info, "modules", v, sizeof(v)),
@@ -212,7 +212,7 @@ status_text(char *buf, size_t size)
 		 state_name(), sandbox_name(), PYZ_VERSION, s.refreshes,
 		 s.next >= 0 ? s.gens[s.next].number : 0, s.dirty_total,
 		 s.poll_ms > 0 ? "poll" : s.watch ? "inotify" : "off",
-		 s.fresh_needed ? s.fresh_reason : "");
+		 s.fresh_needed ? s.fresh_reason : "", s.refreshes ? g->warmup_s : 0.0);
 	for (int i = 0; len >= 0 && (size_t)len < size && i < s.ndirty; i++)
 		len += snprintf(buf + len, size - (size_t)len, "dirty=%s\n", s.dirty[i]);
 	if (len < 0 || (size_t)len >= size)
@@ -663,8 +663,9 @@ watch_settle(void)
 	if (r == WATCH_OVERFLOW) {
 		/* Events were lost: any file may have changed. Children check
 		 * every imported file anyway; a fresh generation catches up. */
+		static int warned;
 		const char *w = watch_warning(s.watch);
-		if (w)
+		if (w && !warned++)
 			log_warn("%s", w);
 		s.dirty_total++;
 		s.last_change_ms = now_ms();
@@ -929,10 +930,12 @@ watch_start(void)
 	}
 	if (watch_warning(s.watch))
 		log_warn("%s", watch_warning(s.watch));
-	if (s.poll_ms > 0) {
-		watch_poll(s.watch, NULL, NULL); /* the first walk is the baseline */
-		s.next_poll_ms = now_ms() + s.poll_ms;
+	if (watch_fd(s.watch) < 0 && s.poll_ms <= 0) {
+		/* No inotify instance to be had (max_user_instances): poll instead. */
+		s.poll_ms = 1000;
 	}
+	if (s.poll_ms > 0)
+		s.next_poll_ms = now_ms() + s.poll_ms;
 	log_debug("watching %zu directories under %s", watch_count(s.watch), s.o->paths.root);
 }
 

@@ -41,8 +41,8 @@
 
 static const char *const default_globs[] = { "**/*.py", NULL };
 static const char *const default_ignore[] = {
-	".venv/", "venv/", ".git/", "__pycache__/", ".tox/", ".nox/", "build/", "dist/",
-	"node_modules/", NULL,
+	".venv/", "venv/",  ".git/", "__pycache__/",  ".tox/",
+	".nox/",  "build/", "dist/", "node_modules/", NULL,
 };
 
 /* A glob split into its components. */
@@ -57,8 +57,8 @@ struct zglob {
 struct ent {
 	char *key; /* relative path ("" for the root); NULL: an empty slot */
 	uint64_t h;
-	int wd;       /* directories: the watch descriptor */
-	unsigned gen; /* the walk that last saw it */
+	int wd;        /* directories: the watch descriptor */
+	unsigned gen;  /* the walk that last saw it */
 	int64_t mtime; /* files: st_mtim in ns, st_size, st_ino */
 	int64_t size;
 	uint64_t ino;
@@ -111,6 +111,7 @@ hash_str(const char *s)
 	return h;
 }
 
+/* Spread a watch descriptor over the table. */
 static uint64_t
 hash_wd(int wd)
 {
@@ -196,6 +197,7 @@ table_del(struct table *t, size_t i)
 	t->n--;
 }
 
+/* Free every key and the slots. */
 static void
 table_free(struct table *t)
 {
@@ -229,6 +231,7 @@ split(const char *s, char *buf, size_t size, char **comp, size_t max)
 	return (int)n;
 }
 
+/* Is this glob component "**"? */
 static int
 is_starstar(const char *c)
 {
@@ -353,6 +356,7 @@ globs_compile(struct zglob **ret, size_t *ret_n, const char *const *src, const c
 	return 0;
 }
 
+/* Free a compiled list. */
 static void
 globs_free(struct zglob *g, size_t n)
 {
@@ -424,6 +428,7 @@ path_wanted(const struct watch *w, const char *rel)
 	return file_wanted_comps(w, p, (size_t)n);
 }
 
+/* CLOCK_MONOTONIC in ns. */
 static int64_t
 now_ns(void)
 {
@@ -432,12 +437,11 @@ now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* One of the /proc/sys/fs/inotify limits, or -1. */
+/* A kernel limit read from /proc/sys, or -1. */
 static long
-read_limit(const char *name)
+read_limit(const char *path)
 {
-	char path[128], text[32];
-	snprintf(path, sizeof(path), INOTIFY_PROC "%s", name);
+	char text[32];
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
@@ -447,6 +451,23 @@ read_limit(const char *name)
 		return -1;
 	text[n] = '\0';
 	return strtol(text, NULL, 10);
+}
+
+/*
+ * The per-user inotify limit that binds here: the global one, or this user
+ * namespace's (a container's) when it is lower. Both are checked by the
+ * kernel (ucounts, Linux 5.11+); in the initial namespace they are one value.
+ */
+static long
+pick_limit(const char *global, const char *userns, const char **ret_path)
+{
+	long value = read_limit(global), ns = read_limit(userns);
+	*ret_path = global;
+	if (ns > 0 && (value <= 0 || ns < value)) {
+		*ret_path = userns;
+		value = ns;
+	}
+	return value;
 }
 
 /* Keep the first warning only. */
@@ -462,15 +483,21 @@ set_warning(struct watch *w, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* "<what>; raise <the /proc file> (it is N; e.g. sysctl fs.inotify.<name>=4N)". */
+/* "<what>; raise <path> (it is N; e.g. sysctl <name>=4N)". */
 static void
-warn_limit(struct watch *w, const char *what, const char *name, long value)
+warn_limit(struct watch *w, const char *what, const char *path, long value)
 {
+	char name[64];
+	size_t k = 0;
+	/* "/proc/sys/fs/inotify/x" is the sysctl "fs.inotify.x". */
+	for (const char *p = path + strlen("/proc/sys/"); *p && k < sizeof(name) - 1; p++)
+		name[k++] = *p == '/' ? '.' : *p;
+	name[k] = '\0';
 	if (value > 0)
-		set_warning(w, "%s; raise " INOTIFY_PROC "%s (it is %ld; e.g. sysctl fs.inotify.%s=%ld)",
-			    what, name, value, name, value * 4);
+		set_warning(w, "%s; raise %s (it is %ld; e.g. sysctl %s=%ld)", what, path, value,
+			    name, value * 4);
 	else
-		set_warning(w, "%s; raise " INOTIFY_PROC "%s", what, name);
+		set_warning(w, "%s; raise %s", what, path);
 }
 
 /* root + "/" + rel in w->path, or NULL if too long. */
@@ -521,12 +548,16 @@ add_watch(struct watch *w, const char *path, const char *rel)
 		int e = errno;
 		if (e == ENOSPC) {
 			char what[PATH_MAX + 64];
+			const char *limit;
+			long value = pick_limit(INOTIFY_PROC "max_user_watches",
+						"/proc/sys/user/max_inotify_watches", &limit);
 			w->degraded = 1;
-			snprintf(what, sizeof(what),
-				 "inotify could not watch every directory under '%s', so every file "
-				 "is treated as changed until it can",
-				 w->root);
-			warn_limit(w, what, "max_user_watches", read_limit("max_user_watches"));
+			snprintf(
+				what, sizeof(what),
+				"inotify could not watch every directory under '%s', so every file "
+				"is treated as changed until it can",
+				w->root);
+			warn_limit(w, what, limit, value);
 		}
 		return -e;
 	}
@@ -597,6 +628,7 @@ struct subdirs {
 	size_t n, cap;
 };
 
+/* Free the names from index from on, and the array. */
 static void
 subdirs_free(struct subdirs *s, size_t from)
 {
@@ -605,6 +637,7 @@ subdirs_free(struct subdirs *s, size_t from)
 	free(s->v);
 }
 
+/* Append a copy of rel; 0 or -ENOMEM. */
 static int
 subdirs_push(struct subdirs *s, const char *rel)
 {
@@ -781,6 +814,7 @@ dir_arrived(struct watch *w, const char *rel, uint32_t mask, uint32_t cookie)
 	free(old);
 }
 
+/* One inotify event: report a file, follow a directory, or note lost events. */
 static void
 handle_event(struct watch *w, const struct inotify_event *ev)
 {
@@ -792,7 +826,7 @@ handle_event(struct watch *w, const struct inotify_event *ev)
 		warn_limit(w,
 			   "inotify's event queue overflowed and changes were lost, so every "
 			   "file is treated as changed",
-			   "max_queued_events", w->queued_max);
+			   INOTIFY_PROC "max_queued_events", w->queued_max);
 		return;
 	}
 	long i = table_find(&w->dirs, hash_wd(ev->wd), NULL, ev->wd);
@@ -921,8 +955,8 @@ watch_create(struct watch **ret, const struct watch_opts *o)
 	r = globs_compile(&w->globs, &w->nglobs, o->globs ? o->globs : default_globs, w->root, 0);
 	if (r < 0)
 		goto fail;
-	r = globs_compile(&w->ignore, &w->nignore, o->ignore ? o->ignore : default_ignore,
-			  w->root, 1);
+	r = globs_compile(&w->ignore, &w->nignore, o->ignore ? o->ignore : default_ignore, w->root,
+			  1);
 	if (r < 0)
 		goto fail;
 	if (stat(w->root, &st) < 0) {
@@ -936,13 +970,16 @@ watch_create(struct watch **ret, const struct watch_opts *o)
 
 	if (!w->poll) {
 		/* The queue of an instance is sized when it is made. */
-		w->queued_max = read_limit("max_queued_events");
+		w->queued_max = read_limit(INOTIFY_PROC "max_queued_events");
 		w->fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
 		if (w->fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOSYS)) {
+			const char *limit;
+			long value = pick_limit(INOTIFY_PROC "max_user_instances",
+						"/proc/sys/user/max_inotify_instances", &limit);
 			warn_limit(w,
 				   "no inotify instance could be created (or the open file limit "
 				   "was reached), so the project is polled for changes instead",
-				   "max_user_instances", read_limit("max_user_instances"));
+				   limit, value);
 			w->poll = 1;
 		} else if (w->fd < 0) {
 			r = -errno;

@@ -16,8 +16,8 @@
 struct watch;
 
 struct watch_opts {
-	const char *root;          /* absolute project root */
-	const char *const *globs;  /* NULL-terminated globs relative to root; NULL: every .py file */
+	const char *root;         /* absolute project root */
+	const char *const *globs; /* NULL-terminated globs relative to root; NULL: every .py file */
 	const char *const *ignore; /* NULL-terminated ignore globs; NULL: the defaults below */
 	int poll;                  /* 1: no inotify (network mounts); use watch_poll() */
 };

@@ -13,12 +13,14 @@
 #include <ftw.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,8 +36,9 @@
 static char base[PATH_MAX];
 static char root[PATH_MAX];
 
-/* Values of /proc/sys/fs/inotify files to put back at exit ("" when untouched). */
-static char saved_queued[32], saved_watches[32];
+/* max_queued_events to put back at exit ("" when untouched). */
+static char saved_queued[32];
+static pid_t main_pid;
 
 /* snprintf that gives up on truncation. */
 static __attribute__((format(printf, 3, 4))) void
@@ -96,6 +99,7 @@ put(const char *rel, const char *text)
 		bail_out("write %s: %s", rel, strerror(errno));
 }
 
+/* nftw callback for rm_rf. */
 static int
 rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -106,6 +110,7 @@ rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 	return unlink(path);
 }
 
+/* rm -rf path. */
 static void
 rm_rf(const char *path)
 {
@@ -113,6 +118,7 @@ rm_rf(const char *path)
 		bail_out("rm -rf %s: %s", path, strerror(errno));
 }
 
+/* rename or bail out. */
 static void
 do_rename(const char *from, const char *to)
 {
@@ -120,6 +126,7 @@ do_rename(const char *from, const char *to)
 		bail_out("rename %s %s: %s", from, to, strerror(errno));
 }
 
+/* unlink or bail out. */
 static void
 do_unlink(const char *path)
 {
@@ -136,6 +143,7 @@ new_root(const char *name)
 		bail_out("mkdir %s: %s", root, strerror(errno));
 }
 
+/* CLOCK_MONOTONIC in ms. */
 static int64_t
 now_ms(void)
 {
@@ -150,6 +158,7 @@ struct seen {
 	size_t n, cap;
 };
 
+/* The drain callback: keep a copy of every path. */
 static void
 collect(const char *path, void *arg)
 {
@@ -185,6 +194,7 @@ seen_sub(const struct seen *s, const char *needle)
 	return NULL;
 }
 
+/* Forget what was reported. */
 static void
 seen_clear(struct seen *s)
 {
@@ -231,6 +241,7 @@ wait_until(struct waiter *wt, int (*cond)(struct waiter *, const void *), const 
 	}
 }
 
+/* wait_until conditions: a path reported, an overflow, a watch count. */
 static int
 cond_seen(struct waiter *wt, const void *rel)
 {
@@ -269,7 +280,7 @@ sentinel(struct waiter *wt)
 	return wait_seen(wt, rel);
 }
 
-/* Start watching root with the given globs (NULL: defaults). */
+/* Start watching root with the given globs and ignores (NULL: defaults). */
 static void
 start(struct waiter *wt, const char *const *globs, const char *const *ignore)
 {
@@ -280,6 +291,7 @@ start(struct waiter *wt, const char *const *globs, const char *const *ignore)
 		bail_out("watch_create %s: %s", root, strerror(-r));
 }
 
+/* Destroy the watch and forget its reports. */
 static void
 stop(struct waiter *wt)
 {
@@ -289,6 +301,7 @@ stop(struct waiter *wt)
 	memset(wt, 0, sizeof(*wt));
 }
 
+/* watch_glob_match on a table of globs and paths. */
 static void
 test_globs(void)
 {
@@ -339,10 +352,11 @@ test_globs(void)
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++)
 		is_int(watch_glob_match(cases[i].glob, cases[i].path), cases[i].want,
-		       "glob '%s' %s '%s'", cases[i].glob, cases[i].want ? "matches" : "does not match",
-		       cases[i].path);
+		       "glob '%s' %s '%s'", cases[i].glob,
+		       cases[i].want ? "matches" : "does not match", cases[i].path);
 }
 
+/* Bad roots and globs; absolute globs and a root with a trailing slash. */
 static void
 test_errors(void)
 {
@@ -384,6 +398,7 @@ test_errors(void)
 	stop(&wt);
 }
 
+/* Ignored directories at any depth, non-matching files, unreachable dirs. */
 static void
 test_ignore(void)
 {
@@ -420,8 +435,8 @@ test_ignore(void)
 	put("pkg/sub/.tox/py3/t.py", "x");
 	ok(sentinel(&wt), "the sentinel written after them is reported");
 	const char *bad = NULL;
-	static const char *const quiet[] = { ".git", "__pycache__", "node_modules", ".venv",
-					     "/build/", ".txt", ".pyc", ".tox" };
+	static const char *const quiet[] = { ".git",    "__pycache__", "node_modules", ".venv",
+					     "/build/", ".txt",        ".pyc",         ".tox" };
 	for (size_t i = 0; i < ARRAY_SIZE(quiet) && !bad; i++)
 		bad = seen_sub(&wt.s, quiet[i]);
 	ok(!bad, "nothing in ignored dirs or non-matching files reported (got '%s')",
@@ -447,6 +462,7 @@ test_ignore(void)
 	stop(&wt);
 }
 
+/* How editors save: in place, rename over, delete + create, vim backup. */
 static void
 test_editors(void)
 {
@@ -502,6 +518,7 @@ test_editors(void)
 	stop(&wt);
 }
 
+/* Directories created with files, renamed in, within and out, removed. */
 static void
 test_dirs(void)
 {
@@ -601,6 +618,7 @@ struct burst {
 	int stray;
 };
 
+/* Mark dNN/fMMM.py under the prefix; anything else is a stray. */
 static void
 burst_cb(const char *path, void *arg)
 {
@@ -618,6 +636,7 @@ burst_cb(const char *path, void *arg)
 		b->distinct++;
 }
 
+/* All burst files reported, or an overflow. */
 static int
 cond_burst(struct waiter *wt, const void *unused)
 {
@@ -640,6 +659,7 @@ burst_write(const char *tag, int rewrite)
 	}
 }
 
+/* Wait for the burst and check it. */
 static void
 burst_check(struct waiter *wt, struct burst *b, const char *what)
 {
@@ -651,6 +671,7 @@ burst_check(struct waiter *wt, struct burst *b, const char *what)
 		diag("%s: overflowed after %d files", what, b->distinct);
 }
 
+/* 2,000 files rewritten at once, then 2,000 in new dirs (a git checkout). */
 static void
 test_burst(void)
 {
@@ -716,16 +737,18 @@ restore_limit(const char *name, char *saved)
 		saved[0] = '\0';
 }
 
-/* At exit, bailed out or not: put the limits back and remove the temp dir. */
+/* At exit, bailed out or not: put the limit back and remove the temp dir. */
 static void
 cleanup(void)
 {
+	if (getpid() != main_pid)
+		return;
 	restore_limit("max_queued_events", saved_queued);
-	restore_limit("max_user_watches", saved_watches);
 	if (base[0])
 		nftw(base, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* A 64-event queue: overflow, the warning, and recovery by rescan. */
 static void
 test_overflow(void)
 {
@@ -776,64 +799,93 @@ test_overflow(void)
 	free(b);
 }
 
-/* Count the inotify watches of every process we can see. */
-static long
-watches_in_use(void)
+/* Write text to a /proc/sys file; 0 or -errno. */
+static int
+write_sysctl(const char *path, const char *text)
 {
-	char cmd[] = "cat /proc/[0-9]*/fdinfo/* 2>/dev/null | grep -c '^inotify wd:'";
-	FILE *p = popen(cmd, "re");
-	long n = -1;
-	if (p) {
-		if (fscanf(p, "%ld", &n) != 1)
-			n = -1;
-		pclose(p);
-	}
-	return n;
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = write(fd, text, strlen(text)) < 0 ? -errno : 0;
+	close(fd);
+	return r;
 }
 
+/* The checks of test_watch_limit, in a user namespace whose watch limit is 3. */
 static void
-test_watch_limit(void)
+watch_limit_checks(void)
 {
 	struct waiter wt;
-	char value[32];
 
-	new_root("limit");
-	for (int i = 0; i < 10; i++) {
-		char rel[32];
-		snprintf(rel, sizeof(rel), "d%d/x.py", i);
-		put(rel, "");
-	}
-	long used = watches_in_use();
-	snprintf(value, sizeof(value), "%ld", used + 3);
-	if (used < 0 ||
-	    set_limit("max_user_watches", value, saved_watches, sizeof(saved_watches)) < 0) {
-		skip(6, "/proc/sys/fs/inotify/max_user_watches is not writable");
-		return;
-	}
 	start(&wt, NULL, NULL);
-	restore_limit("max_user_watches", saved_watches);
-	if (watch_count(wt.w) == 11 && !watch_warning(wt.w)) {
-		skip(6, "the lowered max_user_watches was not reached (watches not counted here?)");
-		stop(&wt);
-		return;
-	}
-	ok(watch_count(wt.w) < 11, "limit %s: only %zu of 11 dirs watched", value,
-	   watch_count(wt.w));
-	has_str(watch_warning(wt.w), "/proc/sys/fs/inotify/max_user_watches",
-		"the warning names max_user_watches");
-	char needle[64];
-	snprintf(needle, sizeof(needle), "is %s;", value);
-	has_str(watch_warning(wt.w), needle, "and its value");
+	ok(watch_count(wt.w) == 3, "limit 3: only 3 of 11 dirs watched (%zu)", watch_count(wt.w));
+	has_str(watch_warning(wt.w), "/proc/sys/user/max_inotify_watches",
+		"the warning names the namespace's limit, the lower one");
+	has_str(watch_warning(wt.w), "is 3;", "and its value");
 	diag("warning: %s", watch_warning(wt.w) ? watch_warning(wt.w) : "(none)");
 	is_int(watch_drain(wt.w, collect, &wt.s), WATCH_OVERFLOW,
 	       "the next drain returns WATCH_OVERFLOW");
-	/* With the limit back, a retry (at most once a second) watches the rest. */
+	if (write_sysctl("/proc/sys/user/max_inotify_watches", "1000") < 0)
+		bail_out("raise max_inotify_watches: %s", strerror(errno));
+	/* A retry (at most once a second) watches the rest. */
 	int done = wait_until(&wt, cond_count, &(size_t){ 11 }, 3 * WAIT_MS);
 	ok(done, "after the limit is raised all 11 dirs get watched (%zu)", watch_count(wt.w));
 	is_int(watch_drain(wt.w, collect, &wt.s), 0, "and drains return 0 again");
 	stop(&wt);
 }
 
+/*
+ * The watch limit reached at start, then raised. Run in a child in a new user
+ * namespace whose own limit (/proc/sys/user/max_inotify_watches) is lowered,
+ * so that no other process on the machine is affected; the child hands its
+ * TAP counters back through a pipe.
+ */
+static void
+test_watch_limit(void)
+{
+	int counts[3] = { 0, 0, 0 }; /* tests run, failed; skipped */
+	int pfd[2];
+
+	new_root("limit");
+	for (int i = 0; i < 10; i++) {
+		char rel[32];
+		fmt(rel, sizeof(rel), "d%d/x.py", i);
+		put(rel, "");
+	}
+	fflush(stdout);
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		bail_out("pipe2: %s", strerror(errno));
+	pid_t pid = fork();
+	if (pid < 0)
+		bail_out("fork: %s", strerror(errno));
+	if (pid == 0) {
+		close(pfd[0]);
+		if (unshare(CLONE_NEWUSER) < 0 ||
+		    write_sysctl("/proc/sys/user/max_inotify_watches", "3") < 0)
+			counts[2] = 1;
+		else
+			watch_limit_checks();
+		counts[0] = tap_count;
+		counts[1] = tap_failed;
+		fflush(stdout);
+		if (write(pfd[1], counts, sizeof(counts)) != sizeof(counts))
+			_exit(1);
+		_exit(0);
+	}
+	close(pfd[1]);
+	ssize_t n = read(pfd[0], counts, sizeof(counts));
+	close(pfd[0]);
+	int status;
+	waitpid(pid, &status, 0);
+	if (n != sizeof(counts))
+		bail_out("the watch limit test's child died (status %d)", status);
+	tap_count = counts[0];
+	tap_failed = counts[1];
+	if (counts[2])
+		skip(6, "no user namespace with its own inotify watch limit");
+}
+
+/* Poll mode: ns and inode changes, deletions, additions, ignores. */
 static void
 test_poll(void)
 {
@@ -911,6 +963,7 @@ test_poll(void)
 	stop(&wt);
 }
 
+/* watch_poll over 5,000 files, timed. */
 static void
 test_poll_timing(void)
 {
@@ -959,6 +1012,7 @@ main(void)
 	if (!mkdtemp(base))
 		bail_out("mkdtemp: %s", strerror(errno));
 	umask(022);
+	main_pid = getpid();
 	atexit(cleanup);
 
 	test_globs();
