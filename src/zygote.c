@@ -358,6 +358,8 @@ spare_take(const struct proto_request *req, int32_t id, int conn, int learn)
 	return pid;
 }
 
+static void practice_done(void);
+
 static void
 start_run(struct proto_request *req, int32_t id, int conn)
 {
@@ -390,6 +392,8 @@ start_run(struct proto_request *req, int32_t id, int conn)
 		if (lp[0] >= 0)
 			close(lp[0]);
 		refuse_run(conn, id, text);
+		if (id < 0)
+			practice_done();
 		return;
 	}
 	/* The client's stdio belongs to the child now; holding it would keep
@@ -413,6 +417,20 @@ start_run(struct proto_request *req, int32_t id, int conn)
 	fcntl(conn, F_SETFL, fcntl(conn, F_GETFL) | O_NONBLOCK);
 	log_debug("run %d: child %d", (int)id, (int)pid);
 	spare_fork();
+}
+
+/* The READY text of a generation that waits for its spare (see zygote_main). */
+static char deferred_ready[1024];
+
+/* The practice run is over (or never ran): fork the spare, then say ready. */
+static void
+practice_done(void)
+{
+	spare_fork();
+	if (deferred_ready[0]) {
+		send_ready(deferred_ready);
+		deferred_ready[0] = '\0';
+	}
 }
 
 /*
@@ -444,7 +462,7 @@ practice_run(void)
 				close(req.fds[i]);
 		if (conn >= 0)
 			close(conn);
-		spare_fork();
+		practice_done();
 		return;
 	}
 	start_run(&req, -1, conn);
@@ -521,7 +539,7 @@ reap(void)
 				send_done(r->id, code);
 			learn(r);
 			if (r->id < 0)
-				spare_fork(); /* the practice run is over: now the spare */
+				practice_done();
 			log_debug("run %d: child %d exited with %d", (int)r->id, (int)pid,
 				  (int)code);
 			run_remove(i);
@@ -850,13 +868,22 @@ zygote_main(int argc, char **argv)
 		 w.status);
 	log_info("generation %d warm: %ld modules in %.2f s (%s)", z.generation, w.modules,
 		 w.seconds, w.status);
-	send_ready(text);
 	if (w.files && fdpass_send_msg(z.ctl, PROTO_MSG_Z_FILES, w.files, strlen(w.files) + 1) < 0)
 		log_warn("cannot send the watch list to the supervisor");
 	free(w.files);
-	fcntl(z.ctl, F_SETFL, fcntl(z.ctl, F_GETFL) | O_NONBLOCK);
 	const char *sp = getenv("PYTEST_ZYGOTE_SPARE");
 	spare.disabled = sp && strcmp(sp, "0") == 0;
+	/*
+	 * The first generation is ready now: `start` is waiting. A later one
+	 * takes over from a generation that serves well meanwhile, so it says
+	 * ready only once its spare is prepared, and its first run is as fast
+	 * as the ones after.
+	 */
+	if (z.generation > 1 && !spare.disabled)
+		snprintf(deferred_ready, sizeof(deferred_ready), "%s", text);
+	else
+		send_ready(text);
+	fcntl(z.ctl, F_SETFL, fcntl(z.ctl, F_GETFL) | O_NONBLOCK);
 	practice_run();
 	int rc = serve();
 	fflush(stdout);
