@@ -153,4 +153,28 @@ done_testing(void)
 	return tap_failed || (tap_planned >= 0 && tap_planned != tap_count) ? 1 : 0;
 }
 
+
+#include <errno.h>
+#include <sys/stat.h>
+
+/* mkdir -p for a test tree: create every directory of path after its first
+ * skip bytes (the existing temporary base), mode 0755. */
+static inline void
+tap_mkdirs(const char *path_in, size_t skip)
+{
+	char path[4096];
+	if ((size_t)snprintf(path, sizeof(path), "%s", path_in) >= sizeof(path))
+		bail_out("path too long: %s", path_in);
+	for (char *p = path + skip + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0755) < 0 && errno != EEXIST)
+			bail_out("mkdir %s: %s", path, strerror(errno));
+		*p = '/';
+	}
+	if (mkdir(path, 0755) < 0 && errno != EEXIST)
+		bail_out("mkdir %s: %s", path, strerror(errno));
+}
+
 #endif

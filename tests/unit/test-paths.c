@@ -37,19 +37,7 @@ at(const char *rel)
 static void
 mkdirs(const char *rel)
 {
-	char path[PATH_MAX];
-	if ((size_t)snprintf(path, sizeof(path), "%s/%s", base, rel) >= sizeof(path))
-		bail_out("path too long: %s/%s", base, rel);
-	for (char *p = path + strlen(base) + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(path, 0755) < 0 && errno != EEXIST)
-			bail_out("mkdir %s: %s", path, strerror(errno));
-		*p = '/';
-	}
-	if (mkdir(path, 0755) < 0 && errno != EEXIST)
-		bail_out("mkdir %s: %s", path, strerror(errno));
+	tap_mkdirs(at(rel), strlen(base));
 }
 
 /* Write text to base/rel, creating its directory. */

@@ -68,18 +68,7 @@ at(const char *rel)
 static void
 mkdirs(const char *rel)
 {
-	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s", at(rel));
-	for (char *p = path + strlen(root) + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(path, 0755) < 0 && errno != EEXIST)
-			bail_out("mkdir %s: %s", path, strerror(errno));
-		*p = '/';
-	}
-	if (mkdir(path, 0755) < 0 && errno != EEXIST)
-		bail_out("mkdir %s: %s", path, strerror(errno));
+	tap_mkdirs(at(rel), strlen(root));
 }
 
 /* Write text to root/rel (truncating it in place), creating its directory. */
