@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -53,6 +54,15 @@ fdpass_send(int sock, const void *buf, size_t len, const int *fds, int nfds, siz
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			if (errno == EAGAIN) {
+				/* A non-blocking socket with a full buffer: the peer is
+				 * reading, give it a moment rather than fail the message. */
+				struct pollfd room = { .fd = sock, .events = POLLOUT };
+				int k = poll(&room, 1, FDPASS_SEND_WAIT_MS);
+				if (k > 0 || (k < 0 && errno == EINTR))
+					continue;
+				return k == 0 ? -ETIMEDOUT : -errno;
+			}
 			return -errno;
 		}
 		if (attach)

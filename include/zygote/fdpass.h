@@ -16,10 +16,12 @@
 #include "zygote/proto.h"
 
 #define FDPASS_MAX_QUEUED 16
+#define FDPASS_SEND_WAIT_MS 5000 /* how long a send waits for room on a full socket */
 
 /*
  * Write len bytes of buf to sock, blocking until all are written (EINTR
- * retried, MSG_NOSIGNAL). If nfds > 0, the fds are attached to the byte at
+ * retried, MSG_NOSIGNAL; on a non-blocking socket, waits up to
+ * FDPASS_SEND_WAIT_MS for room, then -ETIMEDOUT). If nfds > 0, the fds are attached to the byte at
  * fds_offset. Returns 0 or -errno.
  */
 int fdpass_send(int sock, const void *buf, size_t len, const int *fds, int nfds,
