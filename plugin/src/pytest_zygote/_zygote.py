@@ -34,7 +34,63 @@ def _is_project_file(path):
     return not any(p in _NOT_PROJECT for p in parts)
 
 
-def _take_snapshot():
+# Directories the project walk skips: third-party code, caches, VCS.
+_WALK_SKIP = frozenset(_NOT_PROJECT + (".git", ".hg", "__pycache__", "build", "dist",
+                                       ".pytest_cache", ".mypy_cache", ".hypothesis"))
+
+
+def _key(st):
+    """What identifies a version of a file: mtime (ns), size, inode, and the
+    inode change time, which no tool can set back (os.utime, cp -p, tar and
+    rsync -t can restore an old mtime onto new contents)."""
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
+
+
+def _prewalk(root):
+    """Before warm-up imports anything: stat every .py file of the project,
+    and delete cached bytecode written before its source last changed.
+
+    The stats are what the imported modules are compared against later: a
+    file edited while warm-up runs, after it was imported, must look changed
+    to the children. The bytecode matters because CPython and pytest accept a
+    .pyc whose recorded whole-second mtime and size match the source: after
+    a same-second, same-size edit a new generation would import old code. A
+    cache file written before its source's last change (its ctime, which
+    cannot be set back) may be such a one.
+    """
+    stats = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in _WALK_SKIP]
+        caches = None
+        for f in filenames:
+            if not f.endswith(".py"):
+                continue
+            path = os.path.join(dirpath, f)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            stats[path] = _key(st)
+            if caches is None:
+                try:
+                    caches = os.listdir(os.path.join(dirpath, "__pycache__"))
+                except OSError:
+                    caches = ()
+            stem = f[:-3] + "."
+            for c in caches:
+                if c.startswith(stem) and c.endswith(".pyc"):
+                    cp = os.path.join(dirpath, "__pycache__", c)
+                    try:
+                        if os.stat(cp).st_mtime_ns < st.st_ctime_ns:
+                            os.unlink(cp)
+                    except OSError:
+                        pass
+    return stats
+
+
+def _take_snapshot(before):
+    """Project modules now imported, with the stat their file had before
+    warm-up began (or now, for a file the walk did not see)."""
     snap = {}
     for name, mod in list(sys.modules.items()):
         path = getattr(mod, "__file__", None)
@@ -43,11 +99,14 @@ def _take_snapshot():
         path = os.path.abspath(path)
         if not _is_project_file(path):
             continue
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        snap[name] = (path, st.st_mtime_ns, st.st_size, st.st_ino)
+        st = before.get(path)
+        if st is None:
+            try:
+                o = os.stat(path)
+            except OSError:
+                continue
+            st = _key(o)
+        snap[name] = (path,) + st
     return snap
 
 
@@ -62,6 +121,7 @@ def warmup(root):
     _root = os.path.realpath(root)
     _base_path = list(sys.path)
     os.chdir(_root)
+    before = _prewalk(_root)
     # python -m pytest puts the cwd first on sys.path; the zygote's cwd is the root.
     sys.path.insert(0, _root)
     sys.argv = [_pytest_main_file()]
@@ -88,7 +148,7 @@ def warmup(root):
         pass
 
     _freeze_distributions()
-    _snapshot = _take_snapshot()
+    _snapshot = _take_snapshot(before)
     _rdeps.clear()
     for importer, imported in _edges.items():
         if importer in _snapshot:
@@ -376,15 +436,15 @@ def _apply_interpreter_env(old, new):
 
 
 def _dirty_modules():
-    """Project modules whose file changed since warm-up (stat: mtime ns, size, inode)."""
+    """Project modules whose file changed since warm-up (see _key)."""
     dirty = []
-    for name, (path, mtime, size, ino) in _snapshot.items():
+    for name, entry in _snapshot.items():
         try:
-            st = os.stat(path)
+            st = os.stat(entry[0])
         except OSError:
             dirty.append(name)
             continue
-        if (st.st_mtime_ns, st.st_size, st.st_ino) != (mtime, size, ino):
+        if _key(st) != entry[1:]:
             dirty.append(name)
     return dirty
 

@@ -1,0 +1,5 @@
+from pkg.a import VALUE
+
+
+def get():
+    return VALUE

@@ -1,0 +1,8 @@
+import pytest
+
+from pkg import c
+
+
+@pytest.fixture
+def cname():
+    return c.NAME

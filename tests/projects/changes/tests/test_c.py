@@ -1,0 +1,2 @@
+def test_c(cname):
+    assert cname == "c"

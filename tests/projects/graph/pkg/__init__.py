@@ -1,0 +1,3 @@
+from graphlog import mark
+
+mark(__name__)

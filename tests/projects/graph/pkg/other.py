@@ -1,0 +1,5 @@
+from graphlog import mark
+
+mark(__name__)
+
+Y = 1

@@ -1,0 +1,3 @@
+from mods.m1 import UP
+
+VALUE = 1002

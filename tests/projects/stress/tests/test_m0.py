@@ -1,0 +1,15 @@
+import json
+import os
+
+from mods import m0 as mod
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _expected():
+    with open(os.path.join(HERE, "..", "expected.json")) as f:
+        return json.load(f)
+
+
+def test_m0_value():
+    assert mod.VALUE == _expected()["m0"]

@@ -1,0 +1,1 @@
+"""A library that has fixed its reload problems: its workarounds are off."""

@@ -1,0 +1,1 @@
+# Its presence switches off the workarounds registered for fakelib.

@@ -1,0 +1,1 @@
+"""Like fakelib, with the module name pytest-hot-reloading used."""

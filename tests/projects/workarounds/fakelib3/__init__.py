@@ -1,0 +1,1 @@
+"""A library without a clear module: its workarounds run."""
