@@ -304,6 +304,7 @@ request_complete(int i)
 	struct conn *c = s.conns[i];
 	switch (c->dec.req.kind) {
 	case PROTO_KIND_STATUS:
+		watch_settle(); /* the changes made before asking are in the answer */
 		reply_status(i);
 		return;
 	case PROTO_KIND_STOP:
@@ -912,14 +913,49 @@ env_int(const char *name, int def, int lo, int hi)
 	return (int)x;
 }
 
+/* Split a colon-separated list into a NULL-terminated vector (in a static buffer). */
+static const char **
+split_globs(const char *list, const char **vec, size_t cap, char *buf, size_t bufsize)
+{
+	size_t n = 0;
+	snprintf(buf, bufsize, "%s", list);
+	for (char *save = NULL, *t = strtok_r(buf, ":", &save); t && n + 1 < cap;
+	     t = strtok_r(NULL, ":", &save))
+		if (*t)
+			vec[n++] = t;
+	vec[n] = NULL;
+	return vec;
+}
+
 static void
 watch_start(void)
 {
-	static const char *const globs[] = { "**/*.py", "pytest.ini", ".pytest.ini",
-					     "pyproject.toml", "setup.cfg", "tox.ini", NULL };
+	/* Watch globs: the user's (PYTEST_ZYGOTE_WATCH_GLOBS, colon-separated) or
+	 * every .py file; pytest's configuration files are always watched.
+	 * Ignore globs: PYTEST_ZYGOTE_IGNORE_GLOBS replaces the defaults. */
+	static const char *const config_files[] = { "pytest.ini", ".pytest.ini", "pyproject.toml",
+						    "setup.cfg", "tox.ini" };
+	static const char *globs[72], *ignore[64];
+	static char gbuf[4096], ibuf[4096];
+	const char *wg = getenv("PYTEST_ZYGOTE_WATCH_GLOBS");
+	split_globs(wg && *wg ? wg : "**/*.py", globs, 64, gbuf, sizeof(gbuf));
+	size_t n = 0;
+	while (globs[n])
+		n++;
+	for (size_t i = 0; i < ARRAY_SIZE(config_files); i++)
+		globs[n++] = config_files[i];
+	globs[n] = NULL;
+	const char *ig = getenv("PYTEST_ZYGOTE_IGNORE_GLOBS");
+	if (ig && *ig)
+		split_globs(ig, ignore, ARRAY_SIZE(ignore), ibuf, sizeof(ibuf));
 	s.settle_ms = env_int("PYTEST_ZYGOTE_SETTLE_MS", DEFAULT_SETTLE_MS, 0, 3600000);
 	s.poll_ms = env_int("PYTEST_ZYGOTE_POLL_MS", 0, 0, 3600000);
-	struct watch_opts wo = { .root = s.o->paths.root, .globs = globs, .poll = s.poll_ms > 0 };
+	struct watch_opts wo = {
+		.root = s.o->paths.root,
+		.globs = globs,
+		.ignore = ig && *ig ? ignore : NULL,
+		.poll = s.poll_ms > 0,
+	};
 	int r = watch_create(&s.watch, &wo);
 	if (r < 0) {
 		log_warn("cannot watch %s: %s; runs still check every imported file, but no "
