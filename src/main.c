@@ -314,12 +314,18 @@ do_start(const struct opts *o, const struct zpaths *p)
 	return supervisor_main(&so);
 }
 
+/* How the user starts a zygote, when the pytest plugin handed the run over. */
+static char *start_hint;
+
 static int
 no_server(const struct zpaths *p)
 {
-	log_error("no zygote is running for %s; start one with: pytest-zygote start --root %s "
-		  "(or use run --start-if-needed)",
-		  p->root, p->root);
+	if (start_hint)
+		log_error("no zygote is running for %s; start one with: %s", p->root, start_hint);
+	else
+		log_error("no zygote is running for %s; start one with: pytest-zygote start "
+			  "--root %s (or use run --start-if-needed)",
+			  p->root, p->root);
 	return ZEXIT_NOSERVER;
 }
 
@@ -485,6 +491,12 @@ main(int argc, char **argv)
 {
 	setproctitle_init(argc, argv, environ);
 	log_init("pytest-zygote", 0);
+	const char *hint = getenv("PYTEST_ZYGOTE_HINT");
+	if (hint) {
+		/* The plugin's, not the run's: keep it out of the environment sent on. */
+		start_hint = strdup(hint);
+		unsetenv("PYTEST_ZYGOTE_HINT");
+	}
 	if (argc >= 2 && strcmp(argv[1], "__zygote") == 0)
 		return zygote_main(argc - 1, argv + 1);
 	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||

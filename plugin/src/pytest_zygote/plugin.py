@@ -1,0 +1,215 @@
+"""pytest plugin: hand an ordinary ``pytest`` invocation over to the zygote.
+
+Enable it with ``-p pytest_zygote.plugin`` (on the command line, in
+``addopts`` or in ``PYTEST_ADDOPTS``). As soon as pytest has parsed the
+command line (before conftest files are imported), the plugin replaces the
+pytest process with ``pytest-zygote run`` for the project's rootdir, with the
+same arguments, environment, working directory and terminal, so the run's
+exit code is pytest's own. Inside the zygote and its test children the plugin
+does nothing.
+
+pytest-hot-reloading's options and ``PYTEST_DAEMON_*`` variables are accepted
+with the same meanings; those that mean nothing here are accepted and said so.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+_TRUE = ("1", "true", "yes", "on")
+
+# Our options that take a value, and the flags, as they may appear in argv.
+_VALUE_OPTS = ("--zygote-instance", "--daemon-port", "--daemon-watch-globs",
+               "--daemon-ignore-watch-globs", "--pytest-name", "--daemon-timeout",
+               "--daemon-poll-throttle", "--daemon-use-os-events")
+_FLAG_OPTS = ("--zygote-start", "--zygote-stop", "--zygote-status", "--zygote-start-if-needed",
+              "--zygote-disable", "--zygote-force", "--daemon", "--stop-daemon",
+              "--daemon-start-if-needed", "--daemon-disable",
+              "--daemon-do-not-autowatch-fixtures")
+# Accepted for pytest-hot-reloading users, meaningless here: (option, env, why).
+_NO_MEANING = (
+    ("pytest_name", "PYTEST_DAEMON_PYTEST_NAME", "--pytest-name",
+     "the zygote embeds the interpreter; there is no pytest executable to name"),
+    ("daemon_timeout", "PYTEST_DAEMON_TIMEOUT", "--daemon-timeout",
+     "start waits until the zygote is warm or fails with the reason"),
+    ("daemon_do_not_autowatch_fixtures", "PYTEST_DAEMON_DO_NOT_AUTOWATCH_FIXTURES",
+     "--daemon-do-not-autowatch-fixtures",
+     "every imported project file is checked before each run"),
+)
+
+
+def _env_bool(name):
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def _in_zygote():
+    z = sys.modules.get("pytest_zygote._zygote")
+    return z is not None and getattr(z, "_root", None) is not None
+
+
+def _debugger_active():
+    return sys.gettrace() is not None or "debugpy" in sys.modules or "pydevd" in sys.modules
+
+
+def _binary():
+    b = os.environ.get("PYTEST_ZYGOTE_BIN")
+    if b:
+        return b
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (
+        os.path.join(here, "_bin", "pytest-zygote"),  # a wheel may ship it here
+        shutil.which("pytest-zygote"),
+        # a source checkout: plugin/src/pytest_zygote -> build/pytest-zygote
+        os.path.join(here, "..", "..", "..", "build", "pytest-zygote"),
+    ):
+        if candidate and os.access(candidate, os.X_OK):
+            return os.path.abspath(candidate)
+    return None
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("zygote", "pytest-zygote: run in a fork of a warm zygote")
+    add = g.addoption
+    add("--zygote-start", "--daemon", dest="zygote_start", action="store_true",
+        help="start the zygote for this project (replacing a running one), then exit")
+    add("--zygote-stop", "--stop-daemon", dest="zygote_stop", action="store_true",
+        help="stop the zygote for this project, then exit")
+    add("--zygote-status", dest="zygote_status", action="store_true",
+        help="show the zygote's status, then exit")
+    add("--zygote-start-if-needed", "--daemon-start-if-needed", dest="zygote_start_if_needed",
+        action="store_true", help="start the zygote first when none is running")
+    add("--zygote-disable", "--daemon-disable", dest="zygote_disable", action="store_true",
+        help="run in this process, as if the plugin were absent")
+    add("--zygote-force", dest="zygote_force", action="store_true",
+        help="hand over even when a debugger is active")
+    add("--zygote-instance", "--daemon-port", dest="zygote_instance", default=None,
+        help="select a separate zygote for the same project (any name or number)")
+    add("--daemon-watch-globs", dest="daemon_watch_globs", default=None,
+        help="colon-separated globs of files to watch (when starting)")
+    add("--daemon-ignore-watch-globs", dest="daemon_ignore_watch_globs", default=None,
+        help="colon-separated globs never to watch (when starting)")
+    add("--daemon-use-os-events", dest="daemon_use_os_events", default=None,
+        help="'false' polls the tree instead of inotify (when starting)")
+    add("--daemon-poll-throttle", dest="daemon_poll_throttle", default=None,
+        help="seconds between polls when polling (when starting)")
+    add("--pytest-name", dest="pytest_name", default=None, help="accepted; has no meaning here")
+    add("--daemon-timeout", dest="daemon_timeout", default=None,
+        help="accepted; has no meaning here")
+    add("--daemon-do-not-autowatch-fixtures", dest="daemon_do_not_autowatch_fixtures",
+        action="store_true", help="accepted; has no meaning here")
+
+
+def _setting(ns, dest, *envs):
+    v = getattr(ns, dest, None)
+    if v not in (None, False):
+        return v
+    for e in envs:
+        if os.environ.get(e):
+            return os.environ[e]
+    return None
+
+
+def _start_env(ns):
+    """The environment for a zygote this invocation starts."""
+    env = dict(os.environ)
+    wg = _setting(ns, "daemon_watch_globs", "PYTEST_DAEMON_WATCH_GLOBS")
+    ig = _setting(ns, "daemon_ignore_watch_globs", "PYTEST_DAEMON_IGNORE_WATCH_GLOBS")
+    if wg:
+        env["PYTEST_ZYGOTE_WATCH_GLOBS"] = wg
+    if ig:
+        env["PYTEST_ZYGOTE_IGNORE_GLOBS"] = ig
+    os_events = _setting(ns, "daemon_use_os_events", "PYTEST_DAEMON_USE_OS_EVENTS")
+    if os_events is not None and str(os_events).strip().lower() not in _TRUE:
+        throttle = _setting(ns, "daemon_poll_throttle", "PYTEST_DAEMON_POLL_THROTTLE")
+        try:
+            ms = max(10, int(float(throttle) * 1000)) if throttle else 1000
+        except ValueError:
+            raise pytest.UsageError("--daemon-poll-throttle needs seconds, not %r" % throttle)
+        env["PYTEST_ZYGOTE_POLL_MS"] = str(ms)
+    return env
+
+
+def _strip_own(args):
+    """argv without this plugin's options (the child may not load the plugin)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a in _FLAG_OPTS:
+            continue
+        if a in _VALUE_OPTS:
+            skip = True
+            continue
+        if a.startswith(tuple(o + "=" for o in _VALUE_OPTS)):
+            continue
+        out.append(a)
+    return out
+
+
+def _say(early_config, text):
+    """A line on the real stderr: pytest captures it while this hook runs."""
+    capman = early_config.pluginmanager.getplugin("capturemanager")
+    if capman is None:
+        sys.stderr.write(text)
+        return
+    with capman.global_and_fixture_disabled():
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    if _in_zygote():
+        return
+    ns = early_config.known_args_namespace
+    for dest, env, opt, why in _NO_MEANING:
+        if getattr(ns, dest, None) or os.environ.get(env):
+            _say(early_config, "pytest-zygote: %s (%s) has no meaning here: %s\n"
+                 % (opt, env, why))
+    if ns.zygote_disable or _env_bool("PYTEST_DAEMON_DISABLE") or _env_bool(
+            "PYTEST_ZYGOTE_DISABLE"):
+        return
+    admin = ns.zygote_start or ns.zygote_stop or ns.zygote_status
+    if not admin and _debugger_active() and not ns.zygote_force:
+        _say(early_config, "pytest-zygote: a debugger is active; running in this process "
+             "(--zygote-force hands over anyway)\n")
+        return
+    binary = _binary()
+    if binary is None:
+        raise pytest.UsageError(
+            "pytest-zygote: cannot find the pytest-zygote program; put it on PATH or set "
+            "PYTEST_ZYGOTE_BIN (or run with --zygote-disable)")
+    common = ["--root", str(early_config.rootpath)]
+    instance = _setting(ns, "zygote_instance", "PYTEST_DAEMON_PORT", "PYTEST_ZYGOTE_INSTANCE")
+    if instance:
+        common += ["--instance", str(instance)]
+    # pytest captures fds 1 and 2 from here on (its capture plugin wraps this
+    # hook): give them back, so the client hands over the real terminal.
+    capman = early_config.pluginmanager.getplugin("capturemanager")
+    if capman is not None:
+        capman.stop_global_capturing()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if admin:
+        # Not SystemExit: pytest's capture wrapper around this hook would trip
+        # over the capture we stopped. The process ends here, as with exec.
+        if ns.zygote_stop or ns.zygote_start:
+            rc = subprocess.call([binary, "stop", *common],
+                                 stderr=subprocess.DEVNULL if ns.zygote_start else None)
+            if ns.zygote_stop:
+                os._exit(rc)
+        if ns.zygote_start:
+            os._exit(subprocess.call([binary, "start", *common], env=_start_env(ns)))
+        os._exit(subprocess.call([binary, "status", *common]))
+    argv = [binary, "run", *common]
+    if ns.zygote_start_if_needed or _env_bool("PYTEST_DAEMON_START_IF_NEEDED") or _env_bool(
+            "PYTEST_ZYGOTE_START_IF_NEEDED"):
+        argv.append("--start-if-needed")
+    env = _start_env(ns)
+    env["PYTEST_ZYGOTE_HINT"] = "pytest --zygote-start (or add --zygote-start-if-needed)"
+    argv += ["--", *_strip_own(list(early_config.invocation_params.args))]
+    os.execve(binary, argv, env)

@@ -1,0 +1,124 @@
+"""The pytest plugin: `pytest -p pytest_zygote.plugin ARGS` (here from the
+project's addopts) hands the run to the zygote for its rootdir, with the
+predecessor's flags and PYTEST_DAEMON_* variables as aliases."""
+
+import os
+import sys
+
+import pz_util
+
+PLUGIN_SRC = str(pz_util.REPO / "plugin" / "src")
+
+
+def _env(pz, extra=None):
+    env = {"PYTHONPATH": PLUGIN_SRC, "PYTEST_ZYGOTE_BIN": pz.zbin}
+    env.update(extra or {})
+    return env
+
+
+def _pytest(pz, root, *args, env=None, pre=()):
+    return pz.call([sys.executable, *pre, "-m", "pytest", *args], cwd=root, env=_env(pz, env))
+
+
+def _runs(pz, root, *extra):
+    r = pz.cli("status", "--root", root, "--json", *extra)
+    if r.rc != 0:
+        return None
+    import json
+    return json.loads(r.out)["runs"]
+
+
+def test_no_zygote_names_the_flag_that_starts_one(pz):
+    root = pz.project("handover")
+    r = _pytest(pz, root, "-q")
+    assert r.rc == 69, r
+    assert "pytest --zygote-start" in r.err, r
+
+
+def test_start_run_stop(pz):
+    root = pz.project("handover")
+    r = _pytest(pz, root, "--zygote-start")
+    assert r.rc == 0, r
+    assert pz_util.READY_RE.match(r.out.strip().splitlines()[-1]), r
+    r = _pytest(pz, root, "-q", "-s", "-p", "no:cacheprovider")
+    assert r.rc == 0, r
+    assert "IN-ZYGOTE" in r.out, r
+    assert _runs(pz, root) == 1
+    plain = _pytest(pz, root, "-q", "-s", "-p", "no:cacheprovider", "--zygote-disable")
+    assert "IN-PROCESS" in plain.out, plain
+    assert pz_util.normalise(plain.out.replace("IN-PROCESS", "X")) == \
+        pz_util.normalise(r.out.replace("IN-ZYGOTE", "X"))
+    r = _pytest(pz, root, "--stop-daemon")
+    assert r.rc == 0, r
+    assert _runs(pz, root) is None
+
+
+def test_predecessor_names(pz):
+    root = pz.project("handover")
+    r = _pytest(pz, root, "-q", "-s", env={"PYTEST_DAEMON_START_IF_NEEDED": "True"})
+    assert r.rc == 0 and "IN-ZYGOTE" in r.out, r
+    # --daemon restarts a running one
+    pid = _runs(pz, root)
+    assert pid == 1
+    r = _pytest(pz, root, "--daemon")
+    assert r.rc == 0, r
+    assert _runs(pz, root) == 0, "a fresh zygote has served no run"
+    for flag_env in ({"PYTEST_DAEMON_DISABLE": "1"}, {"PYTEST_DAEMON_DISABLE": "TRUE"}):
+        r = _pytest(pz, root, "-q", "-s", env=flag_env)
+        assert r.rc == 0 and "IN-PROCESS" in r.out, r
+    r = _pytest(pz, root, "-q", "-s", "--daemon-disable")
+    assert r.rc == 0 and "IN-PROCESS" in r.out, r
+    assert _runs(pz, root) == 0
+
+
+def test_daemon_port_selects_another_instance(pz):
+    root = pz.project("handover")
+    r = _pytest(pz, root, "--daemon-port", "4852", "--zygote-start")
+    assert r.rc == 0, r
+    assert _runs(pz, root) is None, "the default instance is not running"
+    r = _pytest(pz, root, "-q", "-s", env={"PYTEST_DAEMON_PORT": "4852"})
+    assert r.rc == 0 and "IN-ZYGOTE" in r.out, r
+    assert _runs(pz, root, "--instance", "4852") == 1
+    assert pz.cli("stop", "--root", root, "--instance", "4852").rc == 0
+
+
+def test_options_without_meaning_are_accepted_and_said_so(pz):
+    root = pz.project("handover")
+    r = _pytest(pz, root, "-q", "--zygote-disable", "--pytest-name", "pytest",
+                "--daemon-timeout", "5", "--daemon-do-not-autowatch-fixtures")
+    assert r.rc == 0, r
+    for opt in ("--pytest-name", "--daemon-timeout", "--daemon-do-not-autowatch-fixtures"):
+        assert r.err.count(opt + " (") == 1, r.err
+
+
+def test_under_a_debugger_runs_in_process(pz):
+    root = pz.project("handover")
+    assert _pytest(pz, root, "--zygote-start").rc == 0
+    pre = ("-c", "import sys; sys.settrace(lambda *a: None); import pytest; "
+                 "raise SystemExit(pytest.console_main())")
+    r = pz.call([sys.executable, *pre, "-q", "-s"], cwd=root, env=_env(pz))
+    assert r.rc == 0 and "IN-PROCESS" in r.out, r
+    assert "debugger" in r.err, r
+    r = pz.call([sys.executable, *pre, "-q", "-s", "--zygote-force"], cwd=root, env=_env(pz))
+    assert r.rc == 0 and "IN-ZYGOTE" in r.out, r
+
+
+def test_ide_plugin_from_the_clients_pythonpath(pz, tmp_path):
+    """VS Code's test explorer passes its own plugin with -p from a directory
+    only its PYTHONPATH has, and names a pipe in the environment."""
+    root = pz.project("handover")
+    ide = tmp_path / "ide"
+    ide.mkdir()
+    (ide / "ide_reporter.py").write_text(
+        "import os\n"
+        "def pytest_collection_finish(session):\n"
+        "    with open(os.environ['IDE_PIPE_NAME'], 'w') as f:\n"
+        "        f.write('%d items' % len(session.items))\n")
+    assert _pytest(pz, root, "--zygote-start").rc == 0
+    out = tmp_path / "pipe.txt"
+    r = _pytest(pz, root, "-q", "-p", "ide_reporter",
+                env={"PYTHONPATH": PLUGIN_SRC + os.pathsep + str(ide),
+                     "IDE_PIPE_NAME": str(out)})
+    assert r.rc == 0, r
+    assert out.read_text() == "2 items"
+    assert _runs(pz, root) == 1
