@@ -20,6 +20,7 @@
 #include "config.h"
 #include "zygote/client.h"
 #include "zygote/common.h"
+#include "zygote/conf.h"
 #include "zygote/log.h"
 #include "zygote/paths.h"
 #include "zygote/proto.h"
@@ -52,8 +53,13 @@ static const char usage_text[] =
 	"64 usage error; 69 no server running; 70 internal error or the server died\n"
 	"during the run; 71 the server could not be started.\n"
 	"\n"
-	"Environment: PYTEST_ZYGOTE_RUNTIME_DIR (where sockets live), NO_COLOR,\n"
-	"PYTEST_ZYGOTE_DEBUG=1 (verbose logs), PYTEST_ZYGOTE_SANDBOX=0 (no seccomp).\n";
+	"Settings: flags > environment > the project's [pytest-zygote] section (in\n"
+	".pytest-zygote.ini, pytest.ini, tox.ini, setup.cfg, or [tool.pytest-zygote] in\n"
+	"pyproject.toml) > defaults. Variables: PYTEST_ZYGOTE_RUNTIME_DIR (where sockets\n"
+	"live), PYTEST_ZYGOTE_PYTHON, PYTEST_ZYGOTE_SETTLE_MS, PYTEST_ZYGOTE_POLL_MS,\n"
+	"PYTEST_ZYGOTE_WATCH_GLOBS, PYTEST_ZYGOTE_IGNORE_GLOBS, PYTEST_ZYGOTE_SPARE,\n"
+	"PYTEST_ZYGOTE_SANDBOX, PYTEST_ZYGOTE_START_IF_NEEDED, PYTEST_ZYGOTE_DEBUG, NO_COLOR.\n"
+	"See README.md.\n";
 
 static const char start_help[] =
 	"Usage: pytest-zygote start [--root DIR] [--python PATH] [--foreground] [--ready-fd N]\n"
@@ -109,7 +115,40 @@ struct opts {
 	int json;
 	int grace_ms;
 	int quiet; /* start messages to stderr (auto-start from run) */
+	int python_set, grace_set, start_if_needed_set;
+	struct zconf conf; /* the project's config section */
 };
+
+/* Precedence: flags > environment > the project's config section > defaults. */
+static void
+setenv_default(const char *name, const char *value)
+{
+	if (!getenv(name))
+		setenv(name, value, 1);
+}
+
+/* The section's settings a server reads from its environment. */
+static void
+apply_start_env(const struct zconf *c)
+{
+	char v[32];
+	if (c->settle_ms >= 0) {
+		snprintf(v, sizeof(v), "%d", c->settle_ms);
+		setenv_default("PYTEST_ZYGOTE_SETTLE_MS", v);
+	}
+	if (c->poll_ms >= 0) {
+		snprintf(v, sizeof(v), "%d", c->poll_ms);
+		setenv_default("PYTEST_ZYGOTE_POLL_MS", v);
+	}
+	if (c->watch_globs[0])
+		setenv_default("PYTEST_ZYGOTE_WATCH_GLOBS", c->watch_globs);
+	if (c->ignore_globs[0])
+		setenv_default("PYTEST_ZYGOTE_IGNORE_GLOBS", c->ignore_globs);
+	if (c->spare >= 0)
+		setenv_default("PYTEST_ZYGOTE_SPARE", c->spare ? "1" : "0");
+	if (c->sandbox >= 0)
+		setenv_default("PYTEST_ZYGOTE_SANDBOX", c->sandbox ? "1" : "0");
+}
 
 static int
 color(void)
@@ -235,6 +274,7 @@ start_detached(const struct opts *o, const struct zpaths *p)
 		dup2(devnull, 1);
 		dup2(logfd >= 0 ? logfd : devnull, 2);
 		log_init("supervisor", 1);
+		apply_start_env(&o->conf);
 		struct supervisor_opts so = {
 			.paths = *p,
 			.python = o->python,
@@ -304,6 +344,7 @@ do_start(const struct opts *o, const struct zpaths *p)
 	if (o->ready_fd >= 0)
 		fcntl(o->ready_fd, F_SETFD, FD_CLOEXEC);
 	log_init("pytest-zygote", 1);
+	apply_start_env(&o->conf);
 	struct supervisor_opts so = {
 		.paths = *p,
 		.python = o->python,
@@ -556,6 +597,7 @@ main(int argc, char **argv)
 			if (m < 0)
 				goto missing;
 			o.python = val;
+			o.python_set = 1;
 		} else if (help == start_help && (m = OPT_VALUE("--ready-fd")) != 0) {
 			char *end;
 			if (m < 0)
@@ -576,10 +618,12 @@ main(int argc, char **argv)
 					  log_escape(val));
 				return ZEXIT_USAGE;
 			}
+			o.grace_set = 1;
 		} else if (help == start_help && strcmp(a, "--foreground") == 0) {
 			o.foreground = 1;
 		} else if (help == run_help && strcmp(a, "--start-if-needed") == 0) {
 			o.start_if_needed = 1;
+			o.start_if_needed_set = 1;
 		} else if (help == status_help && strcmp(a, "--json") == 0) {
 			o.json = 1;
 		} else if (help == run_help) {
@@ -608,6 +652,42 @@ missing:
 	struct zpaths p;
 	if (resolve_paths(&o, &p) < 0)
 		return ZEXIT_USAGE;
+
+	conf_init(&o.conf);
+	if (conf_load(&o.conf, p.root) > 0) {
+		/* Bad settings stop a start; elsewhere they are worth a warning. */
+		int fatal = help == start_help || help == restart_help;
+		for (char *line = o.conf.errors; *line;) {
+			char *nl = strchr(line, '\n');
+			if (nl)
+				*nl = '\0';
+			if (fatal)
+				log_error("%s", line);
+			else
+				log_warn("%s", line);
+			if (!nl)
+				break;
+			line = nl + 1;
+		}
+		if (fatal)
+			return ZEXIT_USAGE;
+	}
+	const char *env;
+	if (!o.python_set) {
+		if ((env = getenv("PYTEST_ZYGOTE_PYTHON")) && *env)
+			o.python = env;
+		else if (o.conf.python[0])
+			o.python = o.conf.python;
+	}
+	if (!o.grace_set && o.conf.grace_ms >= 0)
+		o.grace_ms = o.conf.grace_ms;
+	if (!o.start_if_needed_set) {
+		env = getenv("PYTEST_ZYGOTE_START_IF_NEEDED");
+		if (env && *env)
+			o.start_if_needed = conf_parse_bool(env) == 1;
+		else if (o.conf.start_if_needed >= 0)
+			o.start_if_needed = o.conf.start_if_needed;
+	}
 
 	if (help == start_help)
 		return do_start(&o, &p);

@@ -1,0 +1,51 @@
+/*
+ * Configuration: defaults, then the project's config section, then the
+ * environment, then flags (each later one wins). This module reads the
+ * section with inih and reports unknown keys and bad values with file and
+ * line; it never logs.
+ *
+ * The section is [pytest-zygote] in .pytest-zygote.ini, pytest.ini, tox.ini
+ * or setup.cfg, or [tool.pytest-zygote] in pyproject.toml (simple `key =
+ * value` lines: strings quoted, numbers and true/false bare), in that order;
+ * the first file that has it is the one read.
+ */
+#ifndef ZYGOTE_CONF_H
+#define ZYGOTE_CONF_H
+
+#include <limits.h>
+#include <stddef.h>
+
+struct zconf {
+	char python[PATH_MAX];    /* "" = the build's interpreter */
+	int settle_ms;            /* -1 = not set */
+	int poll_ms;              /* -1 = not set */
+	char watch_globs[4096];   /* "" = not set */
+	char ignore_globs[4096];  /* "" = not set */
+	int spare;                /* -1 = not set, 0/1 */
+	int sandbox;              /* -1 = not set, 0/1 */
+	int grace_ms;             /* -1 = not set */
+	int start_if_needed;      /* -1 = not set, 0/1 */
+	char file[PATH_MAX];      /* the file read, or "" */
+	char errors[2048];        /* "file:line: ..." lines, or "" */
+	int nerrors;
+};
+
+/* Everything "not set". */
+void conf_init(struct zconf *c);
+
+/*
+ * Read the project's section under root into c (only the keys it sets).
+ * Returns 0 (also when there is no section), or the number of problems
+ * found (listed in c->errors; the valid keys are still taken).
+ */
+int conf_load(struct zconf *c, const char *root);
+
+/* Read one file's section (name: "pytest-zygote" or "tool.pytest-zygote").
+ * Returns 1 when the file has the section, 0 when not, -errno. */
+int conf_load_file(struct zconf *c, const char *path, const char *section);
+
+/* Parse a boolean as the environment and config accept it: 1/0, true/false,
+ * yes/no, on/off, any case. Returns 0/1, or -1 when it is none of those. */
+int conf_parse_bool(const char *s);
+
+#endif

@@ -1,0 +1,71 @@
+"""The project's [pytest-zygote] section (read with inih in C): one
+precedence, flags > environment > section > defaults; problems reported
+with file and line. Also: the example file with every key is valid."""
+
+import shutil
+
+import pz_util
+from test_watch_config import SETTLE, _dirty_after_touching
+
+
+def _write(root, name, text):
+    (root / name).write_text(text)
+
+
+def test_bad_keys_and_values_stop_start_with_file_and_line(pz):
+    root = pz.project("graph")
+    _write(root, ".pytest-zygote.ini", "[pytest-zygote]\nsettle_ms = 10\ncolour = yes\n"
+                                       "spare = maybe\n")
+    r = pz.cli("start", "--root", root)
+    assert r.rc == 64, r
+    assert "%s/.pytest-zygote.ini:3: unknown key 'colour'" % root in r.err, r
+    assert "%s/.pytest-zygote.ini:4: bad value for spare: 'maybe'" % root in r.err, r
+    # elsewhere the same problems are warnings
+    r = pz.cli("status", "--root", root)
+    assert r.rc == 69 and "warning" in r.err and ".pytest-zygote.ini:3" in r.err, r
+
+
+def test_section_applies(pz):
+    root = pz.project("graph")
+    _write(root, "pytest.ini", (root / "pytest.ini").read_text()
+           + "\n[pytest-zygote]\nwatch_globs = pkg/*.py\n")
+    assert _dirty_after_touching(pz, root, SETTLE, ["tests/test_leaf.py", "pkg/leaf.py"]) \
+        == ["pkg/leaf.py"]
+
+
+def test_pyproject_only_project_is_configurable(pz):
+    root = pz.project("graph")
+    ini = (root / "pytest.ini").read_text().replace("[pytest]", "[tool.pytest.ini_options]")
+    (root / "pytest.ini").unlink()
+    _write(root, "pyproject.toml", '[project]\nname = "graph"\nclassifiers = ["a", "b"]\n\n'
+           + ini + '\n[tool.pytest-zygote]\nwatch_globs = "pkg/*.py"  # only the package\n')
+    assert _dirty_after_touching(pz, root, SETTLE, ["tests/test_leaf.py", "pkg/leaf.py"]) \
+        == ["pkg/leaf.py"]
+
+
+def test_environment_beats_section(pz):
+    root = pz.project("graph")
+    _write(root, ".pytest-zygote.ini", "[pytest-zygote]\nwatch_globs = pkg/*.py\n")
+    env = dict(SETTLE, PYTEST_ZYGOTE_WATCH_GLOBS="tests/*.py")
+    assert _dirty_after_touching(pz, root, env, ["tests/test_leaf.py", "pkg/leaf.py"]) \
+        == ["tests/test_leaf.py"]
+
+
+def test_flag_beats_environment_and_section(pz):
+    root = pz.project("graph")
+    _write(root, ".pytest-zygote.ini", "[pytest-zygote]\npython = /nonexistent/python\n")
+    r = pz.cli("start", "--root", root)
+    assert r.rc != 0 and "/nonexistent/python" in r.err, r
+    r = pz.cli("start", "--root", root, env={"PYTEST_ZYGOTE_PYTHON": "/nonexistent/env-python"})
+    assert r.rc != 0 and "/nonexistent/env-python" in r.err, r
+    srv = pz.start(root, "--python", "/usr/bin/python3",
+                   env={"PYTEST_ZYGOTE_PYTHON": "/nonexistent/env-python"})
+    assert srv.status()["python"] == "/usr/bin/python3"
+
+
+def test_the_example_file_with_every_key_is_valid(pz):
+    root = pz.project("graph")
+    shutil.copy(pz_util.REPO / "examples" / "pytest-zygote.ini", root / ".pytest-zygote.ini")
+    srv = pz.start(root)
+    st = srv.status()
+    assert st["state"] == "ready" and st["watching"] == "inotify", st

@@ -1,0 +1,103 @@
+/*
+ * Unit tests for conf.c: the [pytest-zygote] section in INI files and
+ * [tool.pytest-zygote] in pyproject.toml, which file wins, values, and the
+ * file:line of unknown keys and bad values.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tap.h"
+#include "zygote/conf.h"
+
+static char base[] = "/tmp/test-conf-XXXXXX";
+
+static void
+put(const char *name, const char *text)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s", base, name);
+	FILE *f = fopen(path, "w");
+	if (!f || fputs(text, f) < 0 || fclose(f) != 0)
+		bail_out("cannot write %s", path);
+}
+
+static void
+rm(const char *name)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s", base, name);
+	unlink(path);
+}
+
+int
+main(void)
+{
+	if (!mkdtemp(base))
+		bail_out("mkdtemp");
+	struct zconf c;
+	char want[600];
+
+	conf_init(&c);
+	is_int(conf_load(&c, base), 0, "no config file: no problems");
+	is_int(c.settle_ms, -1, "and nothing set");
+	is_str(c.file, "", "and no file named");
+
+	put("pytest.ini", "[pytest]\naddopts = -q\n\n[pytest-zygote]\nsettle_ms = 250\n"
+			  "poll_ms=100\nwatch_globs = src/**/*.py:tests/*.py\nspare = off\n"
+			  "sandbox = TRUE\ngrace = 1.5\nstart_if_needed = yes\n"
+			  "python = /usr/bin/python3\n");
+	conf_init(&c);
+	is_int(conf_load(&c, base), 0, "pytest.ini section: no problems");
+	is_int(c.settle_ms, 250, "settle_ms");
+	is_int(c.poll_ms, 100, "poll_ms");
+	is_str(c.watch_globs, "src/**/*.py:tests/*.py", "watch_globs");
+	is_int(c.spare, 0, "spare = off");
+	is_int(c.sandbox, 1, "sandbox = TRUE");
+	is_int(c.grace_ms, 1500, "grace in seconds");
+	is_int(c.start_if_needed, 1, "start_if_needed = yes");
+	is_str(c.python, "/usr/bin/python3", "python");
+	snprintf(want, sizeof(want), "%s/pytest.ini", base);
+	is_str(c.file, want, "the file read is named");
+
+	put(".pytest-zygote.ini", "[pytest-zygote]\nsettle_ms = 7\n");
+	conf_init(&c);
+	conf_load(&c, base);
+	is_int(c.settle_ms, 7, "the dedicated file wins over pytest.ini");
+	is_int(c.poll_ms, -1, "and only its section is read");
+	rm(".pytest-zygote.ini");
+	rm("pytest.ini");
+
+	put("pyproject.toml", "[project]\nname = \"x\"\nclassifiers = [\"a\",\n  \"b\"]\n\n"
+			      "[tool.pytest-zygote]\nsettle_ms = 1234  # ms\n"
+			      "ignore_globs = \"build/:docs/\"\nspare = false\n");
+	conf_init(&c);
+	is_int(conf_load(&c, base), 0, "pyproject.toml: no problems from other tables");
+	is_int(c.settle_ms, 1234, "a TOML number with a comment");
+	is_str(c.ignore_globs, "build/:docs/", "a quoted TOML string");
+	is_int(c.spare, 0, "a TOML boolean");
+
+	put("tox.ini", "[tox]\nenvlist = py311\n[pytest-zygote]\nsettle = 5\n"
+		       "poll_ms = soon\nspare = maybe\ngrace = -1\npython = python3\n");
+	conf_init(&c);
+	is_int(conf_load(&c, base), 5, "tox.ini wins over pyproject.toml; five problems");
+	snprintf(want, sizeof(want), "%s/tox.ini:4: unknown key 'settle'", base);
+	has_str(c.errors, want, "unknown key with file and line");
+	snprintf(want, sizeof(want), "%s/tox.ini:5: bad value for poll_ms: 'soon'", base);
+	has_str(c.errors, want, "bad number with file and line");
+	snprintf(want, sizeof(want), "%s/tox.ini:6: bad value for spare: 'maybe'", base);
+	has_str(c.errors, want, "bad boolean with file and line");
+	has_str(c.errors, "tox.ini:7: bad value for grace", "negative seconds");
+	has_str(c.errors, "tox.ini:8: bad value for python", "a relative interpreter path");
+	is_int(c.poll_ms, -1, "a bad value sets nothing");
+
+	is_int(conf_parse_bool("On"), 1, "bool On");
+	is_int(conf_parse_bool("NO"), 0, "bool NO");
+	is_int(conf_parse_bool("2"), -1, "bool 2 is neither");
+
+	rm("tox.ini");
+	rm("pyproject.toml");
+	rmdir(base);
+	return done_testing();
+}
