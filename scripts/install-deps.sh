@@ -8,6 +8,9 @@ packages=(
 	meson ninja-build pkg-config gcc
 	libseccomp-dev libbsd-dev libinih-dev
 	python3-dev python3-pytest
+	python3-django python3-pytest-django python3-pytest-cov python3-pytest-asyncio
+	python3-pytest-mock python3-hypothesis python3-pytest-timeout python3-pytest-xdist
+	shellcheck
 )
 heavy_packages=(python3-pandas python3-scipy)
 

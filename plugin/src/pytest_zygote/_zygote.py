@@ -20,6 +20,7 @@ _base_path = []  # sys.path of the interpreter before warm-up touched it
 _zygote_pythonpath = []  # entries the zygote's own PYTHONPATH added
 _ru0 = None  # resource usage when this child's run began
 _reloaded = 0  # modules this child purged for re-import
+_warm_addopts = []  # the project's ini addopts, as warm-up read them
 _import_warnings = {}  # path of a test module or conftest -> warnings its import raised
 _replay = set()  # paths whose import warnings this child must raise again
 _edges = {}  # project module -> modules it imported at warm-up
@@ -130,18 +131,20 @@ def warmup(root):
 
     unwrap = _wrap_import_path()
     unrecord = _record_imports()
+    plugin_state = _PluginState()
     # Collection only: no test code runs in the zygote, and nothing is written
     # to the project's cache.
     args = ["--collect-only", "-qq", "-p", "no:cacheprovider"]
     status = "ok"
     try:
-        rc = pytest.main(args)
+        rc = pytest.main(args, plugins=[plugin_state])
         if int(rc) not in (0, 5):
             status = "collection exit code %d" % int(rc)
     except BaseException as e:  # noqa: BLE001 - nothing at warm-up may kill the zygote
         status = "warm-up raised %s: %s" % (type(e).__name__, e)
     unwrap()
     unrecord()
+    _restore_plugin_state(plugin_state.saved)
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -195,6 +198,60 @@ def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
         pass
     return module
 """
+
+
+class _PluginState:
+    """A warm-up plugin that keeps a copy of every list, dict and set at the
+    top level of each third-party plugin module, as pytest registers it
+    (right after its import, before its hooks run).
+
+    Warm-up runs a whole pytest session in the zygote, and plugins keep
+    session state in module globals (pytest-django appends to a module-level
+    list in pytest_load_initial_conftests). Put back after warm-up, each child
+    starts from the state a fresh import gives, as a cold run would."""
+
+    def __init__(self):
+        self.saved = []
+        self._seen = set()
+
+    def pytest_configure(self, config):
+        _warm_addopts[:] = config.getini("addopts")
+
+    def pytest_plugin_registered(self, plugin, manager):
+        name = getattr(plugin, "__name__", None)
+        if not isinstance(plugin, type(sys)) or name in self._seen:
+            return
+        if name.split(".")[0] in ("_pytest", "pytest", "pluggy", "pytest_zygote"):
+            return
+        if _is_project_file(os.path.abspath(getattr(plugin, "__file__", "") or "")):
+            return
+        self._seen.add(name)
+        for value in list(vars(plugin).values()):
+            if type(value) in (list, dict, set):
+                self.saved.append((value, type(value)(value)))
+
+
+def _restore_plugin_state(saved):
+    for obj, copy in saved:
+        if isinstance(obj, list):
+            obj[:] = copy
+        else:
+            obj.clear()
+            obj.update(copy)
+
+
+def _reset_libraries(cwd):
+    """Libraries that compute a default from the process at import time.
+    hypothesis puts its example database under the cwd it was imported in
+    (the root, in the zygote) and caches HYPOTHESIS_STORAGE_DIRECTORY once
+    read: point both back at this run's cwd and environment."""
+    hc = sys.modules.get("hypothesis.configuration")
+    if hc is not None:
+        if hasattr(hc, "__hypothesis_home_directory_default"):
+            setattr(hc, "__hypothesis_home_directory_default",
+                    os.path.join(cwd, ".hypothesis"))
+        if hasattr(hc, "__hypothesis_home_directory"):
+            setattr(hc, "__hypothesis_home_directory", None)
 
 
 def _record_imports():
@@ -514,11 +571,17 @@ def child_run(argv, cwd, env):
     os.environ.update(env)
     _apply_path(cwd, env)
     _apply_interpreter_env(zygote_env, env)
+    _reset_libraries(cwd)
     sys.argv = [_pytest_main_file()] + list(argv)
     # The zygote's atexit handlers are not this run's.
     atexit._clear()
     try:
         dirty = _dirty_modules()
+        if _measures_coverage(argv, env):
+            # pytest-cov starts measuring before conftests and test modules
+            # are imported; module-level lines of modules imported at
+            # warm-up would count as never run. Import the project afresh.
+            dirty = list(_snapshot)
         pending = []
         if dirty:
             global _reloaded
@@ -562,6 +625,16 @@ def child_run(argv, cwd, env):
                             r.ru_minflt - _ru0.ru_minflt, _reloaded))
         sys.stderr.flush()
     return code
+
+
+def _measures_coverage(argv, env):
+    import shlex
+
+    try:
+        args = list(argv) + shlex.split(env.get("PYTEST_ADDOPTS", "")) + list(_warm_addopts)
+    except ValueError:
+        args = list(argv)
+    return any(a.startswith("--cov") for a in args) and "--no-cov" not in args
 
 
 def _workarounds():
