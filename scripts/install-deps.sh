@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
 	meson ninja-build pkg-config gcc
 	libseccomp-dev libbsd-dev libinih-dev
-	python3-dev python3-pytest
+	python3-dev python3-pytest python3-venv
 	python3-django python3-pytest-django python3-pytest-cov python3-pytest-asyncio
 	python3-pytest-mock python3-hypothesis python3-pytest-timeout python3-pytest-xdist
 	shellcheck
