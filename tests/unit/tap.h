@@ -177,4 +177,33 @@ tap_mkdirs(const char *path_in, size_t skip)
 		bail_out("mkdir %s: %s", path, strerror(errno));
 }
 
+
+/* A test's temporary tree, and paths in it ("rel" is relative to the tree). */
+static char tap_tree[4096];
+
+/* tap_tree/rel, in a static ring so a few can be used in one expression. */
+static inline const char *
+tap_at(const char *rel)
+{
+	static char ring[8][4096];
+	static unsigned k;
+	char *s = ring[k++ % 8];
+	if ((size_t)snprintf(s, sizeof(ring[0]), "%s/%s", tap_tree, rel) >= sizeof(ring[0]))
+		bail_out("path too long: %s/%s", tap_tree, rel);
+	return s;
+}
+
+/* mkdir -p of the directory that holds tap_tree/rel. */
+static inline void
+tap_mkparent(const char *rel)
+{
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%s", tap_at(rel));
+	char *slash = strrchr(dir, '/');
+	if (slash && slash > dir + strlen(tap_tree)) {
+		*slash = '\0';
+		tap_mkdirs(dir, strlen(tap_tree));
+	}
+}
+
 #endif

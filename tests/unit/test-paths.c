@@ -19,38 +19,23 @@
 
 #include "tap.h"
 
-static char base[PATH_MAX];
+#define at tap_at
 
-/* base/rel, in a static ring so a few can be used in one expression. */
-static const char *
-at(const char *rel)
-{
-	static char ring[8][PATH_MAX];
-	static unsigned k;
-	char *s = ring[k++ % ARRAY_SIZE(ring)];
-	if ((size_t)snprintf(s, PATH_MAX, "%s/%s", base, rel) >= PATH_MAX)
-		bail_out("path too long: %s/%s", base, rel);
-	return s;
-}
+#define base tap_tree /* the tree tap_at() names paths in */
+
 
 /* mkdir -p base/rel. */
 static void
 mkdirs(const char *rel)
 {
-	tap_mkdirs(at(rel), strlen(base));
+	tap_mkdirs(tap_at(rel), strlen(tap_tree));
 }
 
 /* Write text to base/rel, creating its directory. */
 static void
 put(const char *rel, const char *text)
 {
-	char dir[PATH_MAX];
-	snprintf(dir, sizeof(dir), "%s", rel);
-	char *slash = strrchr(dir, '/');
-	if (slash) {
-		*slash = '\0';
-		mkdirs(dir);
-	}
+	tap_mkparent(rel);
 	FILE *f = fopen(at(rel), "we");
 	if (!f || fputs(text, f) < 0 || fclose(f) != 0)
 		bail_out("write %s: %s", rel, strerror(errno));

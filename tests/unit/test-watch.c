@@ -29,12 +29,13 @@
 
 #include "tap.h"
 
+#define at tap_at
+
 #define WAIT_MS 5000
 #define BURST_DIRS 20
 #define BURST_FILES 100
 
 static char base[PATH_MAX];
-static char root[PATH_MAX];
 
 /* max_queued_events to put back at exit ("" when untouched). */
 static char saved_queued[32];
@@ -52,36 +53,19 @@ fmt(char *buf, size_t size, const char *f, ...)
 		bail_out("path too long");
 }
 
-/* root/rel, in a static ring so a few can be used in one expression. */
-static const char *
-at(const char *rel)
-{
-	static char ring[8][PATH_MAX];
-	static unsigned k;
-	char *s = ring[k++ % ARRAY_SIZE(ring)];
-	if ((size_t)snprintf(s, PATH_MAX, "%s/%s", root, rel) >= PATH_MAX)
-		bail_out("path too long: %s/%s", root, rel);
-	return s;
-}
 
 /* mkdir -p root/rel. */
 static void
 mkdirs(const char *rel)
 {
-	tap_mkdirs(at(rel), strlen(root));
+	tap_mkdirs(tap_at(rel), strlen(tap_tree));
 }
 
 /* Write text to root/rel (truncating it in place), creating its directory. */
 static void
 put(const char *rel, const char *text)
 {
-	char dir[PATH_MAX];
-	snprintf(dir, sizeof(dir), "%s", rel);
-	char *slash = strrchr(dir, '/');
-	if (slash) {
-		*slash = '\0';
-		mkdirs(dir);
-	}
+	tap_mkparent(rel);
 	int fd = open(at(rel), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	size_t len = strlen(text);
 	if (fd < 0 || write(fd, text, len) != (ssize_t)len || close(fd) < 0)
@@ -127,9 +111,9 @@ do_unlink(const char *path)
 static void
 new_root(const char *name)
 {
-	if ((size_t)snprintf(root, sizeof(root), "%s/%s", base, name) >= sizeof(root) ||
-	    mkdir(root, 0755) < 0)
-		bail_out("mkdir %s: %s", root, strerror(errno));
+	if ((size_t)snprintf(tap_tree, sizeof(tap_tree), "%s/%s", base, name) >= sizeof(tap_tree) ||
+	    mkdir(tap_tree, 0755) < 0)
+		bail_out("mkdir %s: %s", tap_tree, strerror(errno));
 }
 
 /* CLOCK_MONOTONIC in ms. */
@@ -273,11 +257,11 @@ sentinel(struct waiter *wt)
 static void
 start(struct waiter *wt, const char *const *globs, const char *const *ignore)
 {
-	struct watch_opts o = { .root = root, .globs = globs, .ignore = ignore };
+	struct watch_opts o = { .root = tap_tree, .globs = globs, .ignore = ignore };
 	memset(wt, 0, sizeof(*wt));
 	int r = watch_create(&wt->w, &o);
 	if (r < 0)
-		bail_out("watch_create %s: %s", root, strerror(-r));
+		bail_out("watch_create %s: %s", tap_tree, strerror(-r));
 }
 
 /* Destroy the watch and forget its reports. */
@@ -363,7 +347,7 @@ test_errors(void)
 	o.root = file;
 	is_int(watch_create(&w, &o), -ENOTDIR, "a file as root: -ENOTDIR");
 	const char *outside[] = { "/elsewhere/**/*.py", NULL };
-	o.root = root;
+	o.root = tap_tree;
 	o.globs = outside;
 	is_int(watch_create(&w, &o), -EINVAL, "an absolute glob outside the root: -EINVAL");
 	ok(w == NULL, "and *ret untouched");
@@ -372,8 +356,8 @@ test_errors(void)
 
 	/* An absolute glob under the root and a root with a trailing slash. */
 	char inside[PATH_MAX], slashed[PATH_MAX];
-	fmt(inside, sizeof(inside), "%s/pkg/**/*.py", root);
-	fmt(slashed, sizeof(slashed), "%s//", root);
+	fmt(inside, sizeof(inside), "%s/pkg/**/*.py", tap_tree);
+	fmt(slashed, sizeof(slashed), "%s//", tap_tree);
 	const char *globs[] = { inside, NULL };
 	struct waiter wt;
 	memset(&wt, 0, sizeof(wt));
@@ -537,10 +521,10 @@ test_dirs(void)
 	fmt(outside, sizeof(outside), "%s/outside-dirs", base);
 	if (mkdir(outside, 0755) < 0)
 		bail_out("mkdir %s", outside);
-	char *saved = strdup(root);
-	snprintf(root, sizeof(root), "%s", outside);
+	char *saved = strdup(tap_tree);
+	snprintf(tap_tree, sizeof(tap_tree), "%s", outside);
 	put("staged/x/y.py", "y");
-	snprintf(root, sizeof(root), "%s", saved);
+	snprintf(tap_tree, sizeof(tap_tree), "%s", saved);
 	free(saved);
 	char from[PATH_MAX];
 	fmt(from, sizeof(from), "%s/staged", outside);
@@ -673,7 +657,7 @@ test_burst(void)
 	burst_write("d", 0);
 	start(&wt, NULL, NULL);
 	is_int(watch_count(wt.w), BURST_DIRS + 1, "20 dirs watched");
-	fmt(b->prefix, sizeof(b->prefix), "%s/d", root);
+	fmt(b->prefix, sizeof(b->prefix), "%s/d", tap_tree);
 	wt.cb = burst_cb;
 	wt.arg = b;
 	burst_write("d", 1);
@@ -681,7 +665,7 @@ test_burst(void)
 
 	memset(b, 0, sizeof(*b));
 	wt.overflow = 0;
-	fmt(b->prefix, sizeof(b->prefix), "%s/n", root);
+	fmt(b->prefix, sizeof(b->prefix), "%s/n", tap_tree);
 	burst_write("n", 0);
 	burst_check(&wt, b, "2,000 files in 20 new dirs");
 	int done = wait_until(&wt, cond_count, &(size_t){ 2 * BURST_DIRS + 1 }, WAIT_MS);
@@ -763,7 +747,7 @@ test_overflow(void)
 		fmt(rel, sizeof(rel), "flood%03d.py", i);
 		put(rel, "");
 	}
-	fmt(b->prefix, sizeof(b->prefix), "%s/n", root);
+	fmt(b->prefix, sizeof(b->prefix), "%s/n", tap_tree);
 	wt.cb = burst_cb;
 	wt.arg = b;
 	burst_write("n", 0);
@@ -888,7 +872,7 @@ test_poll(void)
 	put("pkg/r.py", "r");
 	put(".git/x.py", "");
 	put("x.txt", "");
-	o.root = root;
+	o.root = tap_tree;
 	memset(&wt, 0, sizeof(wt));
 	if (watch_create(&wt.w, &o) < 0)
 		bail_out("watch_create (poll)");
@@ -947,7 +931,7 @@ test_poll(void)
 	seen_clear(&wt.s);
 	is_int(watch_poll(wt.w, collect, &wt.s), 0, "watch_poll again");
 	is_int(wt.s.n, 0, "then only changes");
-	rm_rf(root);
+	rm_rf(tap_tree);
 	is_int(watch_poll(wt.w, collect, &wt.s), -ENOENT, "the root gone: -ENOENT");
 	stop(&wt);
 }
@@ -967,7 +951,7 @@ test_poll_timing(void)
 			put(rel, "x = 1\n");
 		}
 	}
-	o.root = root;
+	o.root = tap_tree;
 	memset(&wt, 0, sizeof(wt));
 	int64_t t0 = now_ms();
 	if (watch_create(&wt.w, &o) < 0)
