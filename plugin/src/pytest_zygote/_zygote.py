@@ -226,9 +226,12 @@ class _PluginState:
         if _is_project_file(os.path.abspath(getattr(plugin, "__file__", "") or "")):
             return
         self._seen.add(name)
-        for value in list(vars(plugin).values()):
-            if type(value) in (list, dict, set):
-                self.saved.append((value, type(value)(value)))
+        for key, value in list(vars(plugin).items()):
+            # Not __builtins__ (the builtins module's dict) or other dunders:
+            # only the module's own state.
+            if key.startswith("__") or type(value) not in (list, dict, set):
+                continue
+            self.saved.append((value, type(value)(value)))
 
 
 def _restore_plugin_state(saved):
