@@ -3,14 +3,14 @@
 # warm zygote on examples/demo. Builds first if needed; the server runs in a
 # private runtime directory and is stopped (and the directory removed) on exit.
 # Environment: PYTHON (default /usr/bin/python3), PYTEST_ZYGOTE_BIN
-# (default build/pytest-zygote), DEMO_ROOT (default examples/demo), RUNS (default 3).
+# (default build/pytest-zygote), DEMO_ROOT (default examples/demo), RUNS (default 5).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-/usr/bin/python3}
 BIN=${PYTEST_ZYGOTE_BIN:-$REPO/build/pytest-zygote}
 PROJECT=$(cd "${DEMO_ROOT:-$REPO/examples/demo}" && pwd)
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 TIMEOUT=300
 
 if [[ -t 1 && -z "${NO_COLOR:-}" ]]; then
