@@ -45,15 +45,13 @@ client_connect(const char *sock)
 char *
 client_status_get(const char *text, const char *key)
 {
-	size_t kl = strlen(key);
-	for (const char *p = text; p && *p;) {
-		if (strncmp(p, key, kl) == 0 && p[kl] == '=')
-			return strndup(p + kl + 1, strcspn(p + kl + 1, "\n"));
-		p = strchr(p, '\n');
-		if (p)
-			p++;
+	size_t size = strlen(text) + 1;
+	char *buf = malloc(size);
+	if (buf && !proto_kv_get(text, key, buf, size)) {
+		free(buf);
+		buf = NULL;
 	}
-	return NULL;
+	return buf;
 }
 
 int

@@ -323,3 +323,25 @@ proto_request_encode(struct proto_buf *b, const struct proto_request *req, size_
 	}
 	return proto_buf_put(b, PROTO_MSG_DONE, NULL, 0);
 }
+
+int
+proto_kv_get(const char *text, const char *key, char *buf, size_t size)
+{
+	size_t kl = strlen(key);
+	for (const char *p = text; p && *p;) {
+		if (strncmp(p, key, kl) == 0 && p[kl] == '=') {
+			size_t l = strcspn(p + kl + 1, "\n");
+			if (l >= size)
+				l = size - 1;
+			memcpy(buf, p + kl + 1, l);
+			buf[l] = '\0';
+			return 1;
+		}
+		p = strchr(p, '\n');
+		if (p)
+			p++;
+	}
+	if (size)
+		buf[0] = '\0';
+	return 0;
+}

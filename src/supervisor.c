@@ -105,14 +105,6 @@ static struct {
 	long long respawn_at;
 } s = { .listen_fd = -1, .sigfd = -1, .cur = -1, .next = -1, .ext_fd = -1 };
 
-static long long
-now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* One line to the `start` process that waits for us, then close the pipe. */
 static void
 report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -137,21 +129,11 @@ report(const char *fmt, ...)
 	((struct supervisor_opts *)s.o)->report_fd = -1;
 }
 
+/* A value of a generation's Z_READY text ("" when absent). */
 static const char *
 info_get(const char *info, const char *key, char *buf, size_t size)
 {
-	size_t kl = strlen(key);
-	for (const char *p = info; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
-		if (strncmp(p, key, kl) == 0 && p[kl] == '=') {
-			size_t l = strcspn(p + kl + 1, "\n");
-			if (l >= size)
-				l = size - 1;
-			memcpy(buf, p + kl + 1, l);
-			buf[l] = '\0';
-			return buf;
-		}
-	}
-	snprintf(buf, size, "%s", "");
+	proto_kv_get(info, key, buf, size);
 	return buf;
 }
 

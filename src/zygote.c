@@ -77,14 +77,6 @@ static struct {
 	long long drain_deadline;
 } z = { .ctl = -1, .sigfd = -1, .req_conn = -1 };
 
-static long long
-now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 const char *
 zygote_pydir(void)
 {

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -18,6 +19,15 @@
 #define ZEXIT_NOSERVER 69  /* no zygote running for this root */
 #define ZEXIT_INTERNAL 70  /* protocol error, or the zygote died mid-run */
 #define ZEXIT_NOSTART 71   /* the server could not be started */
+
+/* Milliseconds on the monotonic clock, for timers and durations. */
+static inline long long
+now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static inline void
 freep(void *p)

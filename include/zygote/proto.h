@@ -141,6 +141,12 @@ int proto_buf_put_i32(struct proto_buf *b, uint32_t type, int32_t v);
 int proto_request_encode(struct proto_buf *b, const struct proto_request *req,
 			 size_t *ret_fds_offset);
 
+/*
+ * Look up key in STATUS / Z_READY text ("key=value" lines). Copies the value
+ * (truncated to size) into buf and returns 1, or sets buf to "" and returns 0.
+ */
+int proto_kv_get(const char *text, const char *key, char *buf, size_t size);
+
 /* Decode one int32 payload. Returns 0 or -EPROTO. */
 int proto_get_i32(const void *payload, uint32_t len, int32_t *ret);
 

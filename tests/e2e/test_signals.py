@@ -1,6 +1,7 @@
 """Exit codes for runs that die of a signal, signals sent to the client, and
 what happens when the client or the zygote is killed during a run."""
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -37,6 +38,19 @@ def _spawn_waiting_run(pz, root, node="test_wait_to_be_killed", extra_env=None):
     return client, [(p, pz_util.proc_stat(p)[3]) for p in pids]
 
 
+@contextlib.contextmanager
+def _waiting_run(pz, root, **kw):
+    """_spawn_waiting_run, and afterwards whatever is left of it killed."""
+    client, procs = _spawn_waiting_run(pz, root, **kw)
+    try:
+        yield client, procs
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+        _reap_leftovers(procs)
+
+
 def _reap_leftovers(procs):
     for pid, start in procs:
         if pz_util.is_alive(pid, start):
@@ -69,8 +83,7 @@ def test_exit_code_when_the_test_process_dies_of_a_signal(pz, sig, node, signum)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT])
 def test_terminating_signals_are_forwarded(pz, sig, signum):
     root, srv = sig
-    client, procs = _spawn_waiting_run(pz, root)
-    try:
+    with _waiting_run(pz, root) as (client, procs):
         client.send_signal(signum)
         out, err = client.communicate(timeout=TIMEOUT)
         # forwarded: the test process dies of it, and the client says so
@@ -81,25 +94,14 @@ def test_terminating_signals_are_forwarded(pz, sig, signum):
         # forwarded to the run's process group: the grandchild got it too
         assert pz_util.wait_until(lambda: not pz_util.is_alive(*grandchild), timeout=10), \
             "grandchild still running"
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
-        _reap_leftovers(procs)
     _server_still_serves(pz, root, srv)
 
 
 def test_sigint_to_the_client_is_a_keyboard_interrupt(pz, sig):
     root, srv = sig
-    client, procs = _spawn_waiting_run(pz, root)
-    try:
+    with _waiting_run(pz, root) as (client, procs):
         client.send_signal(signal.SIGINT)
         out, err = client.communicate(timeout=TIMEOUT)
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
-        _reap_leftovers(procs)
     assert client.returncode == 2, (client.returncode, out, err)
     assert "KeyboardInterrupt" in out
     _server_still_serves(pz, root, srv)
@@ -130,8 +132,7 @@ def test_sigint_to_plain_pytest_baseline(pz, sig):
 
 def test_sigkill_of_the_client_kills_the_run(pz, sig):
     root, srv = sig
-    client, procs = _spawn_waiting_run(pz, root)
-    try:
+    with _waiting_run(pz, root) as (client, procs):
         client.kill()
         client.wait(timeout=TIMEOUT)
         child, grandchild = procs
@@ -139,16 +140,13 @@ def test_sigkill_of_the_client_kills_the_run(pz, sig):
             "test process %d still there: %s" % (child[0], pz_util.cmdline(child[0]))
         assert pz_util.wait_until(lambda: not pz_util.is_alive(*grandchild), timeout=10), \
             "grandchild %d still running" % grandchild[0]
-    finally:
-        _reap_leftovers(procs)
     _server_still_serves(pz, root, srv)
     assert srv.wait_idle()["running"] == 0
 
 
 def test_zygote_killed_during_a_run(pz, sig):
     root, srv = sig
-    client, procs = _spawn_waiting_run(pz, root)
-    try:
+    with _waiting_run(pz, root) as (client, procs):
         zygotes = srv.zygote_pids()
         assert len(zygotes) == 1, zygotes
         pz_util.kill_quietly(zygotes[0], signal.SIGKILL)
@@ -158,9 +156,4 @@ def test_zygote_killed_during_a_run(pz, sig):
         child, grandchild = procs
         assert pz_util.wait_until(lambda: not pz_util.is_alive(*child), timeout=10), \
             "test process outlived its zygote"
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
-        _reap_leftovers(procs)
     _server_still_serves(pz, root, srv)

@@ -193,6 +193,13 @@ tap_at(const char *rel)
 	return s;
 }
 
+/* mkdir -p tap_tree/rel. */
+static inline void
+tap_mkdirs_at(const char *rel)
+{
+	tap_mkdirs(tap_at(rel), strlen(tap_tree));
+}
+
 /* mkdir -p of the directory that holds tap_tree/rel. */
 static inline void
 tap_mkparent(const char *rel)

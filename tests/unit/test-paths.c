@@ -20,16 +20,10 @@
 #include "tap.h"
 
 #define at tap_at
+#define mkdirs tap_mkdirs_at
 
 #define base tap_tree /* the tree tap_at() names paths in */
 
-
-/* mkdir -p base/rel. */
-static void
-mkdirs(const char *rel)
-{
-	tap_mkdirs(tap_at(rel), strlen(tap_tree));
-}
 
 /* Write text to base/rel, creating its directory. */
 static void

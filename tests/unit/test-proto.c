@@ -731,5 +731,17 @@ main(void)
 	test_done_refusals();
 	test_limits();
 	test_frame();
+	/* proto_kv_get: the key=value text of STATUS and Z_READY. */
+	{
+		char v[8];
+		const char *text = "pid=12\nmodules=345678901\nstate=ready\nstate2=x\n";
+		is_int(proto_kv_get(text, "state", v, sizeof(v)), 1, "kv: a key is found");
+		is_str(v, "ready", "kv: its value, not a longer key's");
+		is_int(proto_kv_get(text, "modules", v, sizeof(v)), 1, "kv: a long value");
+		is_str(v, "3456789", "kv: truncated to the buffer");
+		is_int(proto_kv_get(text, "stat", v, sizeof(v)), 0, "kv: a prefix is not a key");
+		is_str(v, "", "kv: absent gives an empty value");
+		is_int(proto_kv_get("", "pid", v, sizeof(v)), 0, "kv: empty text");
+	}
 	return done_testing();
 }

@@ -30,6 +30,7 @@
 #include "tap.h"
 
 #define at tap_at
+#define mkdirs tap_mkdirs_at
 
 #define WAIT_MS 5000
 #define BURST_DIRS 20
@@ -53,13 +54,6 @@ fmt(char *buf, size_t size, const char *f, ...)
 		bail_out("path too long");
 }
 
-
-/* mkdir -p root/rel. */
-static void
-mkdirs(const char *rel)
-{
-	tap_mkdirs(tap_at(rel), strlen(tap_tree));
-}
 
 /* Write text to root/rel (truncating it in place), creating its directory. */
 static void
@@ -114,15 +108,6 @@ new_root(const char *name)
 	if ((size_t)snprintf(tap_tree, sizeof(tap_tree), "%s/%s", base, name) >= sizeof(tap_tree) ||
 	    mkdir(tap_tree, 0755) < 0)
 		bail_out("mkdir %s: %s", tap_tree, strerror(errno));
-}
-
-/* CLOCK_MONOTONIC in ms. */
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* The paths a watch reported. */
