@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages pytest-zygote needs to build and test.
 # Idempotent: runs apt-get only for packages that are not installed yet.
-# Usage: scripts/install-deps.sh [--heavy]   (--heavy: also pandas/scipy for examples/heavy)
+# Usage: scripts/install-deps.sh [--heavy] [--bench]
+#   --heavy: also pandas/scipy for examples/heavy
+#   --bench: also what bench/ needs (numpy, pandas, scipy, sqlalchemy, matplotlib, hyperfine)
 set -euo pipefail
 
 packages=(
@@ -10,20 +12,23 @@ packages=(
 	python3-dev python3-pytest python3-venv
 	python3-django python3-pytest-django python3-pytest-cov python3-pytest-asyncio
 	python3-pytest-mock python3-hypothesis python3-pytest-timeout python3-pytest-xdist
-	shellcheck
+	shellcheck python3-mesonpy python3-pip
+	clang libclang-rt-14-dev valgrind python3-seccomp
 )
 heavy_packages=(python3-pandas python3-scipy)
+bench_packages=(python3-numpy python3-pandas python3-scipy python3-sqlalchemy python3-matplotlib hyperfine)
 
 usage() {
-	echo "usage: $0 [--heavy]" >&2
+	echo "usage: $0 [--heavy] [--bench]" >&2
 	exit 64
 }
 
 for arg in "$@"; do
 	case "$arg" in
 	--heavy) packages+=("${heavy_packages[@]}") ;;
+	--bench) packages+=("${bench_packages[@]}") ;;
 	-h | --help)
-		echo "usage: $0 [--heavy]"
+		echo "usage: $0 [--heavy] [--bench]"
 		exit 0
 		;;
 	*) usage ;;
