@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -240,6 +241,50 @@ print_report(const struct zpaths *p, const char *line, int to_stderr)
 	return ZEXIT_NOSTART;
 }
 
+/* What `start` shows while the first generation warms up. */
+struct progress {
+	int tty;
+	int shown;
+	long long t0;
+	char phase[160];
+	char modules[32];
+};
+
+/* "modules=N phase=TEXT" (the phase is last: it may hold spaces). */
+static void
+progress_parse(struct progress *pr, const char *text)
+{
+	const char *ph = strstr(text, "phase=");
+	if (strncmp(text, "modules=", 8) == 0)
+		snprintf(pr->modules, sizeof(pr->modules), "%.*s", (int)strcspn(text + 8, " "),
+			 text + 8);
+	if (ph)
+		snprintf(pr->phase, sizeof(pr->phase), "%s", ph + 6);
+}
+
+/* Redraw the one status line, cut to the terminal's width. */
+static void
+progress_draw(struct progress *pr, const char *root)
+{
+	char buf[512];
+	const char *base = strrchr(root, '/');
+	base = base && base[1] ? base + 1 : root;
+	/* Elapsed time and modules first: a narrow terminal cuts the phase. */
+	int n = snprintf(buf, sizeof(buf), "pytest-zygote: warming up %s (%.1f s", base,
+			 (double)(now_ms() - pr->t0) / 1000.0);
+	if (n > 0 && (size_t)n < sizeof(buf) && *pr->modules)
+		n += snprintf(buf + n, sizeof(buf) - (size_t)n, ", %s modules", pr->modules);
+	if (n > 0 && (size_t)n < sizeof(buf))
+		snprintf(buf + n, sizeof(buf) - (size_t)n, "): %s", pr->phase);
+	struct winsize ws;
+	if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 &&
+	    ws.ws_col - 1 < (int)sizeof(buf))
+		buf[ws.ws_col - 1] = '\0';
+	fprintf(stderr, "\r\033[K%s", buf);
+	fflush(stderr);
+	pr->shown = 1;
+}
+
 /*
  * Detach a supervisor (double fork, new session, stdio to /dev/null and the
  * log) and wait for its one-line report on a pipe.
@@ -289,35 +334,43 @@ start_detached(const struct opts *o, const struct zpaths *p)
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		;
 
-	/* Read the one line; after a second, say what we are waiting for. */
+	/*
+	 * Read "progress ..." lines until the one report line. On a terminal,
+	 * after a second, keep one status line up to date: phase, modules
+	 * imported, elapsed time. Elsewhere print only the result.
+	 */
+	struct progress pr = { .tty = isatty(STDERR_FILENO), .t0 = now_ms() };
+	snprintf(pr.phase, sizeof(pr.phase), "starting Python");
 	char line[1300];
 	size_t len = 0;
-	int announced = 0;
-	long long t0 = 0;
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	t0 = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 	for (;;) {
-		struct pollfd pp = { .fd = pfd[0], .events = POLLIN };
-		int k = poll(&pp, 1, announced ? -1 : 1000);
-		if (k == 0) {
-			announced = 1;
-			if (isatty(STDERR_FILENO))
-				fprintf(stderr, "pytest-zygote: warming up %s (importing and "
-						"collecting)...\n", p->root);
+		char *nl = memchr(line, '\n', len);
+		if (nl && strncmp(line, "progress ", 9) == 0) {
+			*nl = '\0';
+			progress_parse(&pr, line + 9);
+			size_t used = (size_t)(nl + 1 - line);
+			memmove(line, nl + 1, len - used);
+			len -= used;
 			continue;
 		}
-		if (k < 0 && errno == EINTR)
+		if (nl || len == sizeof(line) - 1)
+			break;
+		if (pr.tty && now_ms() - pr.t0 >= 1000)
+			progress_draw(&pr, p->root);
+		struct pollfd pp = { .fd = pfd[0], .events = POLLIN };
+		int k = poll(&pp, 1, pr.tty ? 100 : -1);
+		if (k <= 0)
 			continue;
 		ssize_t n = read(pfd[0], line + len, sizeof(line) - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
 		if (n <= 0)
 			break;
 		len += (size_t)n;
-		if (memchr(line, '\n', len) || len == sizeof(line) - 1)
-			break;
 	}
 	close(pfd[0]);
-	(void)t0;
+	if (pr.shown)
+		fputs("\r\033[K", stderr);
 	line[len] = '\0';
 	line[strcspn(line, "\n")] = '\0';
 	return print_report(p, line, o->quiet);
@@ -456,10 +509,12 @@ cmd_status(const struct opts *o, const struct zpaths *p)
 		{ "warming", "warming gen", "" },   { "dirty_count", "changes", "" },
 		{ "watching", "watching", "" },	    { "fresh_reason", "waiting for", "" },
 		{ "last_refresh_s", "last refresh", " s" },
+		{ "warm_phase", "warming now", "" }, { "warm_modules", "warmed modules", "" },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
 		char *v = client_status_get(text, rows[i].key);
-		if (v && !*v && strcmp(rows[i].key, "fresh_reason") == 0) {
+		if (v && !*v && (strcmp(rows[i].key, "fresh_reason") == 0 ||
+				 strncmp(rows[i].key, "warm_", 5) == 0)) {
 			free(v);
 			continue;
 		}

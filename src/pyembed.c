@@ -13,6 +13,42 @@
 
 static PyObject *zmod;         /* pytest_zygote._zygote */
 static PyThreadState *unlocked; /* set while the GIL is released */
+static void (*progress_fn)(const char *text);
+
+void
+pyembed_on_progress(void (*fn)(const char *text))
+{
+	progress_fn = fn;
+}
+
+/* _pytest_zygote_c.progress(text): warm-up progress for `start`. */
+static PyObject *
+c_progress(PyObject *self, PyObject *arg)
+{
+	(void)self;
+	const char *text = PyUnicode_AsUTF8(arg);
+	if (!text)
+		return NULL;
+	if (progress_fn)
+		progress_fn(text);
+	Py_RETURN_NONE;
+}
+
+static PyMethodDef c_methods[] = {
+	{ "progress", c_progress, METH_O, "Report warm-up progress to the supervisor." },
+	{ NULL, NULL, 0, NULL },
+};
+
+static struct PyModuleDef c_module = {
+	PyModuleDef_HEAD_INIT, "_pytest_zygote_c", "pytest-zygote's C side.", -1, c_methods,
+	NULL, NULL, NULL, NULL,
+};
+
+static PyObject *
+c_module_init(void)
+{
+	return PyModule_Create(&c_module);
+}
 
 /* Format the pending Python exception into err and clear it. */
 static void
@@ -46,6 +82,10 @@ pyembed_init(const char *python, const char *pydir, char *err, size_t errsize)
 	PyStatus st;
 	PyConfig config;
 
+	if (PyImport_AppendInittab("_pytest_zygote_c", c_module_init) < 0) {
+		snprintf(err, errsize, "cannot register the _pytest_zygote_c module");
+		return -1;
+	}
 	PyConfig_InitPythonConfig(&config);
 	/* The zygote owns its signals; the child installs SIGINT's handler itself. */
 	config.install_signal_handlers = 0;

@@ -59,6 +59,7 @@ struct gen {
 	struct fdpass_reader rd;
 	char info[1024]; /* the Z_READY text */
 	char *files;     /* the Z_FILES text */
+	char progress[256]; /* the last Z_PROGRESS text, while warming */
 	long long started_ms;
 	double warmup_s;
 };
@@ -129,6 +130,29 @@ report(const char *fmt, ...)
 	((struct supervisor_opts *)s.o)->report_fd = -1;
 }
 
+/*
+ * Warm-up progress for the `start` that waits: "progress phase=P modules=N"
+ * lines before the one report line. The pipe is non-blocking: a `start`
+ * that stopped reading loses progress, never the supervisor.
+ */
+static void
+report_progress(const char *text)
+{
+	if (s.o->report_fd < 0)
+		return;
+	char phase[160], mods[32], line[256];
+	proto_kv_get(text, "phase", phase, sizeof(phase));
+	proto_kv_get(text, "modules", mods, sizeof(mods));
+	int n = snprintf(line, sizeof(line), "progress modules=%s phase=%s\n", mods, phase);
+	if (n <= 0 || (size_t)n >= sizeof(line))
+		return;
+	int fl = fcntl(s.o->report_fd, F_GETFL);
+	if (fl >= 0 && !(fl & O_NONBLOCK))
+		fcntl(s.o->report_fd, F_SETFL, fl | O_NONBLOCK);
+	ssize_t w = write(s.o->report_fd, line, (size_t)n);
+	(void)w;
+}
+
 /* A value of a generation's Z_READY text ("" when absent). */
 static const char *
 info_get(const char *info, const char *key, char *buf, size_t size)
@@ -179,13 +203,13 @@ status_text(char *buf, size_t size)
 {
 	static const struct gen none = { .info = "" };
 	const struct gen *g = s.cur >= 0 ? &s.gens[s.cur] : &none;
-	char v[256], t[256], n[256];
+	char v[256], t[256], n[256], p[256], m[32];
 	int len = snprintf(buf, size,
 		 "pid=%d\nroot=%s\npython=%s\nsocket=%s\nlog=%s\nuptime_s=%.1f\n"
 		 "generation=%d\nzygote_pid=%d\nmodules=%s\nproject_files=%s\nwarmup_s=%.3f\n"
 		 "runs=%ld\nrunning=%d\nrss_kb=%ld\nthreads=%s\nstate=%s\nsandbox=%s\n"
 		 "version=%s\nrefreshes=%ld\nwarming=%d\ndirty_count=%ld\nwatching=%s\n"
-		 "fresh_reason=%s\nlast_refresh_s=%.3f\n",
+		 "fresh_reason=%s\nlast_refresh_s=%.3f\nwarm_phase=%s\nwarm_modules=%s\n",
 		 (int)getpid(), s.o->paths.root, s.o->python, s.o->paths.sock, s.o->paths.log,
 		 (double)(now_ms() - s.start_ms) / 1000.0, g->number, (int)g->pid,
 		 info_get(g->info, "modules", v, sizeof(v)),
@@ -194,7 +218,9 @@ status_text(char *buf, size_t size)
 		 state_name(), sandbox_name(), PYZ_VERSION, s.refreshes,
 		 s.next >= 0 ? s.gens[s.next].number : 0, s.dirty_total,
 		 s.poll_ms > 0 ? "poll" : s.watch ? "inotify" : "off",
-		 s.fresh_needed ? s.fresh_reason : "", s.refreshes ? g->warmup_s : 0.0);
+		 s.fresh_needed ? s.fresh_reason : "", s.refreshes ? g->warmup_s : 0.0,
+		 s.next >= 0 ? info_get(s.gens[s.next].progress, "phase", p, sizeof(p)) : "",
+		 s.next >= 0 ? info_get(s.gens[s.next].progress, "modules", m, sizeof(m)) : "");
 	for (int i = 0; len >= 0 && (size_t)len < size && i < s.ndirty; i++)
 		len += snprintf(buf + len, size - (size_t)len, "dirty=%s\n", s.dirty[i]);
 	if (len < 0 || (size_t)len >= size)
@@ -739,6 +765,13 @@ gen_readable(struct gen *g)
 		case PROTO_MSG_Z_DONE:
 			if (s.running > 0)
 				s.running--;
+			break;
+		case PROTO_MSG_Z_PROGRESS:
+			if (!terminated || g->ready)
+				break;
+			snprintf(g->progress, sizeof(g->progress), "%s", p);
+			if (!s.ever_ready)
+				report_progress(p);
 			break;
 		case PROTO_MSG_Z_FILES:
 			if (!terminated)

@@ -174,6 +174,14 @@ send_ready(const char *text)
 		_exit(0); /* the supervisor is gone */
 }
 
+/* Warm-up progress for a `start` that waits; losing one is harmless. */
+static void
+send_progress(const char *text)
+{
+	if (fdpass_send_msg(z.ctl, PROTO_MSG_Z_PROGRESS, text, strlen(text) + 1) < 0)
+		log_debug("cannot send warm-up progress to the supervisor");
+}
+
 static void
 send_done(int32_t id, int32_t code)
 {
@@ -829,7 +837,10 @@ zygote_main(int argc, char **argv)
 		return ZEXIT_NOSTART;
 	}
 	struct pyembed_warm w;
-	if (pyembed_warmup(z.root, &w, err, sizeof(err)) < 0) {
+	pyembed_on_progress(send_progress);
+	int warm_failed = pyembed_warmup(z.root, &w, err, sizeof(err)) < 0;
+	pyembed_on_progress(NULL);
+	if (warm_failed) {
 		snprintf(text, sizeof(text), "error=%s\n", err);
 		send_ready(text);
 		return ZEXIT_NOSTART;

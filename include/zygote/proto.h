@@ -46,6 +46,7 @@ enum proto_msg {
 	PROTO_MSG_Z_DONE = 62,  /* int32 run id then int32 exit code */
 	PROTO_MSG_Z_DRAIN = 63, /* uint32 grace ms: finish runs, then exit */
 	PROTO_MSG_Z_FILES = 65,   /* text: "X<TAB>dir" lines to watch outside the root */
+	PROTO_MSG_Z_PROGRESS = 66, /* text: "phase=..\nmodules=N\n" while warming up */
 };
 
 enum proto_kind {

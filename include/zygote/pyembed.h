@@ -19,6 +19,12 @@ struct pyembed_warm {
 };
 
 /*
+ * Warm-up progress: fn receives "phase=...\nmodules=N\n" texts from the
+ * Python side (throttled there). Set before pyembed_init.
+ */
+void pyembed_on_progress(void (*fn)(const char *text));
+
+/*
  * Initialise the interpreter as `python` would be (a virtualenv's pyvenv.cfg
  * is honoured), without Python's signal handlers, and import the package's
  * _zygote module from pydir. Returns 0 or -1 with a sentence in err.

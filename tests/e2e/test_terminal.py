@@ -205,3 +205,43 @@ def test_stdin_from_a_pipe(pz, mode):
         r = pz.call([pz.zbin, "run", "--", *args], cwd=root, input="hello zygote\n")
     assert r.rc == 0, r
     assert "GOT 'hello zygote'" in r.out
+
+
+def _slow_project(tmp_path):
+    """A project whose conftest takes 1.5 s to import: warm-up lasts long
+    enough for `start` to show its progress line."""
+    root = tmp_path / "slowwarm"
+    (root / "tests").mkdir(parents=True)
+    (root / "pytest.ini").write_text("[pytest]\ntestpaths = tests\n")
+    (root / "conftest.py").write_text("import time\n\ntime.sleep(1.5)\n")
+    (root / "tests" / "test_one.py").write_text("def test_one():\n    pass\n")
+    return root.resolve()
+
+
+def test_start_shows_progress_on_a_terminal(pz, tmp_path):
+    root = _slow_project(tmp_path)
+    pz.roots.append(str(root))
+    run = PtyRun([pz.zbin, "start", "--root", str(root)], cwd=root, env=pz.env())
+    try:
+        rc, text = run.wait()
+    finally:
+        run.close()
+    assert rc == 0, text
+    frames = [f for f in text.split("\r") if "warming up slowwarm (" in f]
+    assert frames, "no progress line in:\n" + repr(text)
+    # Phase, module count and elapsed time, redrawn in place as time passes.
+    m = re.search(r"warming up slowwarm \((\d+\.\d) s, (\d+) modules\): loading plugins", text)
+    assert m and int(m[2]) > 50, repr(text)
+    elapsed = {re.search(r"\((\d+\.\d) s", f)[1] for f in frames}
+    assert len(elapsed) >= 2, frames
+    assert all(f.startswith("\x1b[K") for f in frames), frames
+    # The progress line is cleared before the one result line.
+    assert re.search(r"\r\x1b\[Kpytest-zygote: (\x1b\[32m)?ready", text), repr(text)
+    pz.cli("stop", "--root", root)
+
+
+def test_start_prints_one_line_without_a_terminal(pz, tmp_path):
+    root = _slow_project(tmp_path)
+    server = pz.start(root)  # asserts exactly one line on stdout
+    assert server.result.err == "", server.result.err
+    assert "\r" not in server.result.out and "\x1b" not in server.result.out

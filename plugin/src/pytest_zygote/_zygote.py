@@ -25,6 +25,26 @@ _import_warnings = {}  # path of a test module or conftest -> warnings its impor
 _replay = set()  # paths whose import warnings this child must raise again
 _edges = {}  # project module -> modules it imported at warm-up
 _rdeps = {}  # module -> project modules that import it
+_progress_phase = ["starting"]  # warm-up phase, for `start`'s progress line
+_progress_due = [0.0]  # monotonic time when progress may be sent again
+
+
+def _progress(phase=None):
+    """Tell a waiting `start` the warm-up phase and how many modules are
+    imported: at each new phase and at most every 100 ms in between (the
+    import recorder calls this as imports happen)."""
+    if phase is not None:
+        _progress_phase[0] = phase
+    _progress_due[0] = time.monotonic() + 0.1
+    try:
+        import _pytest_zygote_c
+    except ImportError:  # not in the zygote binary
+        return
+    try:
+        _pytest_zygote_c.progress("phase=%s\nmodules=%d\n" % (_progress_phase[0],
+                                                               len(sys.modules)))
+    except Exception:
+        pass
 
 
 def _is_project_file(path):
@@ -123,10 +143,12 @@ def warmup(root):
     _root = os.path.realpath(root)
     _base_path = list(sys.path)
     os.chdir(_root)
+    _progress("scanning project files")
     before = _prewalk(_root)
     # python -m pytest puts the cwd first on sys.path; the zygote's cwd is the root.
     sys.path.insert(0, _root)
     sys.argv = [_pytest_main_file()]
+    _progress("importing pytest")
     import pytest
 
     unwrap = _wrap_import_path()
@@ -136,6 +158,7 @@ def warmup(root):
     # to the project's cache.
     args = ["--collect-only", "-qq", "-p", "no:cacheprovider"]
     status = "ok"
+    _progress("loading plugins and conftest files")
     try:
         rc = pytest.main(args, plugins=[plugin_state])
         if int(rc) not in (0, 5):
@@ -151,6 +174,7 @@ def warmup(root):
     except Exception:
         pass
 
+    _progress("freezing")
     _freeze_distributions()
     _snapshot = _take_snapshot(before)
     _rdeps.clear()
@@ -181,6 +205,8 @@ _RECORDING_IMPORT = """
 def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
     module = original_import(name, globals, locals, fromlist, level)
     try:
+        if monotonic() >= progress_due[0]:
+            progress()
         f = globals.get("__file__") if globals else None
         if f and f.startswith(prefix):
             importer = globals["__name__"]
@@ -213,6 +239,9 @@ class _PluginState:
     def __init__(self):
         self.saved = []
         self._seen = set()
+
+    def pytest_collection(self, session):
+        _progress("collecting tests")
 
     def pytest_configure(self, config):
         _warm_addopts[:] = config.getini("addopts")
@@ -283,7 +312,8 @@ def _record_imports():
     # under such a name: otherwise an import-time warning would be reported
     # at the wrapper instead of at the importing line.
     ns = {"original_import": original_import, "prefix": prefix, "add": add, "sys": sys,
-          "importlib": importlib}
+          "importlib": importlib, "monotonic": time.monotonic, "progress": _progress,
+          "progress_due": _progress_due}
     exec(compile(_RECORDING_IMPORT, "<pytest_zygote importlib._bootstrap recorder>", "exec"), ns)
     recording_import = ns["recording_import"]
 
