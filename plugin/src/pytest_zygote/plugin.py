@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -52,6 +53,22 @@ def _in_zygote():
 
 def _debugger_active():
     return sys.gettrace() is not None or "debugpy" in sys.modules or "pydevd" in sys.modules
+
+
+def _plugin_objects(early_config):
+    """Plugins given to pytest.main(plugins=...) (IDE runners do this): names
+    and modules travel to the child as ``-p NAME``; other objects (class
+    instances) cannot cross to another process. Returns (names, others)."""
+    names, others = [], []
+    for p in early_config.invocation_params.plugins or ():
+        if isinstance(p, str):
+            names.append(p)
+        elif isinstance(p, types.ModuleType) and getattr(p, "__file__", None):
+            if p is not sys.modules.get(__name__):
+                names.append(p.__name__)
+        else:
+            others.append(getattr(p, "__qualname__", None) or type(p).__qualname__)
+    return names, others
 
 
 def _binary():
@@ -178,6 +195,11 @@ def pytest_load_initial_conftests(early_config, parser, args):
         _say(early_config, "pytest-zygote: a debugger is active; running in this process "
              "(--zygote-force hands over anyway)\n")
         return
+    plugin_names, plugin_objects = _plugin_objects(early_config)
+    if not admin and plugin_objects and not ns.zygote_force:
+        _say(early_config, "pytest-zygote: pytest.main() was given plugin objects that cannot "
+             "be sent to the zygote (%s); running in this process\n" % ", ".join(plugin_objects))
+        return
     binary = _binary()
     if binary is None:
         raise pytest.UsageError(
@@ -211,5 +233,6 @@ def pytest_load_initial_conftests(early_config, parser, args):
         argv.append("--start-if-needed")
     env = _start_env(ns)
     env["PYTEST_ZYGOTE_HINT"] = "pytest --zygote-start (or add --zygote-start-if-needed)"
-    argv += ["--", *_strip_own(list(early_config.invocation_params.args))]
+    plugin_args = [a for name in plugin_names for a in ("-p", name)]
+    argv += ["--", *plugin_args, *_strip_own(list(early_config.invocation_params.args))]
     os.execve(binary, argv, env)
