@@ -174,10 +174,6 @@ def test_django_report_header(django_pair):
     assert header(zyg) == header(plain)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known, issue 4: warnings that importing a third-party package raises during pytest's "
-    "config phase (django.setup() in pytest-django) happen once, at warm-up, and are not "
-    "raised again in children"))
 def test_django_warnings_summary(django_pair):
     # DeprecationWarnings that importing Django raises while pytest-django
     # sets Django up (pytest records them with when="config")
@@ -186,10 +182,6 @@ def test_django_warnings_summary(django_pair):
     assert _section(zyg.out, "warnings summary") == _section(plain.out, "warnings summary")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known, issue 4: warnings that importing a third-party package raises during pytest's "
-    "config phase (django.setup() in pytest-django) happen once, at warm-up, and are not "
-    "raised again in children"))
 def test_django_same_output(django_pair):
     plain, zyg = django_pair
     assert_same_output(plain, zyg)

@@ -23,6 +23,7 @@ _reloaded = 0  # modules this child purged for re-import
 _warm_addopts = []  # the project's ini addopts, as warm-up read them
 _import_warnings = {}  # path of a test module or conftest -> warnings its import raised
 _replay = set()  # paths whose import warnings this child must raise again
+_config_warnings = []  # warnings raised while pytest configured itself at warm-up
 _edges = {}  # project module -> modules it imported at warm-up
 _rdeps = {}  # module -> project modules that import it
 _progress_phase = ["starting"]  # warm-up phase, for `start`'s progress line
@@ -154,6 +155,8 @@ def warmup(root):
     unwrap = _wrap_import_path()
     unrecord = _record_imports()
     plugin_state = _PluginState()
+    # trylast: the innermost wrapper, inside pytest's own warning capture.
+    pytest.hookimpl(hookwrapper=True, trylast=True)(_PluginState.pytest_load_initial_conftests)
     # Collection only: no test code runs in the zygote, and nothing is written
     # to the project's cache.
     args = ["--collect-only", "-qq", "-p", "no:cacheprovider"]
@@ -242,6 +245,18 @@ class _PluginState:
 
     def pytest_collection(self, session):
         _progress("collecting tests")
+
+    def pytest_load_initial_conftests(self, early_config):
+        """A hook wrapper (marked in warmup()): record the warnings raised
+        while plugins set themselves up (pytest-django's django.setup()
+        imports Django here). In a child those imports do not happen again.
+        Conftest import warnings are recorded by the import_path wrapper."""
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+        _config_warnings[:] = caught
 
     def pytest_configure(self, config):
         _warm_addopts[:] = config.getini("addopts")
@@ -395,7 +410,20 @@ class _ReplayImportWarnings:
     """A plugin for children: raise again, under the run's own filters, the
     warnings that importing a reused test module or conftest raised at
     warm-up, when its collection starts (pytest's collect-time warning
-    capture is active then). Conftest warnings come with the first collector."""
+    capture is active then). Conftest warnings come with the first collector.
+    Warnings of the config phase come back in that phase, before any plugin
+    sets itself up, when the module that raised them is still imported; one
+    this child purged raises them itself when it is imported again."""
+
+    def __init__(self, config_warnings=()):
+        self._config_warnings = config_warnings
+
+    def pytest_load_initial_conftests(self, early_config):
+        import warnings
+
+        for w in self._config_warnings:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno,
+                                   source=w.source)
 
     def pytest_collectstart(self, collector):
         import warnings
@@ -620,10 +648,13 @@ def child_run(argv, cwd, env):
             global _reloaded
             _reloaded = len(_purge(dirty))
             pending = _workarounds()
-        if _import_warnings:
+        config_warnings = []
+        if _import_warnings or _config_warnings:
             # Modules still imported will not warn again by themselves.
             loaded = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
             _replay.update(p for p in _import_warnings if p in loaded)
+            config_warnings = [w for w in _config_warnings
+                               if w.filename in loaded or not _is_project_file(w.filename)]
         import importlib
 
         importlib.invalidate_caches()
@@ -633,7 +664,8 @@ def child_run(argv, cwd, env):
         gc.enable()
         import pytest
 
-        code = _pytest_main([_ReplayImportWarnings()] if _replay else [])
+        replay = _replay or config_warnings
+        code = _pytest_main([_ReplayImportWarnings(config_warnings)] if replay else [])
         if pending:
             sys.modules["pytest_zygote.workaround"]._finish(pending)
     except SystemExit as e:
