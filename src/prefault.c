@@ -57,8 +57,8 @@ private_mappings(struct mapping **ret)
 	return (long)n;
 }
 
-long
-prefault_record(struct prefault_range **ret)
+static long
+collect(struct prefault_range **ret, uint64_t mask)
 {
 	struct mapping *maps;
 	long nmaps = private_mappings(&maps);
@@ -84,7 +84,7 @@ prefault_record(struct prefault_range **ret)
 			count = (uint64_t)got / 8;
 			for (uint64_t k = 0; k < count; k++) {
 				uint64_t e = buf[k];
-				if ((e & PM_PRESENT) && (e & PM_EXCLUSIVE)) {
+				if ((e & mask) == mask) {
 					uint64_t a = addr + k * page;
 					if (n > 0 && r[n - 1].start + r[n - 1].npages * page == a) {
 						r[n - 1].npages++;
@@ -115,6 +115,18 @@ prefault_record(struct prefault_range **ret)
 		return -ENOMEM;
 	*ret = r;
 	return (long)n;
+}
+
+long
+prefault_record(struct prefault_range **ret)
+{
+	return collect(ret, PM_PRESENT | PM_EXCLUSIVE);
+}
+
+long
+prefault_present(struct prefault_range **ret)
+{
+	return collect(ret, PM_PRESENT);
 }
 
 static sigjmp_buf touch_jmp;

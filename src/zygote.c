@@ -55,6 +55,7 @@ static struct {
 } spare = { .sock = -1 };
 
 /* The pages the last run made private, for the next spare to touch. */
+static int hot_real; /* hot came from a client's run, not the practice run */
 static struct prefault_range *hot;
 static size_t nhot;
 
@@ -273,8 +274,19 @@ spare_fork(void)
 		if (getppid() != zygote)
 			_exit(0);
 		setproctitle("spare gen %d %s", z.generation, z.root);
-		if (nhot)
+		/*
+		 * Until a client's run has said which pages a run writes, touch
+		 * every present private page: a --collect-only practice run
+		 * leaves out the pages that running tests writes (thousands of
+		 * faults in the first runs of each generation otherwise).
+		 */
+		struct prefault_range *all = NULL;
+		long nall = hot_real ? 0 : prefault_present(&all);
+		if (nall > 0)
+			prefault_touch(all, (size_t)nall);
+		else if (nhot)
 			prefault_touch(hot, nhot);
+		free(all);
 
 		/* Wait for a request: Z_RUN (connection and learning pipe) + request. */
 		struct fdpass_reader rd;
@@ -495,6 +507,7 @@ learn(struct run *r)
 		free(hot);
 		hot = (struct prefault_range *)buf;
 		nhot = len / sizeof(struct prefault_range);
+		hot_real = r->id >= 0;
 		buf = NULL;
 	}
 	free(buf);
