@@ -154,6 +154,7 @@ def warmup(root):
 
     unwrap = _wrap_import_path()
     unrecord = _record_imports()
+    _cache_run_independent_work()
     plugin_state = _PluginState()
     # trylast: the innermost wrapper, inside pytest's own warning capture.
     pytest.hookimpl(hookwrapper=True, trylast=True)(_PluginState.pytest_load_initial_conftests)
@@ -438,6 +439,94 @@ class _ReplayImportWarnings:
             for w in _import_warnings.get(key, ()):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno,
                                        source=w.source)
+
+
+# Versions the run-independent caches below were checked against; with any
+# other pytest or pluggy they stay off (the functions they wrap may differ).
+_CACHE_TESTED = {"pytest": ("7.2.",), "pluggy": ("1.0.",)}
+
+
+def _cache_run_independent_work():
+    """Every pytest session redoes work whose result cannot differ between
+    runs: pluggy inspects the signature of every hook implementation of every
+    plugin it registers, and the fixture manager lists every attribute of
+    every plugin module looking for fixtures. Remember both for objects that
+    outlive a run (functions and third-party modules loaded at warm-up);
+    the caches fill at warm-up and children only read them (their additions
+    die with them). Within a session, pytest also builds its argparse parser
+    from scratch for each of its several parses; it is reused while no
+    option was added. PYTEST_ZYGOTE_RUN_CACHES=0 turns this off."""
+    if os.environ.get("PYTEST_ZYGOTE_RUN_CACHES") == "0":
+        return
+    import pluggy
+    import pluggy._hooks
+    import pytest
+
+    import _pytest.config.argparsing
+    import _pytest.fixtures
+
+    for mod, version in (("pytest", pytest.__version__), ("pluggy", pluggy.__version__)):
+        if not version.startswith(_CACHE_TESTED[mod]):
+            return
+
+    original_varnames = pluggy._hooks.varnames
+    signatures = {}
+
+    def varnames(func):
+        # A bound method's names leave out self: key on the function and that.
+        key = (getattr(func, "__func__", func), hasattr(func, "__func__"))
+        try:
+            return signatures[key]
+        except (KeyError, TypeError):
+            pass
+        result = original_varnames(func)
+        try:
+            signatures[key] = result
+        except TypeError:
+            pass
+        return result
+
+    pluggy._hooks.varnames = varnames
+
+    fixtures = _pytest.fixtures
+    builtin_dir = dir
+    scans = {}
+    module_type = type(os)
+
+    def fixture_dir(*args):
+        # parsefactories() is the only caller of dir() in _pytest.fixtures.
+        if len(args) != 1 or type(args[0]) is not module_type:
+            return builtin_dir(*args)
+        holder = args[0]
+        names = scans.get(holder)
+        if names is None:
+            names = builtin_dir(holder)
+            if _is_project_file(getattr(holder, "__file__", None) or ""):
+                return names  # purged and re-imported in children: no caching
+            names = [n for n in names if isinstance(
+                fixtures.getfixturemarker(fixtures.safe_getattr(holder, n, None)),
+                fixtures.FixtureFunctionMarker)]
+            scans[holder] = names
+        return list(names)
+
+    fixtures.dir = fixture_dir
+
+    parser_class = _pytest.config.argparsing.Parser
+    original_getparser = parser_class._getparser
+
+    def _getparser(self):
+        # What _getparser builds from: the groups and how many options each
+        # has (options are only ever added), the program name.
+        shape = (self.prog, tuple((id(g), len(g.options))
+                                  for g in self._groups + [self._anonymous]))
+        built = self.__dict__.get("_pytest_zygote_parser")
+        if built is not None and built[0] == shape:
+            return built[1]
+        optparser = original_getparser(self)
+        self.__dict__["_pytest_zygote_parser"] = (shape, optparser)
+        return optparser
+
+    parser_class._getparser = _getparser
 
 
 class _FrozenDistribution:
