@@ -71,7 +71,9 @@ static const char start_help[] =
 	"\n"
 	"  --root DIR      project root (default: pytest's rootdir from the cwd)\n"
 	"  --python PATH   interpreter whose environment to use, e.g. .venv/bin/python\n"
-	"                  (default: " PYZ_DEFAULT_PYTHON "); must be Python " PYZ_PY_VERSION "\n"
+	"                  (default: the virtualenv's python when this binary is in\n"
+	"                  one's bin/, else " PYZ_DEFAULT_PYTHON ");\n"
+	"                  must be Python " PYZ_PY_VERSION "\n"
 	"  --foreground    do not detach; log to stderr; stop with Ctrl-C or SIGTERM\n"
 	"  --ready-fd N    write a newline to fd N when warm (with --foreground)\n"
 	"  --instance NAME another server for the same root\n";
@@ -673,11 +675,19 @@ missing:
 			return ZEXIT_USAGE;
 	}
 	const char *env;
+	static char default_python[PATH_MAX];
 	if (!o.python_set) {
+		char exe[PATH_MAX];
 		if ((env = getenv("PYTEST_ZYGOTE_PYTHON")) && *env)
 			o.python = env;
 		else if (o.conf.python[0])
 			o.python = o.conf.python;
+		else if (paths_self_exe(exe, sizeof(exe)) == 0) {
+			/* Installed into a virtualenv (pip): run its python. */
+			paths_default_python(exe, PYZ_DEFAULT_PYTHON, default_python,
+					     sizeof(default_python));
+			o.python = default_python;
+		}
 	}
 	if (!o.grace_set && o.conf.grace_ms >= 0)
 		o.grace_ms = o.conf.grace_ms;
