@@ -168,7 +168,9 @@ def test_pip_binary_runs_the_virtualenvs_python(pz, venv):
 
 def test_entry_point_hands_over_only_to_a_project_that_uses_a_zygote(pz, venv):
     pz.zbin = str(venv / "bin" / "pytest-zygote")
-    root = pz.project("autoload")
+    # The plugin finds a running zygote by its pid file, named as src/paths.c
+    # names it: a leading dot and a name past 24 bytes are part of that.
+    root = pz.project("autoload", ".autoload-project-with-a-long-name")
     # No zygote, nothing asks for one: plain pytest, not a word from us.
     r = _vpytest(pz, venv, root, "-q", "-s")
     assert r.rc == 0 and "IN-PROCESS" in r.out and "zygote" not in r.out + r.err, r
@@ -180,9 +182,14 @@ def test_entry_point_hands_over_only_to_a_project_that_uses_a_zygote(pz, venv):
     assert "PytestAssertRewriteWarning" not in r.out, r
     r = _vpytest(pz, venv, root, "-q", "-s", "--zygote-disable")
     assert r.rc == 0 and "IN-PROCESS" in r.out, r
-    # another instance of the same root is not running
-    r = _vpytest(pz, venv, root, "-q", "-s", env={"PYTEST_DAEMON_PORT": "7"})
+    # another instance of the same root is not running, until it is
+    seven = {"PYTEST_DAEMON_PORT": "7"}
+    r = _vpytest(pz, venv, root, "-q", "-s", env=seven)
     assert r.rc == 0 and "IN-PROCESS" in r.out, r
+    assert _vpytest(pz, venv, root, "--zygote-start", env=seven).rc == 0
+    r = _vpytest(pz, venv, root, "-q", "-s", env=seven)
+    assert r.rc == 0 and "IN-ZYGOTE" in r.out, r
+    assert pz.cli("stop", "--root", root, "--instance", "7").rc == 0
     r = _vpytest(pz, venv, root, "--stop-daemon")
     assert r.rc == 0, r
     r = _vpytest(pz, venv, root, "-q", "-s")
