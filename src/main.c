@@ -59,7 +59,8 @@ static const char usage_text[] =
 	"pyproject.toml) > defaults. Variables: PYTEST_ZYGOTE_RUNTIME_DIR (where sockets\n"
 	"live), PYTEST_ZYGOTE_PYTHON, PYTEST_ZYGOTE_SETTLE_MS, PYTEST_ZYGOTE_POLL_MS,\n"
 	"PYTEST_ZYGOTE_WATCH_GLOBS, PYTEST_ZYGOTE_IGNORE_GLOBS, PYTEST_ZYGOTE_SPARE,\n"
-	"PYTEST_ZYGOTE_SANDBOX, PYTEST_ZYGOTE_START_IF_NEEDED, PYTEST_ZYGOTE_DEBUG, NO_COLOR.\n"
+	"PYTEST_ZYGOTE_SANDBOX, PYTEST_ZYGOTE_START_IF_NEEDED, PYTEST_ZYGOTE_DEBUG,\n"
+	"PYTEST_ZYGOTE_PYDIR (where the pytest_zygote package is), NO_COLOR.\n"
 	"See README.md.\n";
 
 static const char start_help[] =
@@ -72,7 +73,9 @@ static const char start_help[] =
 	"\n"
 	"  --root DIR      project root (default: pytest's rootdir from the cwd)\n"
 	"  --python PATH   interpreter whose environment to use, e.g. .venv/bin/python\n"
-	"                  (default: " PYZ_DEFAULT_PYTHON "); must be Python " PYZ_PY_VERSION "\n"
+	"                  (default: the virtualenv's python when this binary is in\n"
+	"                  one's bin/, else " PYZ_DEFAULT_PYTHON ");\n"
+	"                  must be Python " PYZ_PY_VERSION "\n"
 	"  --foreground    do not detach; log to stderr; stop with Ctrl-C or SIGTERM\n"
 	"  --ready-fd N    write a newline to fd N when warm (with --foreground)\n"
 	"  --instance NAME another server for the same root\n";
@@ -728,11 +731,19 @@ missing:
 			return ZEXIT_USAGE;
 	}
 	const char *env;
+	static char default_python[PATH_MAX];
 	if (!o.python_set) {
+		char exe[PATH_MAX];
 		if ((env = getenv("PYTEST_ZYGOTE_PYTHON")) && *env)
 			o.python = env;
 		else if (o.conf.python[0])
 			o.python = o.conf.python;
+		else if (paths_self_exe(exe, sizeof(exe)) == 0) {
+			/* Installed into a virtualenv (pip): run its python. */
+			paths_default_python(exe, PYZ_DEFAULT_PYTHON, default_python,
+					     sizeof(default_python));
+			o.python = default_python;
+		}
 	}
 	if (!o.grace_set && o.conf.grace_ms >= 0)
 		o.grace_ms = o.conf.grace_ms;

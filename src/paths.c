@@ -277,3 +277,96 @@ paths_for_root(struct zpaths *p, const char *root, const char *instance, char *e
 		return -ENAMETOOLONG;
 	return 0;
 }
+
+int
+paths_self_exe(char *buf, size_t size)
+{
+	ssize_t n = readlink("/proc/self/exe", buf, size - 1);
+	if (n < 0)
+		return -errno;
+	if ((size_t)n >= size - 1)
+		return -ENAMETOOLONG;
+	buf[n] = '\0';
+	return 0;
+}
+
+/* The directory part of path into buf ("" when path has no slash). */
+static void
+dir_of(const char *path, char *buf, size_t size)
+{
+	const char *slash = strrchr(path, '/');
+	size_t n = slash ? (size_t)(slash - path) : 0;
+	if (n >= size)
+		n = size - 1;
+	memcpy(buf, path, n);
+	buf[n] = '\0';
+}
+
+/* Does dir hold the package (pytest_zygote/_zygote.py)? */
+static int
+holds_package(const char *dir)
+{
+	char f[PATH_MAX];
+	if ((size_t)snprintf(f, sizeof(f), "%s/pytest_zygote/_zygote.py", dir) >= sizeof(f))
+		return 0;
+	return access(f, R_OK) == 0;
+}
+
+static int
+copy_out(const char *s, char *buf, size_t size)
+{
+	if (strlen(s) >= size)
+		return -ENAMETOOLONG;
+	strcpy(buf, s);
+	return 0;
+}
+
+/* A found candidate, with its ".." resolved. */
+static int
+copy_real(const char *s, char *buf, size_t size)
+{
+	char real[PATH_MAX];
+	if (!realpath(s, real))
+		return -errno;
+	return copy_out(real, buf, size);
+}
+
+int
+paths_pydir(const char *exe, const struct paths_layout *l, char *buf, size_t size)
+{
+	size_t bl = strlen(l->build_dir);
+	if (bl && strncmp(exe, l->build_dir, bl) == 0 && exe[bl] == '/')
+		return copy_out(l->source_pydir, buf, size);
+	const char *over = getenv("PYTEST_ZYGOTE_PYDIR");
+	if (over && *over)
+		return copy_out(over, buf, size);
+
+	char bin[PATH_MAX], cand[PATH_MAX];
+	dir_of(exe, bin, sizeof(bin));
+	if (l->rel_pydir[0] && (size_t)snprintf(cand, sizeof(cand), "%s/%s", bin, l->rel_pydir) <
+				       sizeof(cand) && holds_package(cand))
+		return copy_real(cand, buf, size);
+	/* pip into a virtualenv or with --user: scripts in <base>/bin, the
+	 * package in <base>/lib/pythonX.Y/site-packages, whatever the build's
+	 * interpreter called its own directory. */
+	if ((size_t)snprintf(cand, sizeof(cand), "%s/../lib/python%s/site-packages", bin,
+			     l->py_version) < sizeof(cand) && holds_package(cand))
+		return copy_real(cand, buf, size);
+	if (holds_package(l->install_pydir))
+		return copy_out(l->install_pydir, buf, size);
+	if (size)
+		buf[0] = '\0';
+	return -ENOENT;
+}
+
+void
+paths_default_python(const char *exe, const char *fallback, char *buf, size_t size)
+{
+	char bin[PATH_MAX], cfg[PATH_MAX], py[PATH_MAX];
+	dir_of(exe, bin, sizeof(bin));
+	if (bin[0] && (size_t)snprintf(cfg, sizeof(cfg), "%s/../pyvenv.cfg", bin) < sizeof(cfg) &&
+	    (size_t)snprintf(py, sizeof(py), "%s/python", bin) < sizeof(py) &&
+	    access(cfg, R_OK) == 0 && access(py, X_OK) == 0 && copy_out(py, buf, size) == 0)
+		return;
+	snprintf(buf, size, "%s", fallback);
+}

@@ -6,6 +6,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -110,23 +111,34 @@ pyembed_init(const char *python, const char *pydir, char *err, size_t errsize)
 	/* Import our module from pydir without leaving pydir on sys.path, where
 	 * the project's tests would see it. */
 	PyObject *path = PySys_GetObject("path"); /* borrowed */
-	PyObject *dir = PyUnicode_DecodeFSDefault(pydir);
-	if (!path || !dir || PyList_Insert(path, 0, dir) < 0) {
+	PyObject *dir = pydir ? PyUnicode_DecodeFSDefault(pydir) : NULL;
+	if (pydir && (!path || !dir || PyList_Insert(path, 0, dir) < 0)) {
 		Py_XDECREF(dir);
 		py_error(err, errsize, "cannot set sys.path");
 		return -1;
 	}
 	zmod = PyImport_ImportModule("pytest_zygote._zygote");
-	Py_ssize_t n = PyList_Size(path);
-	for (Py_ssize_t i = 0; i < n; i++) {
-		if (PyList_GetItem(path, i) == dir) {
-			PySequence_DelItem(path, i);
-			break;
+	if (dir) {
+		Py_ssize_t n = PyList_Size(path);
+		for (Py_ssize_t i = 0; i < n; i++) {
+			if (PyList_GetItem(path, i) == dir) {
+				PySequence_DelItem(path, i);
+				break;
+			}
 		}
+		Py_DECREF(dir);
 	}
-	Py_DECREF(dir);
 	if (!zmod) {
-		py_error(err, errsize, "cannot import pytest_zygote._zygote");
+		if (pydir) {
+			py_error(err, errsize, "cannot import pytest_zygote._zygote");
+		} else {
+			char what[PATH_MAX + 200];
+			snprintf(what, sizeof(what),
+				 "the pytest_zygote package is neither installed next to this "
+				 "binary nor importable by '%s' (set PYTEST_ZYGOTE_PYDIR to the "
+				 "directory that holds pytest_zygote/)", python);
+			py_error(err, errsize, what);
+		}
 		return -1;
 	}
 	return 0;

@@ -27,6 +27,7 @@
 #include "zygote/common.h"
 #include "zygote/fdpass.h"
 #include "zygote/log.h"
+#include "zygote/paths.h"
 #include "zygote/prefault.h"
 #include "zygote/proto.h"
 #include "zygote/pyembed.h"
@@ -81,19 +82,18 @@ static struct {
 const char *
 zygote_pydir(void)
 {
-	/* A binary inside the build tree uses the source tree's package. */
+	static const struct paths_layout layout = {
+		.build_dir = PYZ_BUILD_DIR,
+		.source_pydir = PYZ_SOURCE_PYDIR,
+		.rel_pydir = PYZ_REL_PYDIR,
+		.install_pydir = PYZ_INSTALL_PYDIR,
+		.py_version = PYZ_PY_VERSION,
+	};
+	static char dir[PATH_MAX];
 	char exe[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	if (n > 0) {
-		exe[n] = '\0';
-		size_t bl = strlen(PYZ_BUILD_DIR);
-		if (strncmp(exe, PYZ_BUILD_DIR, bl) == 0 && exe[bl] == '/')
-			return PYZ_SOURCE_PYDIR;
-	}
-	const char *over = getenv("PYTEST_ZYGOTE_PYDIR");
-	if (over && *over)
-		return over;
-	return PYZ_INSTALL_PYDIR;
+	if (paths_self_exe(exe, sizeof(exe)) < 0 || paths_pydir(exe, &layout, dir, sizeof(dir)) < 0)
+		return NULL; /* the interpreter must import the package itself */
+	return dir;
 }
 
 /* Read "version = X.Y.Z" from a virtualenv's pyvenv.cfg next to bin/. */

@@ -53,4 +53,40 @@ int paths_find_rootdir(const char *cwd, char *buf, size_t size);
 int paths_for_root(struct zpaths *p, const char *root, const char *instance, char *err,
 		   size_t errsize);
 
+/*
+ * Where a binary finds the Python package it runs in the zygote (the
+ * directory holding pytest_zygote/), from the build's configuration.
+ */
+struct paths_layout {
+	const char *build_dir;     /* a binary inside it uses source_pydir */
+	const char *source_pydir;  /* plugin/src of the source tree */
+	const char *rel_pydir;     /* relative to the installed binary's directory, or "" */
+	const char *install_pydir; /* absolute, as configured (prefix/...) */
+	const char *py_version;    /* "3.11": for a pip --user or virtualenv layout */
+};
+
+/*
+ * The running binary's own path (/proc/self/exe), symlinks resolved.
+ * Returns 0 or -errno.
+ */
+int paths_self_exe(char *buf, size_t size);
+
+/*
+ * The package directory for the binary at exe, first of: source_pydir when
+ * exe is inside build_dir; $PYTEST_ZYGOTE_PYDIR; then the first of
+ * <exe dir>/rel_pydir, <exe dir>/../lib/python<ver>/site-packages and
+ * install_pydir that holds pytest_zygote/_zygote.py. Returns 0 with the
+ * directory in buf, or -ENOENT (buf empty) when none holds it: the package
+ * must then be importable by the interpreter itself.
+ */
+int paths_pydir(const char *exe, const struct paths_layout *l, char *buf, size_t size);
+
+/*
+ * The interpreter a binary at exe runs when none is named: the virtualenv's
+ * python when exe sits in a virtualenv's bin/ (bin/python and ../pyvenv.cfg
+ * exist, as after pip install into it), else fallback. Never resolves the
+ * symlink bin/python, which is what makes the interpreter find pyvenv.cfg.
+ */
+void paths_default_python(const char *exe, const char *fallback, char *buf, size_t size);
+
 #endif

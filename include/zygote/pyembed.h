@@ -27,7 +27,8 @@ void pyembed_on_progress(void (*fn)(const char *text));
 /*
  * Initialise the interpreter as `python` would be (a virtualenv's pyvenv.cfg
  * is honoured), without Python's signal handlers, and import the package's
- * _zygote module from pydir. Returns 0 or -1 with a sentence in err.
+ * _zygote module from pydir (NULL: from the interpreter's own sys.path, where
+ * an installed package is). Returns 0 or -1 with a sentence in err.
  */
 int pyembed_init(const char *python, const char *pydir, char *err, size_t errsize);
 

@@ -9,7 +9,10 @@
 /* Entry point of the internal `__zygote` mode. Returns the process exit code. */
 int zygote_main(int argc, char **argv);
 
-/* Where the pytest_zygote package is for this binary (build tree or installed). */
+/*
+ * Where the pytest_zygote package is for this binary (build tree or installed,
+ * see paths_pydir), or NULL when the interpreter must import it by itself.
+ */
 const char *zygote_pydir(void);
 
 /*

@@ -300,3 +300,38 @@ def header(msg_type, length):
 
 def hello(magic=PROTO_MAGIC, version=PROTO_VERSION, kind=2, flags=0):
     return header(MSG_HELLO, 16) + struct.pack("=IIII", magic, version, kind, flags)
+
+
+# --- the pytest-hot-reloading compatibility project ---------------------------
+
+
+def hot_reloading_flow(pytest, root, module="workaround"):
+    """Run tests/projects/hot_reloading (a copy at root), written for
+    pytest-hot-reloading, through the zygote: `pytest(*args, env=...)` runs
+    pytest with the compatibility package importable. module is the one its
+    conftest imports register_workaround from (workaround or workarounds)."""
+    conftest = root / "conftest.py"
+    conftest.write_text(conftest.read_text().replace(
+        "pytest_hot_reloading.workaround import", "pytest_hot_reloading.%s import" % module))
+    r = pytest("-q", "-s")
+    assert r.rc == 69 and "pytest --zygote-start" in r.err, r
+    # No refresh while the test runs: the edited module must be re-imported
+    # by the run's own child, where workarounds run.
+    r = pytest("-q", "-s", "--daemon-start-if-needed", env={"PYTEST_ZYGOTE_SETTLE_MS": "600000"})
+    assert r.rc == 0 and "IN-ZYGOTE" in r.out, r
+
+    log = root / "workaround.log"
+    log.write_text("")
+    (root / "pkg" / "models.py").write_text(
+        (root / "pkg" / "models.py").read_text().replace("VALUE = 1", "VALUE = 2"))
+    (root / "expected.txt").write_text("2\n")
+    r = pytest("-q", "-s")
+    # Without the workaround the re-imported model registers twice and
+    # collection fails.
+    assert r.rc == 0 and "IN-ZYGOTE" in r.out and "1 passed" in r.out, r
+    entries = [line.split() for line in log.read_text().splitlines()]
+    pid = [p for word, p in entries if word == "test"]
+    assert len(pid) == 1, entries
+    assert [w for w, p in entries if p == pid[0]] == \
+        ["workaround", "test", "workaround-after"], entries
+    return r

@@ -5,6 +5,8 @@ predecessor's flags and PYTEST_DAEMON_* variables as aliases."""
 import os
 import sys
 
+import pytest
+
 import pz_util
 
 PLUGIN_SRC = str(pz_util.REPO / "plugin" / "src")
@@ -122,3 +124,18 @@ def test_ide_plugin_from_the_clients_pythonpath(pz, tmp_path):
     assert r.rc == 0, r
     assert out.read_text() == "2 items"
     assert _runs(pz, root) == 1
+
+
+@pytest.mark.parametrize("module", ["workaround", "workarounds"])
+def test_pytest_hot_reloading_project_runs_unchanged(pz, module):
+    """-p pytest_hot_reloading.plugin and register_workaround from
+    pytest_hot_reloading.workaround(s), from a source checkout."""
+    root = pz.project("hot_reloading", "hot_reloading_" + module)
+
+    def pytest_(*args, env=None):
+        return _pytest(pz, root, *args, env=env)
+
+    pz_util.hot_reloading_flow(pytest_, root, module)
+    assert _pytest(pz, root, "--stop-daemon").rc == 0
+    plain = _pytest(pz, root, "-q", "-s", "--daemon-disable")
+    assert plain.rc == 0 and "IN-PROCESS" in plain.out, plain

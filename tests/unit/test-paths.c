@@ -353,6 +353,77 @@ test_for_root(void)
 	unsetenv("PYTEST_ZYGOTE_RUNTIME_DIR");
 }
 
+/* Where a binary finds its package, on trees laid out as each route leaves them. */
+static void
+test_pydir(void)
+{
+	char got[PATH_MAX], want[PATH_MAX], build[PATH_MAX], source[PATH_MAX], install[PATH_MAX];
+	/* at() returns one of a few rotating buffers: keep copies. */
+	snprintf(build, sizeof(build), "%s", at("build"));
+	snprintf(source, sizeof(source), "%s", at("src/plugin/src"));
+	snprintf(install, sizeof(install), "%s", at("usr/lib/python3/dist-packages"));
+	struct paths_layout l = {
+		.build_dir = build,
+		.source_pydir = source,
+		.rel_pydir = "../lib/python3/dist-packages/",
+		.install_pydir = install,
+		.py_version = "3.11",
+	};
+	unsetenv("PYTEST_ZYGOTE_PYDIR");
+	is_int(paths_pydir(at("build/pytest-zygote"), &l, got, sizeof(got)), 0, "build tree");
+	is_str(got, at("src/plugin/src"), "a binary in the build dir uses the source tree's");
+	is_int(paths_pydir(at("buildx/pytest-zygote"), &l, got, sizeof(got)), -ENOENT,
+	       "a sibling whose name merely starts like the build dir is not in it");
+
+	/* meson install --prefix (or DESTDIR staging): found beside the binary,
+	 * not at the configured prefix. */
+	put("stage/usr/lib/python3/dist-packages/pytest_zygote/_zygote.py", "");
+	put("stage/usr/bin/pytest-zygote", "");
+	is_int(paths_pydir(at("stage/usr/bin/pytest-zygote"), &l, got, sizeof(got)), 0,
+	       "staged meson install");
+	is_str(got, at("stage/usr/lib/python3/dist-packages"), "relative to the binary, resolved");
+
+	/* pip into a virtualenv: lib/python3.11/site-packages. */
+	put("venv/lib/python3.11/site-packages/pytest_zygote/_zygote.py", "");
+	put("venv/bin/pytest-zygote", "");
+	is_int(paths_pydir(at("venv/bin/pytest-zygote"), &l, got, sizeof(got)), 0, "venv");
+	is_str(got, at("venv/lib/python3.11/site-packages"), "the virtualenv's site-packages");
+
+	/* Moved away from everything: the configured install dir, if it has it. */
+	is_int(paths_pydir(at("elsewhere/pytest-zygote"), &l, got, sizeof(got)), -ENOENT,
+	       "nothing anywhere: -ENOENT");
+	is_str(got, "", "and an empty directory");
+	put("usr/lib/python3/dist-packages/pytest_zygote/_zygote.py", "");
+	is_int(paths_pydir(at("elsewhere/pytest-zygote"), &l, got, sizeof(got)), 0,
+	       "configured install dir");
+	is_str(got, at("usr/lib/python3/dist-packages"), "is the last resort");
+
+	setenv("PYTEST_ZYGOTE_PYDIR", at("mine"), 1);
+	is_int(paths_pydir(at("venv/bin/pytest-zygote"), &l, got, sizeof(got)), 0, "override");
+	is_str(got, at("mine"), "PYTEST_ZYGOTE_PYDIR wins over installed trees");
+	is_int(paths_pydir(at("build/pytest-zygote"), &l, got, sizeof(got)), 0, "override");
+	is_str(got, at("src/plugin/src"), "but not over the build tree's own");
+	unsetenv("PYTEST_ZYGOTE_PYDIR");
+
+	l.rel_pydir = "";
+	is_int(paths_pydir(at("stage/usr/bin/pytest-zygote"), &l, got, sizeof(got)), 0,
+	       "no relative dir (absolute bindir)");
+	is_str(got, at("usr/lib/python3/dist-packages"), "falls back to the configured dir");
+
+	/* The default interpreter. */
+	put("venv/bin/python", "");
+	chmod(at("venv/bin/python"), 0755);
+	paths_default_python(at("venv/bin/pytest-zygote"), "/usr/bin/python3", got, sizeof(got));
+	is_str(got, "/usr/bin/python3", "bin/python without pyvenv.cfg is no virtualenv");
+	put("venv/pyvenv.cfg", "home = /usr/bin\n");
+	paths_default_python(at("venv/bin/pytest-zygote"), "/usr/bin/python3", got, sizeof(got));
+	snprintf(want, sizeof(want), "%s", at("venv/bin/python"));
+	is_str(got, want, "a binary in a virtualenv's bin/ runs its python");
+	paths_default_python(at("stage/usr/bin/pytest-zygote"), "/usr/bin/python3", got,
+			     sizeof(got));
+	is_str(got, "/usr/bin/python3", "elsewhere: the build's interpreter");
+}
+
 int
 main(void)
 {
@@ -370,6 +441,7 @@ main(void)
 	test_runtime_dir();
 	test_find_rootdir();
 	test_for_root();
+	test_pydir();
 
 	if (chdir("/") < 0 || nftw(base, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
 		diag("could not remove %s: %s", base, strerror(errno));

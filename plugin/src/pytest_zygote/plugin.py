@@ -1,21 +1,31 @@
 """pytest plugin: hand an ordinary ``pytest`` invocation over to the zygote.
 
-Enable it with ``-p pytest_zygote.plugin`` (on the command line, in
-``addopts`` or in ``PYTEST_ADDOPTS``). As soon as pytest has parsed the
-command line (before conftest files are imported), the plugin replaces the
-pytest process with ``pytest-zygote run`` for the project's rootdir, with the
-same arguments, environment, working directory and terminal, so the run's
-exit code is pytest's own. Inside the zygote and its test children the plugin
-does nothing.
+Enabled explicitly with ``-p pytest_zygote.plugin`` (on the command line, in
+``addopts`` or in ``PYTEST_ADDOPTS``), or loaded by pytest from the
+``pytest11`` entry point of an installed distribution. As soon as pytest has
+parsed the command line (before conftest files are imported), the plugin
+replaces the pytest process with ``pytest-zygote run`` for the project's
+rootdir, with the same arguments, environment, working directory and
+terminal, so the run's exit code is pytest's own. Inside the zygote and its
+test children the plugin does nothing.
+
+Loaded only by the entry point (every pytest run of an environment where the
+package is installed), it hands over only when the project uses a zygote: one
+is running for the rootdir, or a zygote flag or start-if-needed setting asks
+for one. Otherwise pytest runs as if the plugin were absent.
 
 pytest-hot-reloading's options and ``PYTEST_DAEMON_*`` variables are accepted
 with the same meanings; those that mean nothing here are accepted and said so.
+
+PYTEST_DONT_REWRITE: no assertions here, and nothing to write a cache for.
 """
 
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import types
 
 import pytest
@@ -76,15 +86,96 @@ def _binary():
     if b:
         return b
     here = os.path.dirname(os.path.abspath(__file__))
+    name = "pytest-zygote"
     for candidate in (
-        os.path.join(here, "_bin", "pytest-zygote"),  # a wheel may ship it here
-        shutil.which("pytest-zygote"),
+        # installed: <prefix>/lib/pythonX.Y/site-packages/pytest_zygote -> <prefix>/bin
+        os.path.join(here, "..", "..", "..", "..", "bin", name),
+        # where pip puts this interpreter's scripts (a virtualenv's bin/)
+        os.path.join(sysconfig.get_path("scripts"), name),
+        os.path.join(os.path.dirname(sys.executable), name),
+        shutil.which(name),
         # a source checkout: plugin/src/pytest_zygote -> build/pytest-zygote
-        os.path.join(here, "..", "..", "..", "build", "pytest-zygote"),
+        os.path.join(here, "..", "..", "..", "build", name),
     ):
-        if candidate and os.access(candidate, os.X_OK):
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return os.path.abspath(candidate)
     return None
+
+
+def _fnv1a(data, h):
+    for byte in data:
+        h = ((h ^ byte) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def _pid_file(root, instance):
+    """The pid file of the zygote for root (src/paths.c: paths_for_root)."""
+    over = os.environ.get("PYTEST_ZYGOTE_RUNTIME_DIR")
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if over:
+        rdir = over
+    elif xdg and xdg.startswith("/") and os.access(xdg, os.W_OK | os.X_OK):
+        rdir = xdg + "/pytest-zygote"
+    else:
+        rdir = "/tmp/pytest-zygote-%d" % os.getuid()
+    root = os.fsencode(os.path.realpath(root))
+    h = _fnv1a(root, 1469598103934665603)
+    if instance:
+        h = _fnv1a(os.fsencode(str(instance)), _fnv1a(b"\x01", h))
+    base = root.rsplit(b"/", 1)[-1] or b"root"
+    safe = bytes(ord("_") if (c == ord(".") and k == 0) else c
+                 for k, c in enumerate(base[:24]))
+    return os.path.join(os.fsencode(rdir), safe + b"-%012x.pid" % (h & 0xFFFFFFFFFFFF))
+
+
+def _zygote_running(root, instance):
+    """Does a server hold the lock on root's pid file? Reads nothing, connects
+    to nothing: a project without a zygote pays a stat and an open."""
+    try:
+        fd = os.open(_pid_file(root, instance), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
+
+
+_SECTIONS = ((".pytest-zygote.ini", "[pytest-zygote]"), ("pytest.ini", "[pytest-zygote]"),
+             ("tox.ini", "[pytest-zygote]"), ("setup.cfg", "[pytest-zygote]"),
+             ("pyproject.toml", "[tool.pytest-zygote]"))
+
+
+def _project_section(root):
+    """(file, start_if_needed) of the project's pytest-zygote section, the
+    first of the files src/conf.c reads, or (None, False). Reading the
+    values properly (and reporting bad ones) is the C side's job."""
+    for name, header in _SECTIONS:
+        path = os.path.join(str(root), name)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        inside, start = False, False
+        found = False
+        for line in lines:
+            s = line.strip()
+            if s.startswith("["):
+                inside = s.split("#")[0].split(";")[0].strip() == header
+                found = found or inside
+                continue
+            if inside and s.split("=")[0].strip() == "start_if_needed" and "=" in s:
+                v = s.split("=", 1)[1].split(" #")[0].split(" ;")[0].strip().strip("\"'")
+                start = v.lower() in _TRUE
+        if found:
+            return path, start
+    return None, False
 
 
 def pytest_addoption(parser):
@@ -178,6 +269,28 @@ def _say(early_config, text):
         sys.stderr.flush()
 
 
+# The module names that enable this plugin explicitly.
+_EXPLICIT = ("pytest_zygote.plugin", "pytest_hot_reloading.plugin")
+
+
+def _named_explicitly(args):
+    """Was the plugin named with -p (command line, addopts, PYTEST_ADDOPTS) or
+    PYTEST_PLUGINS, rather than only loaded from the pytest11 entry point?
+    (pytest resolves `-p pytest_zygote.plugin` through that entry point too,
+    so the plugin manager cannot tell the two apart.)"""
+    it = iter(args)
+    for a in it:
+        if a == "-p":
+            name = next(it, "")
+        elif a.startswith("-p"):
+            name = a[2:]
+        else:
+            continue
+        if name in _EXPLICIT:
+            return True
+    return any(n.strip() in _EXPLICIT for n in os.environ.get("PYTEST_PLUGINS", "").split(","))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config, parser, args):
     if _in_zygote():
@@ -191,6 +304,21 @@ def pytest_load_initial_conftests(early_config, parser, args):
             "PYTEST_ZYGOTE_DISABLE"):
         return
     admin = ns.zygote_start or ns.zygote_stop or ns.zygote_status
+    start_if_needed = ns.zygote_start_if_needed or _env_bool(
+        "PYTEST_DAEMON_START_IF_NEEDED") or _env_bool("PYTEST_ZYGOTE_START_IF_NEEDED")
+    instance = _setting(ns, "zygote_instance", "PYTEST_DAEMON_PORT", "PYTEST_ZYGOTE_INSTANCE")
+    if not _named_explicitly(args) and not (admin or start_if_needed or ns.zygote_force):
+        # Not asked for by name: hand over only to a zygote that is running
+        # (or that the project's section says to start); never break a plain
+        # pytest run in a project that has no zygote.
+        if not _zygote_running(early_config.rootpath, instance):
+            section, section_start = _project_section(early_config.rootpath)
+            if not section_start:
+                if section:
+                    _say(early_config, "pytest-zygote: no zygote is running for %s; running "
+                         "in this process (pytest --zygote-start starts one)\n"
+                         % early_config.rootpath)
+                return
     if not admin and _debugger_active() and not ns.zygote_force:
         _say(early_config, "pytest-zygote: a debugger is active; running in this process "
              "(--zygote-force hands over anyway)\n")
@@ -206,7 +334,6 @@ def pytest_load_initial_conftests(early_config, parser, args):
             "pytest-zygote: cannot find the pytest-zygote program; put it on PATH or set "
             "PYTEST_ZYGOTE_BIN (or run with --zygote-disable)")
     common = ["--root", str(early_config.rootpath)]
-    instance = _setting(ns, "zygote_instance", "PYTEST_DAEMON_PORT", "PYTEST_ZYGOTE_INSTANCE")
     if instance:
         common += ["--instance", str(instance)]
     # pytest captures fds 1 and 2 from here on (its capture plugin wraps this
@@ -228,8 +355,7 @@ def pytest_load_initial_conftests(early_config, parser, args):
             os._exit(subprocess.call([binary, "start", *common], env=_start_env(ns)))
         os._exit(subprocess.call([binary, "status", *common]))
     argv = [binary, "run", *common]
-    if ns.zygote_start_if_needed or _env_bool("PYTEST_DAEMON_START_IF_NEEDED") or _env_bool(
-            "PYTEST_ZYGOTE_START_IF_NEEDED"):
+    if start_if_needed:
         argv.append("--start-if-needed")
     env = _start_env(ns)
     env["PYTEST_ZYGOTE_HINT"] = "pytest --zygote-start (or add --zygote-start-if-needed)"

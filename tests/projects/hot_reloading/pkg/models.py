@@ -1,0 +1,6 @@
+import mylib
+
+
+@mylib.register
+class Model:
+    VALUE = 1
