@@ -55,6 +55,29 @@ def test_start_run_stop(pz):
     assert _runs(pz, root) is None
 
 
+def test_hands_over_before_other_plugins_are_imported(pz, tmp_path):
+    """The hand-over happens when pytest registers the plugin, before it
+    imports the plugins named after it (and the installed ones): the pytest
+    process pays for Python, pytest and the ini file only. Those plugins are
+    imported in the test child."""
+    root = pz.project("handover")
+    assert _pytest(pz, root, "--zygote-start").rc == 0
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    log = tmp_path / "imports.txt"
+    (lib / "late_plugin.py").write_text(
+        "import os, sys\n"
+        "with open(os.environ['LATE_LOG'], 'a') as f:\n"
+        "    f.write('zygote\\n' if 'pytest_zygote._zygote' in sys.modules else 'pytest\\n')\n")
+    r = _pytest(pz, root, "-q", "-p", "late_plugin",
+                env={"PYTHONPATH": PLUGIN_SRC + os.pathsep + str(lib), "LATE_LOG": str(log)})
+    assert r.rc == 0, r
+    assert log.read_text() == "zygote\n", log.read_text()
+    plain = _pytest(pz, root, "-q", "-p", "late_plugin", "--zygote-disable",
+                    env={"PYTHONPATH": PLUGIN_SRC + os.pathsep + str(lib), "LATE_LOG": str(log)})
+    assert plain.rc == 0 and log.read_text() == "zygote\npytest\n", log.read_text()
+
+
 def test_predecessor_names(pz):
     root = pz.project("handover")
     r = _pytest(pz, root, "-q", "-s", env={"PYTEST_DAEMON_START_IF_NEEDED": "True"})

@@ -20,8 +20,10 @@ with the same meanings; those that mean nothing here are accepted and said so.
 PYTEST_DONT_REWRITE: no assertions here, and nothing to write a cache for.
 """
 
+import copy
 import fcntl
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -291,11 +293,46 @@ def _named_explicitly(args):
     return any(n.strip() in _EXPLICIT for n in os.environ.get("PYTEST_PLUGINS", "").split(","))
 
 
+def _merged_args(config):
+    """The arguments pytest is parsing: the ini file's addopts, then
+    PYTEST_ADDOPTS, then the command line (as Config._preparse puts them)."""
+    args = list(config.invocation_params.args)
+    env = os.environ.get("PYTEST_ADDOPTS")
+    if env:
+        args = shlex.split(env) + args
+    return list(config.getini("addopts")) + args
+
+
+def pytest_plugin_registered(plugin, manager):
+    """Decide as early as pytest allows. pytest replays this hook for the
+    plugins registered before this one, the config object among them. When
+    this plugin is registered (by a -p argument or the pytest11 entry point)
+    pytest has found the rootdir and read the ini file, but has not yet
+    imported the other installed plugins (a large part of a cold start) nor
+    any conftest, and captures nothing yet."""
+    if not isinstance(plugin, pytest.Config) or _in_zygote():
+        return
+    config = plugin
+    try:
+        config.rootpath  # noqa: B018 - set once the ini file is read
+        args = _merged_args(config)
+        ns = config._parser.parse_known_args(args, namespace=copy.copy(config.option))
+    except Exception:  # registered before the ini file was read: decide later
+        return
+    _decide(config, ns, args)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config, parser, args):
-    if _in_zygote():
+    if _in_zygote() or getattr(early_config, "_pytest_zygote_decided", False):
         return
-    ns = early_config.known_args_namespace
+    _decide(early_config, early_config.known_args_namespace, args)
+
+
+def _decide(early_config, ns, args):
+    """Hand the invocation over (exec, never returns), run a --zygote-*
+    command, or return to let pytest run in this process."""
+    early_config._pytest_zygote_decided = True
     for dest, env, opt, why in _NO_MEANING:
         if getattr(ns, dest, None) or os.environ.get(env):
             _say(early_config, "pytest-zygote: %s (%s) has no meaning here: %s\n"
