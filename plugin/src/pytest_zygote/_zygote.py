@@ -24,6 +24,7 @@ _warm_addopts = []  # the project's ini addopts, as warm-up read them
 _import_warnings = {}  # path of a test module or conftest -> warnings its import raised
 _replay = set()  # paths whose import warnings this child must raise again
 _config_warnings = []  # warnings raised while pytest configured itself at warm-up
+_path_modules = {}  # path -> (module, stat key) pytest's import_path gave at warm-up
 _edges = {}  # project module -> modules it imported at warm-up
 _rdeps = {}  # module -> project modules that import it
 _progress_phase = ["starting"]  # warm-up phase, for `start`'s progress line
@@ -181,6 +182,15 @@ def warmup(root):
     _progress("freezing")
     _freeze_distributions()
     _snapshot = _take_snapshot(before)
+    for path, (mod, _) in list(_path_modules.items()):
+        key = before.get(path)
+        if key is None:
+            try:
+                key = _key(os.stat(path))
+            except OSError:
+                del _path_modules[path]
+                continue
+        _path_modules[path] = (mod, key)
     _rdeps.clear()
     for importer, imported in _edges.items():
         if importer in _snapshot:
@@ -395,6 +405,8 @@ def _wrap_import_path():
             mod = original(path, *args, **kwargs)
         if caught:
             _import_warnings[str(path)] = caught
+        if _is_project_file(str(path)):
+            _path_modules[str(path)] = (mod, None)
         return mod
 
     # Only during warm-up: in a child the wrapper's frame would show up in
@@ -405,6 +417,63 @@ def _wrap_import_path():
     return lambda: [setattr(m, "import_path", original)
                     for m in (_pytest.python, _pytest.config)
                     if getattr(m, "import_path", None) is import_path]
+
+
+_REUSING_IMPORT_PATH = """
+def import_path(path, *args, mode=ImportMode.prepend, **kwargs):
+    mode = ImportMode(mode)
+    mod = reusable.get(str(path))
+    if mod is None:
+        return original(path, *args, mode=mode, **kwargs)
+    if mode is not ImportMode.importlib:
+        pkg_path = resolve_package_path(path)
+        if pkg_path is not None:  # pytest reuses a package's module itself
+            return original(path, *args, mode=mode, **kwargs)
+        # A rootless conftest.py: what import_path does besides executing it.
+        pkg_root = str(path.parent)
+        if mode is ImportMode.append:
+            if pkg_root not in sys.path:
+                sys.path.append(pkg_root)
+        elif pkg_root != sys.path[0]:
+            sys.path.insert(0, pkg_root)
+    del reusable[str(path)]
+    sys.modules[mod.__name__] = mod
+    return mod
+"""
+
+
+def _reuse_reexecuted_modules():
+    """pytest executes some modules again on every run even when they are
+    imported already: rootless conftest.py files (it removes `conftest`
+    from sys.modules first) and, with --import-mode=importlib, every test
+    module and conftest. In a child that purged nothing, give pytest the
+    module warm-up imported from the same, unchanged file instead. Returns
+    the paths that will be reused."""
+    import _pytest.config
+    import _pytest.pathlib
+    import _pytest.python
+
+    reusable = {}
+    for path, (mod, key) in _path_modules.items():
+        try:
+            if _key(os.stat(path)) != key:
+                continue
+        except OSError:
+            continue
+        reusable[path] = mod
+    if not reusable:
+        return ()
+    original = _pytest.pathlib.import_path
+    # Compiled under a generated name: pytest leaves such frames out of the
+    # tracebacks it shows for import errors.
+    ns = {"reusable": reusable, "original": original, "sys": sys,
+          "ImportMode": _pytest.pathlib.ImportMode,
+          "resolve_package_path": _pytest.pathlib.resolve_package_path}
+    exec(compile(_REUSING_IMPORT_PATH, "<pytest_zygote import_path>", "exec"), ns)
+    for module in (_pytest.python, _pytest.config):
+        if getattr(module, "import_path", None) is original:
+            module.import_path = ns["import_path"]
+    return list(reusable)
 
 
 class _ReplayImportWarnings:
@@ -737,6 +806,9 @@ def child_run(argv, cwd, env):
             global _reloaded
             _reloaded = len(_purge(dirty))
             pending = _workarounds()
+        if not dirty and _path_modules:
+            # Their import warnings come back as for other reused modules.
+            _replay.update(p for p in _reuse_reexecuted_modules() if p in _import_warnings)
         config_warnings = []
         if _import_warnings or _config_warnings:
             # Modules still imported will not warn again by themselves.

@@ -1,0 +1,55 @@
+"""pytest executes some modules again on every run even when they are
+already imported: rootless conftest.py files, and with
+--import-mode=importlib every test module and conftest. A child reuses the
+ones warm-up imported while their files are unchanged, with the same
+results (and the same sys.path side effects) as plain pytest, and runs the
+changed ones again."""
+
+import pytest
+
+from pz_util import normalise
+
+ARGS = ["-q", "-p", "no:cacheprovider"]
+
+
+@pytest.fixture
+def rootless(pz, tmp_path):
+    root = pz.project("rootless")
+    log = tmp_path / "exec.log"
+    env = {"EXEC_LOG": str(log)}
+    return root, log, env
+
+
+def _lines(log):
+    return log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.mark.parametrize("mode", ["prepend", "importlib"])
+def test_modules_pytest_reexecutes_run_once_per_generation(pz, rootless, mode):
+    root, log, env = rootless
+    args = ARGS + ["--import-mode=%s" % mode]
+    plain = pz.run_plain(args, cwd=root, env=env)
+    executed = [ln.split()[0] for ln in _lines(log)]
+    assert sorted(executed) == ["conftest", "sub/conftest", "test_rootless"], executed
+    pz.start(root, env=env)
+    log.unlink()
+    for _ in range(3):
+        z = pz.run_zygote(args, cwd=root, env=env)
+        assert z.rc == plain.rc, (z, plain)
+        assert normalise(z.out) == normalise(plain.out)
+    # Nothing was executed again: the conftests (rootless) and, in importlib
+    # mode, the test module come from warm-up.
+    assert _lines(log) == [], _lines(log)
+
+
+def test_an_edited_rootless_conftest_runs_again(pz, rootless):
+    root, log, env = rootless
+    pz.start(root, env=env)
+    assert pz.run_zygote(ARGS, cwd=root, env=env).rc == 0
+    log.write_text("")
+    sub = root / "tests" / "sub" / "conftest.py"
+    sub.write_text(sub.read_text().replace('"sub/conftest ', '"sub/conftest-v2 '))
+    z = pz.run_zygote(ARGS, cwd=root, env=env)
+    assert z.rc == 0, z
+    assert [ln.split()[0] for ln in _lines(log) if "sub/" in ln] == ["sub/conftest-v2"], \
+        _lines(log)
