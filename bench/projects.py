@@ -27,8 +27,8 @@ NAMES = ("tiny", "heavy", "django", "large")
 class Project:
     name: str
     root: Path
-    core: Path  # imported (directly or via conftest) by every test module
-    leaf: Path  # imported by one test module
+    core: Path | None  # imported (directly or via conftest) by every test module
+    leaf: Path | None  # imported by one test module (None: no edit scenarios)
     env: dict  # extra environment for every run in this project (None = unset)
     floor: bool = True  # measure the in-process floor (skipped where it is too slow)
 
@@ -52,6 +52,13 @@ def make(name: str, dest: Path, quick: bool = False) -> Project:
         shutil.rmtree(root)
     make_fn = {"tiny": _tiny, "heavy": _heavy, "django": _django, "large": _large}[name]
     return make_fn(root.resolve(), quick)
+
+
+def existing(root: Path) -> Project:
+    """A project of the caller's, measured in place: no edit scenarios (they
+    would change its files)."""
+    root = root.resolve()
+    return Project("root:" + root.name, root, None, None, {})
 
 
 def _tiny(root: Path, quick: bool) -> Project:

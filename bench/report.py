@@ -37,6 +37,8 @@ def scenarios(result: dict) -> list:
         n = p["tests"]
 
         def add(sid, title, unit, a_label, a, b_label, b, target=None):
+            if not b:
+                return  # not measured for this project
             out.append(_scenario(name, sid, title, unit, a_label, a, b_label, b, target))
 
         add("start", "start to ready", "s", "cold --collect-only", s.get("collect_cold"),
@@ -167,13 +169,16 @@ def table(result: dict) -> str:
         "%s %s" % (m["project"], m["id"]) for m in missed)) if missed else ""))
     for name, p in result["projects"].items():
         f = p["fidelity"]
-        out.append("fidelity: %s: %d of %d checked warm runs ended as the cold run did"
-                   % (name, f["checked"] - len(f["mismatches"]), f["checked"]))
+        out.append("fidelity: %s: %d of %d checked warm runs ended as the cold run did%s"
+                   % (name, f["checked"] - len(f["mismatches"]), f["checked"],
+                      "; %d of them with another number of warnings (%s vs %s cold)"
+                      % (len(f["warning_diffs"]), f["warning_diffs"][0]["summary"],
+                         f["warning_diffs"][0]["cold_summary"]) if f["warning_diffs"] else ""))
     if any(sc["target"] and "derivation" in sc["target"] for sc in result["scenarios"]):
         out.append("(*) test time + %d%% of the cold run's time outside tests, as a ratio "
                    "to the cold run (README: Benchmarks)" % round(HEAVY_SHARE * 100))
     m = result["meta"]
-    out.append("%s, %d round(s), %s CPUs, load %s -> %s, %.0f s"
+    out.append("%s, %d round(s) (large at most 3), %s CPUs, load %s -> %s, %.0f s"
                % (m["bin_version"], m["rounds"], m["cpus"],
                   _load(m.get("loadavg_start")), _load(m.get("loadavg_end")),
                   m.get("elapsed_s", 0)))

@@ -3,6 +3,7 @@
 
     /usr/bin/python3 bench/run.py [--quick] [--projects tiny,heavy,django,large]
                                   [--rounds N] [--out DIR]
+    /usr/bin/python3 bench/run.py --root DIR [--rounds N] [--out DIR]
 
 For each project (generated into a scratch directory, see bench/projects.py)
 the harness runs ROUNDS rounds. Every round starts a fresh zygote in a private
@@ -62,7 +63,7 @@ PLAN = {
     "tiny": {"pairs": 5, "floor": 20, "gc": True},
     "heavy": {"pairs": 2, "floor": 5, "gc": True},
     "django": {"pairs": 2, "floor": 3, "gc": True},
-    "large": {"pairs": 1, "floor": 0, "gc": False},
+    "large": {"pairs": 1, "floor": 0, "gc": False, "max_rounds": 3},
 }
 QUICK_PLAN = {
     "tiny": {"pairs": 3, "floor": 10, "gc": True},
@@ -81,6 +82,9 @@ def parse_args(argv):
                    help="2 rounds, fewer samples, a 1,000-test 'large' (about 3 minutes)")
     p.add_argument("--projects", default=",".join(projects.NAMES),
                    help="comma-separated subset of %s (default: all)" % ",".join(projects.NAMES))
+    p.add_argument("--root", metavar="DIR",
+                   help="measure this existing project instead, in place (everything but "
+                        "the edit scenarios, which would change its files)")
     p.add_argument("--rounds", type=int, help="rounds per project (default 5, --quick 2)")
     p.add_argument("--out", help="directory for bench.json and bench.png "
                                  "(default: a new bench-results-* directory under /tmp)")
@@ -93,8 +97,12 @@ def parse_args(argv):
                    help="keep the generated projects (their path is printed)")
     ns = p.parse_args(argv)
     ns.projects = [x.strip() for x in ns.projects.split(",") if x.strip()]
+    if ns.root:
+        if not Path(ns.root).is_dir():
+            p.error("--root %s is not a directory" % ns.root)
+        ns.projects = []
     bad = [x for x in ns.projects if x not in projects.NAMES]
-    if bad or not ns.projects:
+    if bad or not (ns.projects or ns.root):
         p.error("unknown project %s; choose from %s" % (",".join(bad) or "''",
                                                           ",".join(projects.NAMES)))
     if ns.rounds is None:
@@ -121,8 +129,10 @@ class Project:
         self.statuses: list[dict] = []
         self.checked = 0
         self.mismatches: list[dict] = []
+        self.warning_diffs: list[dict] = []
         self.tests = None
         self.edits = 0
+        self.rounds = min(ns.rounds, plan.get("max_rounds") or ns.rounds)
 
     def add(self, key, value):
         self.samples.setdefault(key, []).append(value)
@@ -134,9 +144,14 @@ class Project:
         return timed([self.ns.bin, "run", "--", *args], self.root, env or self.env)
 
     def check(self, what, ref, run):
-        """Fidelity: RUN must end as the cold REF did."""
+        """Fidelity: RUN must end as the cold REF did: the same exit code and
+        summary line. A different number of warnings alone is recorded apart."""
         self.checked += 1
-        if run.rc != ref.rc or run.summary != ref.summary:
+        if run.rc == ref.rc and run.summary != ref.summary and \
+                harness.without_warnings(run.summary) == harness.without_warnings(ref.summary):
+            self.warning_diffs.append({"what": what, "cold_summary": ref.summary,
+                                       "summary": run.summary})
+        elif run.rc != ref.rc or run.summary != ref.summary:
             self.mismatches.append({"what": what, "cold_rc": ref.rc, "rc": run.rc,
                                     "cold_summary": ref.summary, "summary": run.summary})
             if len(self.mismatches) == 1:
@@ -179,7 +194,7 @@ class Project:
             self._served_round(r)
         finally:
             srv.stop(self.root)
-        print("  %-7s round %d/%d done" % (name, r + 1, self.ns.rounds), flush=True)
+        print("  %-7s round %d/%d done" % (name, r + 1, self.rounds), flush=True)
 
     def _served_round(self, r: int):
         srv = self.servers
@@ -234,6 +249,8 @@ class Project:
 
         # edits: a warm run, then first and second run after each edit
         for kind, path in (("leaf", self.spec.leaf), ("core", self.spec.core)):
+            if path is None:
+                continue
             gen = srv.status(self.root)["generation"]
             w = self.warm()
             self.check("warm run", ref, w)
@@ -266,7 +283,7 @@ class Project:
         if any(rc != ref.rc for rc in data["rcs"]):
             self.mismatches.append({"what": "in-process floor", "cold_rc": ref.rc,
                                     "rc": data["rcs"], "cold_summary": ref.summary,
-                                    "summary": None})
+                                    "summary": "pytest.main() exit codes %s" % data["rcs"]})
         for s in data["seconds"]:
             self.add("floor", s)
 
@@ -274,13 +291,15 @@ class Project:
         return {
             "root": str(self.root),
             "tests": self.tests,
-            "core": str(self.spec.core.relative_to(self.root)),
-            "leaf": str(self.spec.leaf.relative_to(self.root)),
+            "core": str(self.spec.core.relative_to(self.root)) if self.spec.core else None,
+            "leaf": str(self.spec.leaf.relative_to(self.root)) if self.spec.leaf else None,
             "plan": self.plan,
+            "rounds": self.rounds,
             "samples": self.samples,
             "probes": self.probes,
             "statuses": self.statuses,
-            "fidelity": {"checked": self.checked, "mismatches": self.mismatches},
+            "fidelity": {"checked": self.checked, "mismatches": self.mismatches,
+                         "warning_diffs": self.warning_diffs},
         }
 
 
@@ -297,7 +316,8 @@ def meta(ns) -> dict:
         "host": platform.node(), "cpus": os.cpu_count(), "loadavg_start": load,
         "kernel": platform.release(), "bin": ns.bin, "bin_version": version,
         "python": ns.python, "pytest_args": ARGS, "quick": ns.quick, "rounds": ns.rounds,
-        "projects": ns.projects, "large_shape": projects.large_shape(ns.quick),
+        "projects": ns.projects or ["root:" + str(Path(ns.root).resolve())],
+        "large_shape": projects.large_shape(ns.quick),
         "git": _git_head(),
     }
 
@@ -327,12 +347,14 @@ def main(argv) -> int:
     t0 = time.monotonic()
     try:
         with harness.Servers(ns.bin, ns.python) as servers:
-            print("bench: %s, %d round(s) per project, projects in %s"
-                  % (result["meta"]["bin_version"], ns.rounds, scratch), flush=True)
-            for name in ns.projects:
-                spec = projects.make(name, scratch, quick=ns.quick)
-                proj = Project(spec, servers, ns, plans[name])
-                for r in range(ns.rounds):
+            print("bench: %s, %d round(s) per project, in %s"
+                  % (result["meta"]["bin_version"], ns.rounds, ns.root or scratch), flush=True)
+            specs = ([projects.existing(Path(ns.root))] if ns.root else
+                     (projects.make(name, scratch, quick=ns.quick) for name in ns.projects))
+            for spec in specs:
+                name = spec.name
+                proj = Project(spec, servers, ns, plans.get(name, plans["heavy"]))
+                for r in range(proj.rounds):
                     proj.round(r)
                 result["projects"][name] = proj.result()
     except KeyboardInterrupt:
