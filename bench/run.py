@@ -93,9 +93,14 @@ def parse_args(argv):
                    help="pytest-zygote binary (default: $PYTEST_ZYGOTE_BIN or build/pytest-zygote)")
     p.add_argument("--python", default=os.environ.get("PYTHON", "/usr/bin/python3"),
                    help="interpreter for cold runs and the zygote (default: /usr/bin/python3)")
+    p.add_argument("--report", metavar="JSON",
+                   help="measure nothing: print the table and draw the chart again from a "
+                        "bench.json (with this version's targets), into --out or beside it")
     p.add_argument("--keep", action="store_true",
                    help="keep the generated projects (their path is printed)")
     ns = p.parse_args(argv)
+    if ns.report:
+        return ns
     ns.projects = [x.strip() for x in ns.projects.split(",") if x.strip()]
     if ns.root:
         if not Path(ns.root).is_dir():
@@ -331,8 +336,28 @@ def _git_head():
         return None
 
 
+def rereport(ns) -> int:
+    src = Path(ns.report)
+    try:
+        result = json.loads(src.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit("bench: cannot read %s: %s" % (src, e))
+    out = Path(ns.out) if ns.out else src.parent
+    out.mkdir(parents=True, exist_ok=True)
+    result["scenarios"] = report.scenarios(result)
+    if out.resolve() != src.parent.resolve():
+        (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(report.table(result))
+    png = report.chart(result, out / "bench.png")
+    if png:
+        print("\nbench: wrote %s" % png)
+    return 0
+
+
 def main(argv) -> int:
     ns = parse_args(argv)
+    if ns.report:
+        return rereport(ns)
     for name in ns.projects:
         miss = projects.missing_modules(name)
         if miss:
