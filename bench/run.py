@@ -354,6 +354,22 @@ def rereport(ns) -> int:
     return 0
 
 
+def save(result: dict, out: Path, complete: bool) -> None:
+    """Write OUT/bench.json (through a temporary file: never half a file)."""
+    result["meta"]["complete"] = complete
+    result["scenarios"] = report.scenarios(result)
+    tmp = out / "bench.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(out / "bench.json")
+
+
+def _partial(result, out):
+    if not result["projects"]:
+        return ""
+    return "; the finished projects (%s) are in %s" % (", ".join(result["projects"]),
+                                                       out / "bench.json")
+
+
 def main(argv) -> int:
     ns = parse_args(argv)
     if ns.report:
@@ -382,11 +398,12 @@ def main(argv) -> int:
                 for r in range(proj.rounds):
                     proj.round(r)
                 result["projects"][name] = proj.result()
+                save(result, out, complete=False)  # what is done survives an interrupt
     except KeyboardInterrupt:
-        print("bench: interrupted; servers stopped", file=sys.stderr)
+        print("bench: interrupted; servers stopped%s" % _partial(result, out), file=sys.stderr)
         return 130
     except BenchError as e:
-        print("bench: %s" % e, file=sys.stderr)
+        print("bench: %s%s" % (e, _partial(result, out)), file=sys.stderr)
         return 1
     finally:
         if ns.keep:
@@ -398,8 +415,7 @@ def main(argv) -> int:
         result["meta"]["loadavg_end"] = os.getloadavg()
     except OSError:
         pass
-    result["scenarios"] = report.scenarios(result)
-    (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
+    save(result, out, complete=True)
     print()
     print(report.table(result))
     png = report.chart(result, out / "bench.png")

@@ -55,7 +55,7 @@ def test_quick_tiny_run_writes_consistent_results(bench_env, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     data = json.loads((out / "bench.json").read_text())
 
-    assert data["meta"]["schema"] == 1
+    assert data["meta"]["schema"] == 1 and data["meta"]["complete"] is True
     assert data["meta"]["rounds"] == 2 and data["meta"]["projects"] == ["tiny"]
     tiny = data["projects"]["tiny"]
     assert list(data["projects"]) == ["tiny"]
