@@ -53,6 +53,8 @@ def scenarios(result: dict) -> list:
             "pytest-zygote run -q", s.get("warm"), run_target)
         add("first", "first run after start", "s", "warm run", s.get("warm"),
             "first run after start", s.get("first"))
+        add("second", "2nd run after start", "s", "warm run", s.get("warm"),
+            "2nd run after start", s.get("second"))
         if s.get("floor"):
             add("floor", "vs in-process floor", "s", "pytest.main() again", s.get("floor"),
                 "pytest-zygote run -q", s.get("warm"),
@@ -69,6 +71,8 @@ def scenarios(result: dict) -> list:
             _per_test(s.get("runtest_warm", []), n),
             {"kind": "ratio", "limit": PER_TEST, "text": "<= %.2fx" % PER_TEST}
             if name == "large" else None)
+        add("cpu", "CPU time of a run", "s", "cold process", s.get("cpu_cold"),
+            "zygote child", s.get("cpu_warm"))
         add("noop", "no-op round trip", "s", "/bin/true", s.get("true"),
             "pytest-zygote status", s.get("status"),
             {"kind": "ratio", "limit": NOOP, "text": "<= %.2fx" % NOOP})

@@ -119,6 +119,10 @@ def parse_args(argv):
     return ns
 
 
+def _tail(text, lines=40):
+    return "\n".join(text.rstrip("\n").split("\n")[-lines:])
+
+
 class Project:
     """The measurements of one project: raw samples per key, fidelity checks."""
 
@@ -161,8 +165,9 @@ class Project:
                                     "cold_summary": ref.summary, "summary": run.summary})
             if len(self.mismatches) == 1:
                 sys.stderr.write("bench: %s: %s ends differently from the cold run\n"
-                                 "--- cold ---\n%s--- %s ---\n%s"
-                                 % (self.spec.name, what, ref.output, what, run.output))
+                                 "--- cold (end) ---\n%s\n--- %s (end) ---\n%s\n"
+                                 % (self.spec.name, what, _tail(ref.output), what,
+                                    _tail(run.output)))
 
     def probe(self, warm, gc=False):
         """A run with the probe plugin: returns (Run, probe dict)."""
@@ -203,7 +208,8 @@ class Project:
 
     def _served_round(self, r: int):
         srv = self.servers
-        # The first run after start, then cold/warm pairs.
+        # The first and second run after start (a spare child learns which
+        # pages a run writes from the run before it), then cold/warm pairs.
         ref = self.cold()
         if ref.rc not in (0, 1):
             raise BenchError("%s: cold pytest exited %d:\n%s" % (self.spec.name, ref.rc,
@@ -211,8 +217,11 @@ class Project:
         self.tests = harness.test_count(ref.summary)
         first = self.warm()
         self.check("first run after start", ref, first)
+        second = self.warm()
+        self.check("second run after start", ref, second)
         self.add("cold", ref.seconds)
         self.add("first", first.seconds)
+        self.add("second", second.seconds)
         for i in range(self.plan["pairs"]):
             if i:
                 ref = self.cold()
@@ -242,6 +251,8 @@ class Project:
         self.check("probe run", cold_run, warm_run)
         self.add("runtest_cold", cold_probe["runtest_s"])
         self.add("runtest_warm", warm_probe["runtest_s"])
+        self.add("cpu_cold", cold_probe["cpu_s"])
+        self.add("cpu_warm", warm_probe["cpu_s"])
         self.add("dirty_cold_kb", cold_probe["smaps"].get("Private_Dirty"))
         self.add("dirty_warm_kb", warm_probe["smaps"].get("Private_Dirty"))
         if self.plan["gc"]:

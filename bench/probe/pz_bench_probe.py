@@ -7,6 +7,9 @@ session ends:
     runtest_s    the sum of pytest_runtest_protocol durations (setup, call,
                  teardown and their reports): the project's *test time*
     collect_s    pytest_collection duration
+    cpu_s        user + system CPU time of this process so far (in a zygote
+                 child: since the fork, including what a spare child did
+                 before the request came), minflt its minor page faults
     smaps        /proc/self/smaps_rollup in kB (Rss, Pss, Private_Dirty, ...)
                  read at pytest_unconfigure: in a pytest-zygote run, the memory
                  the test child made its own
@@ -17,6 +20,7 @@ gc.collect(), as a test calling it would.
 import gc
 import json
 import os
+import resource
 import time
 
 import pytest
@@ -63,6 +67,9 @@ def pytest_unconfigure(config):
     path = os.environ.get("PZ_BENCH_PROBE_OUT")
     if not path:
         return
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    _state["cpu_s"] = r.ru_utime + r.ru_stime
+    _state["minflt"] = r.ru_minflt
     _state["smaps"] = _smaps()
     _state["pid"] = os.getpid()
     with open(path, "w") as f:

@@ -21,7 +21,7 @@ import pz_util
 from pz_util import REPO
 
 HARNESS = REPO / "bench" / "run.py"
-TINY_SCENARIOS = {"start", "run", "first", "floor", "leaf_first", "leaf_second", "core_first",
+TINY_SCENARIOS = {"start", "run", "first", "second", "cpu", "floor", "leaf_first", "leaf_second", "core_first",
                   "core_second", "per_test", "noop", "noop_exec", "dirty", "gc", "rss"}
 
 
@@ -72,7 +72,8 @@ def test_quick_tiny_run_writes_consistent_results(bench_env, tmp_path):
     # the probe really ran in a zygote child and in a cold process
     kinds = sorted((p["kind"], p["gc"]) for p in tiny["probes"])
     assert kinds == sorted([("cold", False), ("warm", False), ("warm", True)] * 2)
-    assert all(p["tests"] == 5 and p["smaps"]["Private_Dirty"] > 0 for p in tiny["probes"])
+    assert all(p["tests"] == 5 and p["smaps"]["Private_Dirty"] > 0 and p["cpu_s"] > 0
+               for p in tiny["probes"])
     assert all(p["gc_collect"] == p["gc"] for p in tiny["probes"])
     assert len({p["pid"] for p in tiny["probes"]}) == len(tiny["probes"])
 
