@@ -245,7 +245,7 @@ def chart(result: dict, path):
     m = result["meta"]
     fig.suptitle("pytest-zygote benchmark, %s, %d round(s), load %s" % (
         m["date"], m["rounds"], _load(m.get("loadavg_start"))), fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
