@@ -421,6 +421,7 @@ def _wrap_import_path():
 
 _REUSING_IMPORT_PATH = """
 def import_path(path, *args, mode=ImportMode.prepend, **kwargs):
+    __tracebackhide__ = True  # not in the tracebacks of import errors
     mode = ImportMode(mode)
     mod = reusable.get(str(path))
     if mod is None:
@@ -464,8 +465,6 @@ def _reuse_reexecuted_modules():
     if not reusable:
         return ()
     original = _pytest.pathlib.import_path
-    # Compiled under a generated name: pytest leaves such frames out of the
-    # tracebacks it shows for import errors.
     ns = {"reusable": reusable, "original": original, "sys": sys,
           "ImportMode": _pytest.pathlib.ImportMode,
           "resolve_package_path": _pytest.pathlib.resolve_package_path}
