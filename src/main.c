@@ -107,7 +107,8 @@ static const char status_help[] =
 	"Usage: pytest-zygote status [--root DIR] [--json]\n"
 	"\n"
 	"Show pid, root, interpreter, uptime, generation, modules imported, runs served,\n"
-	"runs in progress and the zygote's memory. Exits 69 when no server runs.\n";
+	"runs in progress and queued, max_runs and the zygote's memory. Exits 69 when no\n"
+	"server runs.\n";
 
 struct opts {
 	const char *root;
