@@ -183,3 +183,27 @@ def test_max_runs_setting_precedence(pz):
     assert srv.status()["max_runs"] == 0
     r = pz.cli("start", "--root", root, "--max-runs", "-1")
     assert r.rc == 64 and "--max-runs needs a number" in r.err, r
+
+
+def test_ctrl_c_cancels_a_queued_run(pz, tmp_path):
+    import signal
+
+    root = pz.project("concurrency")
+    srv = pz.start(root, "--max-runs", "1")
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    env = {"PZ_BARRIER_DIR": str(barrier), "PZ_BARRIER_COUNT": "2"}
+    holder = _launch(pz, root, "m00", ["-q", "tests/test_marker.py::test_barrier"], env)
+    assert pz_util.wait_until(lambda: (barrier / "m00").exists(), timeout=TIMEOUT)
+    queued = _launch(pz, root, "m01", ["-q", "tests/test_marker.py::test_barrier"], env)
+    assert pz_util.wait_until(lambda: srv.status()["queued"] == 1, timeout=TIMEOUT)
+    queued.send_signal(signal.SIGINT)
+    (rc, out, err), = _collect([queued])
+    assert rc == 130, (rc, out, err)
+    assert "pytest-zygote: interrupted before the run started" in err, err
+    assert not (barrier / "m01").exists(), "the cancelled run never started"
+    (barrier / "other").touch()  # release the holder
+    (rc, out, err), = _collect([holder])
+    assert rc == 0, (rc, out, err)
+    st = srv.wait_idle()
+    assert st["queued"] == 0 and st["runs"] == 1
