@@ -105,6 +105,71 @@ send_signal(int fd, int sig)
 	return fdpass_send_msg(fd, PROTO_MSG_SIGNAL, &v, sizeof(v));
 }
 
+#define DEFAULT_INTERRUPT_TIMEOUT_MS 10000
+#define TERM_TO_KILL_MS 2000
+
+/* PYTEST_ZYGOTE_INTERRUPT_TIMEOUT: seconds from the first Ctrl-C to SIGTERM (0: never). */
+static int
+interrupt_timeout_ms(void)
+{
+	const char *v = getenv("PYTEST_ZYGOTE_INTERRUPT_TIMEOUT");
+	char *end;
+	if (!v || !*v)
+		return DEFAULT_INTERRUPT_TIMEOUT_MS;
+	double sec = strtod(v, &end);
+	if (*end || sec < 0 || sec > 86400) {
+		log_warn("PYTEST_ZYGOTE_INTERRUPT_TIMEOUT=%s is not seconds from 0 to 86400; "
+			 "using %d",
+			 log_escape(v), DEFAULT_INTERRUPT_TIMEOUT_MS / 1000);
+		return DEFAULT_INTERRUPT_TIMEOUT_MS;
+	}
+	return (int)(sec * 1000);
+}
+
+/*
+ * Ctrl-C, escalating. The first is forwarded as SIGINT (pytest stops and
+ * prints its summary). If the run is still going at the second Ctrl-C, or
+ * PYTEST_ZYGOTE_INTERRUPT_TIMEOUT seconds after the first, its process group
+ * gets SIGTERM; at the third, or 2 s after SIGTERM, SIGKILL. Each step past
+ * the first prints one line on stderr.
+ */
+struct interrupt {
+	int stage; /* 0 none, 1 SIGINT sent, 2 SIGTERM sent, 3 SIGKILL sent */
+	long long next_ms; /* when to escalate on our own, or -1 */
+	int timeout_ms;
+};
+
+static void
+interrupt_step(struct interrupt *in, int fd, int by_timer)
+{
+	switch (in->stage) {
+	case 0:
+		send_signal(fd, SIGINT);
+		in->next_ms = in->timeout_ms > 0 ? now_ms() + in->timeout_ms : -1;
+		break;
+	case 1:
+		if (by_timer)
+			log_info("the run did not stop within %.3g s of Ctrl-C; sending it SIGTERM "
+				 "(SIGKILL in %d s)",
+				 in->timeout_ms / 1000.0, TERM_TO_KILL_MS / 1000);
+		else
+			log_info("Ctrl-C again: sending the run SIGTERM (SIGKILL in %d s)",
+				 TERM_TO_KILL_MS / 1000);
+		send_signal(fd, SIGTERM);
+		in->next_ms = now_ms() + TERM_TO_KILL_MS;
+		break;
+	case 2:
+		log_info("%s: killing the run (SIGKILL)",
+			 by_timer ? "the run did not stop after SIGTERM" : "Ctrl-C again");
+		send_signal(fd, SIGKILL);
+		in->next_ms = -1;
+		break;
+	default:
+		return;
+	}
+	in->stage++;
+}
+
 int
 client_run(const struct zpaths *p, int nargs, char **args)
 {
@@ -163,20 +228,35 @@ client_run(const struct zpaths *p, int nargs, char **args)
 	fdpass_reader_init(&rd);
 	int code = -1;
 	int error_seen = 0;
+	struct interrupt intr = { .next_ms = -1, .timeout_ms = interrupt_timeout_ms() };
 	while (code < 0) {
 		struct pollfd pfd[2] = {
 			{ .fd = fd, .events = POLLIN },
 			{ .fd = sigfd, .events = POLLIN },
 		};
-		if (poll(pfd, 2, -1) < 0) {
+		int timeout = -1;
+		if (intr.next_ms >= 0) {
+			long long left = intr.next_ms - now_ms();
+			timeout = left > 0 ? (int)left : 0;
+		}
+		int k = poll(pfd, 2, timeout);
+		if (k < 0) {
 			if (errno == EINTR)
 				continue;
 			break;
+		}
+		if (k == 0) {
+			interrupt_step(&intr, fd, 1);
+			continue;
 		}
 		if (pfd[1].revents & POLLIN) {
 			struct signalfd_siginfo si;
 			while (read(sigfd, &si, sizeof(si)) == sizeof(si)) {
 				int sig = (int)si.ssi_signo;
+				if (sig == SIGINT) {
+					interrupt_step(&intr, fd, 0);
+					continue;
+				}
 				send_signal(fd, sig);
 				if (sig == SIGTSTP) {
 					/* Stop ourselves too, as the shell expects; SIGCONT
@@ -189,10 +269,14 @@ client_run(const struct zpaths *p, int nargs, char **args)
 			continue;
 		ssize_t n = fdpass_reader_fill(&rd, fd);
 		if (n == 0 || (n < 0 && n != -EAGAIN)) {
-			if (!error_seen)
+			if (!error_seen) {
+				/* No exit report: the zygote died (the server starts a new one). */
 				log_error("the zygote went away during the run (it is being "
 					  "restarted); run again");
-			code = ZEXIT_INTERNAL;
+				code = ZEXIT_RETRY;
+			} else {
+				code = ZEXIT_INTERNAL;
+			}
 			break;
 		}
 		struct proto_hdr h;

@@ -33,6 +33,7 @@ conf_init(struct zconf *c)
 	memset(c, 0, sizeof(*c));
 	c->settle_ms = c->poll_ms = c->grace_ms = -1;
 	c->spare = c->sandbox = c->start_if_needed = -1;
+	c->max_runs = -1;
 }
 
 int
@@ -130,6 +131,8 @@ handler(void *user, const char *section, const char *name, const char *raw)
 			snprintf(c->python, sizeof(c->python), "%s", v);
 	} else if (strcmp(name, "settle_ms") == 0) {
 		int_value(l, name, v, 0, 3600000, &c->settle_ms);
+	} else if (strcmp(name, "max_runs") == 0) {
+		int_value(l, name, v, 0, 256, &c->max_runs);
 	} else if (strcmp(name, "poll_ms") == 0) {
 		int_value(l, name, v, 0, 3600000, &c->poll_ms);
 	} else if (strcmp(name, "grace") == 0) {
@@ -155,7 +158,7 @@ handler(void *user, const char *section, const char *name, const char *raw)
 			c->start_if_needed = b;
 	} else {
 		problem(l, "unknown key '%s' in [%s]; known keys: python, settle_ms, poll_ms, "
-			   "watch_globs, ignore_globs, spare, sandbox, grace, start_if_needed",
+			   "watch_globs, ignore_globs, spare, sandbox, grace, start_if_needed, max_runs",
 			name, l->section);
 	}
 	return 1;

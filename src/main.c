@@ -51,20 +51,22 @@ static const char usage_text[] =
 	"  --version       print the version\n"
 	"\n"
 	"Exit codes: pytest's own (0-5); 128+N when the test process died of signal N;\n"
-	"64 usage error; 69 no server running; 70 internal error or the server died\n"
-	"during the run; 71 the server could not be started.\n"
+	"64 usage error; 69 no server running; 70 internal or protocol error; 71 the\n"
+	"server could not be started; 75 the zygote died during the run (run again).\n"
 	"\n"
 	"Settings: flags > environment > the project's [pytest-zygote] section (in\n"
 	".pytest-zygote.ini, pytest.ini, tox.ini, setup.cfg, or [tool.pytest-zygote] in\n"
 	"pyproject.toml) > defaults. Variables: PYTEST_ZYGOTE_RUNTIME_DIR (where sockets\n"
 	"live), PYTEST_ZYGOTE_PYTHON, PYTEST_ZYGOTE_SETTLE_MS, PYTEST_ZYGOTE_POLL_MS,\n"
 	"PYTEST_ZYGOTE_WATCH_GLOBS, PYTEST_ZYGOTE_IGNORE_GLOBS, PYTEST_ZYGOTE_SPARE,\n"
-	"PYTEST_ZYGOTE_SANDBOX, PYTEST_ZYGOTE_START_IF_NEEDED, PYTEST_ZYGOTE_DEBUG,\n"
+	"PYTEST_ZYGOTE_SANDBOX, PYTEST_ZYGOTE_START_IF_NEEDED, PYTEST_ZYGOTE_MAX_RUNS,\n"
+	"PYTEST_ZYGOTE_INTERRUPT_TIMEOUT, PYTEST_ZYGOTE_DEBUG,\n"
 	"PYTEST_ZYGOTE_PYDIR (where the pytest_zygote package is), NO_COLOR.\n"
 	"See README.md.\n";
 
 static const char start_help[] =
-	"Usage: pytest-zygote start [--root DIR] [--python PATH] [--foreground] [--ready-fd N]\n"
+	"Usage: pytest-zygote start [--root DIR] [--python PATH] [--max-runs N] [--foreground]\n"
+	"                           [--ready-fd N]\n"
 	"\n"
 	"Start the server for a project root and return once it is warm (pytest, the\n"
 	"plugins, conftest files and test modules imported by a collection run).\n"
@@ -76,6 +78,8 @@ static const char start_help[] =
 	"                  (default: the virtualenv's python when this binary is in\n"
 	"                  one's bin/, else " PYZ_DEFAULT_PYTHON ");\n"
 	"                  must be Python " PYZ_PY_VERSION "\n"
+	"  --max-runs N    runs in progress at once; more wait their turn (default:\n"
+	"                  twice the CPUs, at least 8; 0: no limit; PYTEST_ZYGOTE_MAX_RUNS)\n"
 	"  --foreground    do not detach; log to stderr; stop with Ctrl-C or SIGTERM\n"
 	"  --ready-fd N    write a newline to fd N when warm (with --foreground)\n"
 	"  --instance NAME another server for the same root\n";
@@ -99,7 +103,7 @@ static const char stop_help[] =
 	"killed. The socket and pid file are removed.\n";
 
 static const char restart_help[] =
-	"Usage: pytest-zygote restart [--root DIR] [--python PATH] [--grace SECONDS]\n"
+	"Usage: pytest-zygote restart [--root DIR] [--python PATH] [--max-runs N] [--grace SECONDS]\n"
 	"\n"
 	"Stop the server if one runs, then start a new one (see start --help).\n";
 
@@ -107,7 +111,8 @@ static const char status_help[] =
 	"Usage: pytest-zygote status [--root DIR] [--json]\n"
 	"\n"
 	"Show pid, root, interpreter, uptime, generation, modules imported, runs served,\n"
-	"runs in progress and the zygote's memory. Exits 69 when no server runs.\n";
+	"runs in progress and queued, max_runs and the zygote's memory. Exits 69 when no\n"
+	"server runs.\n";
 
 struct opts {
 	const char *root;
@@ -152,6 +157,10 @@ apply_start_env(const struct zconf *c)
 		setenv_default("PYTEST_ZYGOTE_SPARE", c->spare ? "1" : "0");
 	if (c->sandbox >= 0)
 		setenv_default("PYTEST_ZYGOTE_SANDBOX", c->sandbox ? "1" : "0");
+	if (c->max_runs >= 0) {
+		snprintf(v, sizeof(v), "%d", c->max_runs);
+		setenv_default("PYTEST_ZYGOTE_MAX_RUNS", v);
+	}
 }
 
 static int
@@ -446,7 +455,8 @@ cmd_status(const struct opts *o, const struct zpaths *p)
 	static const char *numeric[] = { "pid",	     "uptime_s",   "generation", "zygote_pid",
 					 "modules",  "project_files", "warmup_s", "runs",
 					 "running",  "rss_kb",	      "threads",	 "refreshes",
-					 "warming",  "dirty_count",   "last_refresh_s" };
+					 "warming",  "dirty_count",   "last_refresh_s", "queued",
+					 "max_runs" };
 	if (o->json) {
 		printf("{\"server\": true");
 		int dirty_open = 0;
@@ -507,7 +517,8 @@ cmd_status(const struct opts *o, const struct zpaths *p)
 		{ "uptime_s", "uptime", " s" },	    { "generation", "generation", "" },
 		{ "zygote_pid", "zygote pid", "" }, { "modules", "modules", "" },
 		{ "warmup_s", "warm-up", " s" },    { "runs", "runs served", "" },
-		{ "running", "running", "" },	    { "rss_kb", "zygote memory", " kB RSS" },
+		{ "running", "running", "" },	    { "queued", "queued", "" },
+		{ "max_runs", "max runs", "" },	    { "rss_kb", "zygote memory", " kB RSS" },
 		{ "sandbox", "sandbox", "" },	    { "refreshes", "refreshes", "" },
 		{ "warming", "warming gen", "" },   { "dirty_count", "changes", "" },
 		{ "watching", "watching", "" },	    { "fresh_reason", "waiting for", "" },
@@ -667,6 +678,19 @@ main(int argc, char **argv)
 				return ZEXIT_USAGE;
 			}
 			o.ready_fd = (int)fd;
+		} else if ((help == start_help || help == restart_help) &&
+			   (m = OPT_VALUE("--max-runs")) != 0) {
+			char *end;
+			if (m < 0)
+				goto missing;
+			long n = strtol(val, &end, 10);
+			if (!*val || *end || n < 0 || n > SUPERVISOR_MAX_RUNS_LIMIT) {
+				log_error("--max-runs needs a number from 0 (no limit) to %d, not '%s'",
+					  SUPERVISOR_MAX_RUNS_LIMIT, log_escape(val));
+				return ZEXIT_USAGE;
+			}
+			/* The flag wins over the environment and the config section. */
+			setenv("PYTEST_ZYGOTE_MAX_RUNS", val, 1);
 		} else if ((help == stop_help || help == restart_help) &&
 			   (m = OPT_VALUE("--grace")) != 0) {
 			if (m < 0)

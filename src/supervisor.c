@@ -34,6 +34,7 @@
 #include "zygote/common.h"
 #include "zygote/fdpass.h"
 #include "zygote/log.h"
+#include "zygote/proctree.h"
 #include "zygote/proto.h"
 #include "zygote/sandbox.h"
 #include "zygote/spawn.h"
@@ -48,6 +49,9 @@ struct conn {
 	struct fdpass_reader rd;
 	struct proto_decoder dec;
 	int waiting; /* request complete, parked until a generation is warm / stop ends */
+	long long queued_ms; /* > 0: parked because max_runs runs are in progress */
+	long queue_seq;      /* first come, first served */
+	int noticed;         /* the client was told it waits */
 };
 
 struct gen {
@@ -56,6 +60,7 @@ struct gen {
 	int number;
 	int ready;
 	int draining;
+	int running; /* its runs in progress */
 	struct fdpass_reader rd;
 	char info[1024]; /* the Z_READY text */
 	char *files;     /* the Z_FILES text */
@@ -96,6 +101,9 @@ static struct {
 	int nconns;
 	long runs;
 	int running;
+	int max_runs;   /* 0: no limit */
+	int queued;
+	long queue_seq;
 	int32_t next_run;
 	int stopping;
 	int grace_ms;
@@ -209,7 +217,8 @@ status_text(char *buf, size_t size)
 		 "generation=%d\nzygote_pid=%d\nmodules=%s\nproject_files=%s\nwarmup_s=%.3f\n"
 		 "runs=%ld\nrunning=%d\nrss_kb=%ld\nthreads=%s\nstate=%s\nsandbox=%s\n"
 		 "version=%s\nrefreshes=%ld\nwarming=%d\ndirty_count=%ld\nwatching=%s\n"
-		 "fresh_reason=%s\nlast_refresh_s=%.3f\nwarm_phase=%s\nwarm_modules=%s\n",
+		 "fresh_reason=%s\nlast_refresh_s=%.3f\nwarm_phase=%s\nwarm_modules=%s\n"
+		 "queued=%d\nmax_runs=%d\n",
 		 (int)getpid(), s.o->paths.root, s.o->python, s.o->paths.sock, s.o->paths.log,
 		 (double)(now_ms() - s.start_ms) / 1000.0, g->number, (int)g->pid,
 		 info_get(g->info, "modules", v, sizeof(v)),
@@ -220,7 +229,8 @@ status_text(char *buf, size_t size)
 		 s.poll_ms > 0 ? "poll" : s.watch ? "inotify" : "off",
 		 s.fresh_needed ? s.fresh_reason : "", s.refreshes ? g->warmup_s : 0.0,
 		 s.next >= 0 ? info_get(s.gens[s.next].progress, "phase", p, sizeof(p)) : "",
-		 s.next >= 0 ? info_get(s.gens[s.next].progress, "modules", m, sizeof(m)) : "");
+		 s.next >= 0 ? info_get(s.gens[s.next].progress, "modules", m, sizeof(m)) : "",
+		 s.queued, s.max_runs);
 	for (int i = 0; len >= 0 && (size_t)len < size && i < s.ndirty; i++)
 		len += snprintf(buf + len, size - (size_t)len, "dirty=%s\n", s.dirty[i]);
 	if (len < 0 || (size_t)len >= size)
@@ -246,6 +256,8 @@ static void
 conn_close(int i)
 {
 	struct conn *c = s.conns[i];
+	if (c->queued_ms)
+		s.queued--;
 	fdpass_reader_finish(&c->rd);
 	proto_decoder_finish(&c->dec);
 	if (c->fd >= 0)
@@ -295,6 +307,7 @@ hand_over(int i)
 	}
 	s.runs++;
 	s.running++;
+	g->running++;
 	/* The zygote holds the connection and the fds now: a plain close, since
 	 * shutdown() would act on the socket the zygote shares. */
 	close(c->fd);
@@ -332,6 +345,15 @@ request_complete(int i)
 		/* fall through */
 	case PROTO_KIND_WAIT:
 		if (serving() && !(s.fresh_needed && c->dec.req.kind == PROTO_KIND_RUN)) {
+			if (c->dec.req.kind == PROTO_KIND_RUN && s.max_runs > 0 &&
+			    s.running >= s.max_runs) {
+				/* At the limit: queue, first come first served. */
+				c->waiting = 1;
+				c->queued_ms = now_ms();
+				c->queue_seq = ++s.queue_seq;
+				s.queued++;
+				return;
+			}
 			if (c->dec.req.kind == PROTO_KIND_RUN)
 				hand_over(i);
 			else
@@ -349,17 +371,101 @@ request_complete(int i)
 	}
 }
 
+/* Start queued runs, oldest first, while there is room under max_runs. */
+static void
+dispatch_queue(void)
+{
+	while (s.queued > 0 && serving() && !s.stopping &&
+	       (s.max_runs <= 0 || s.running < s.max_runs)) {
+		int best = -1;
+		for (int i = 0; i < s.nconns; i++)
+			if (s.conns[i]->queued_ms &&
+			    (best < 0 || s.conns[i]->queue_seq < s.conns[best]->queue_seq))
+				best = i;
+		if (best < 0)
+			return;
+		struct conn *c = s.conns[best];
+		c->queued_ms = 0;
+		c->waiting = 0;
+		s.queued--;
+		request_complete(best);
+	}
+}
+
 /* A generation became warm: serve what waited for it. */
 static void
 serve_waiting(void)
 {
 	for (int i = s.nconns - 1; i >= 0; i--) {
 		struct conn *c = s.conns[i];
-		if (!c->waiting || c->dec.req.kind == PROTO_KIND_STOP)
+		if (!c->waiting || c->queued_ms || c->dec.req.kind == PROTO_KIND_STOP)
 			continue;
 		c->waiting = 0;
 		request_complete(i);
 	}
+	dispatch_queue();
+}
+
+/* Tell runs that have waited about a second for a free slot why they wait. */
+static long long
+notice_queued(long long now)
+{
+	long long wake = -1;
+	for (int i = 0; i < s.nconns; i++) {
+		struct conn *c = s.conns[i];
+		if (!c->queued_ms || c->noticed)
+			continue;
+		long long due = c->queued_ms + 1000;
+		if (now < due) {
+			wake = wake < 0 || due < wake ? due : wake;
+			continue;
+		}
+		char text[160];
+		snprintf(text, sizeof(text), "waiting: %d runs in progress (max_runs=%d)", s.running,
+			 s.max_runs);
+		fdpass_send_msg(c->fd, PROTO_MSG_NOTICE, text, strlen(text) + 1);
+		c->noticed = 1;
+	}
+	return wake;
+}
+
+/*
+ * A parked client sent something: Ctrl-C (or another terminating signal)
+ * before its run started cancels it; other signals (a terminal resize) have
+ * nobody to go to yet.
+ */
+static void
+waiting_readable(int i)
+{
+	struct conn *c = s.conns[i];
+	ssize_t n = fdpass_reader_fill(&c->rd, c->fd);
+	if (n == -EAGAIN)
+		return;
+	if (n <= 0) {
+		conn_close(i);
+		return;
+	}
+	struct proto_hdr h;
+	const char *p;
+	int m;
+	while ((m = fdpass_reader_next(&c->rd, &h, &p)) > 0) {
+		int32_t sig;
+		if (h.type != PROTO_MSG_SIGNAL || proto_get_i32(p, h.len, &sig) < 0) {
+			conn_reply(i, PROTO_MSG_ERROR, "unexpected message while waiting");
+			return;
+		}
+		if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT ||
+		    sig == SIGKILL) {
+			int32_t code = 128 + sig;
+			const char *msg = "interrupted before the run started";
+			fdpass_send_msg(c->fd, PROTO_MSG_NOTICE, msg, strlen(msg) + 1);
+			fdpass_send_msg(c->fd, PROTO_MSG_EXIT, &code, sizeof(code));
+			conn_close(i);
+			return;
+		}
+	}
+	if (m < 0)
+		conn_reply(i, PROTO_MSG_ERROR, "message too large");
 }
 
 static void
@@ -763,8 +869,11 @@ gen_readable(struct gen *g)
 				gen_ready(g, p);
 			break;
 		case PROTO_MSG_Z_DONE:
-			if (s.running > 0)
+			if (g->running > 0) {
+				g->running--;
 				s.running--;
+			}
+			dispatch_queue();
 			break;
 		case PROTO_MSG_Z_PROGRESS:
 			if (!terminated || g->ready)
@@ -831,12 +940,31 @@ begin_stop(int grace_ms)
 		finish_and_exit();
 }
 
+/*
+ * Our only children are zygote generations. Anything else was re-parented
+ * to us (we are a subreaper) because a generation died or exited while its
+ * runs, or what they started, were alive: kill it, whole subtrees.
+ */
+static void
+kill_strays(void)
+{
+	pid_t keep[MAX_GENS];
+	int n = 0;
+	for (int i = 0; i < MAX_GENS; i++)
+		if (s.gens[i].pid)
+			keep[n++] = s.gens[i].pid;
+	int k = proctree_kill_strays(keep, n);
+	if (k > 0)
+		log_info("killed %d processes left behind by a zygote generation", k);
+}
+
 static void
 reap(void)
 {
-	int st;
+	int st, reaped = 0;
 	pid_t pid;
 	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		reaped = 1;
 		int idx = -1;
 		for (int i = 0; i < MAX_GENS && idx < 0; i++)
 			if (s.gens[i].pid == pid)
@@ -845,6 +973,9 @@ reap(void)
 			continue; /* an orphan we inherited as subreaper */
 		struct gen *g = &s.gens[idx];
 		int was_ready = g->ready, was_draining = g->draining;
+		/* Its runs ended with it (their clients saw the connection close). */
+		s.running -= g->running;
+		g->running = 0;
 		if (g->ctl >= 0)
 			close(g->ctl);
 		g->ctl = -1;
@@ -864,10 +995,8 @@ reap(void)
 			log_debug("generation %d drained", g->number);
 			continue;
 		}
-		if (idx == s.cur) {
+		if (idx == s.cur)
 			s.cur = -1;
-			s.running = 0;
-		}
 		if (WIFSIGNALED(st))
 			log_warn("zygote generation %d died of signal %d", g->number, WTERMSIG(st));
 		else
@@ -890,6 +1019,9 @@ reap(void)
 		s.early_failures++;
 		s.respawn_at = now_ms() + (s.early_failures > 3 ? 1000 : 0);
 	}
+	if (reaped)
+		kill_strays();
+	dispatch_queue();
 }
 
 static int
@@ -909,6 +1041,17 @@ setup_socket(void)
 	if (r < 0 || listen(s.listen_fd, 128) < 0)
 		return -errno;
 	return 0;
+}
+
+int
+supervisor_default_max_runs(void)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	if (cpus < 1)
+		cpus = 1;
+	return cpus * 2 > 8 ? (int)(cpus * 2 > SUPERVISOR_MAX_RUNS_LIMIT ? SUPERVISOR_MAX_RUNS_LIMIT
+									 : cpus * 2)
+			    : 8;
 }
 
 /* Settings from the environment (the config file comes later), and the project watcher. */
@@ -964,6 +1107,8 @@ watch_start(void)
 	if (ig && *ig)
 		split_globs(ig, ignore, ARRAY_SIZE(ignore), ibuf, sizeof(ibuf));
 	s.settle_ms = env_int("PYTEST_ZYGOTE_SETTLE_MS", DEFAULT_SETTLE_MS, 0, 3600000);
+	s.max_runs = env_int("PYTEST_ZYGOTE_MAX_RUNS", supervisor_default_max_runs(), 0,
+			     SUPERVISOR_MAX_RUNS_LIMIT);
 	s.poll_ms = env_int("PYTEST_ZYGOTE_POLL_MS", 0, 0, 3600000);
 	struct watch_opts wo = {
 		.root = s.o->paths.root,
@@ -1058,9 +1203,8 @@ supervisor_main(const struct supervisor_opts *o)
 						    .events = POLLIN };
 		int first_conn = n;
 		for (int i = 0; i < s.nconns; i++)
-			/* Parked requests are watched for hang-up only. */
-			pfd[n++] = (struct pollfd){ .fd = s.conns[i]->fd,
-						    .events = s.conns[i]->waiting ? 0 : POLLIN };
+			/* Parked requests are watched for hang-up and Ctrl-C. */
+			pfd[n++] = (struct pollfd){ .fd = s.conns[i]->fd, .events = POLLIN };
 
 		/* Timers: respawn after a crash, refresh after the settle time, polling. */
 		if (!s.stopping && s.cur < 0 && s.next < 0 && s.ever_ready) {
@@ -1087,6 +1231,11 @@ supervisor_main(const struct supervisor_opts *o)
 			}
 			wake = wake < 0 || s.next_poll_ms < wake ? s.next_poll_ms : wake;
 		}
+		if (s.queued > 0) {
+			long long due = notice_queued(now);
+			if (due >= 0)
+				wake = wake < 0 || due < wake ? due : wake;
+		}
 		int timeout = wake < 0 ? -1 : (int)(wake > now ? wake - now : 0);
 		if (poll(pfd, (nfds_t)n, timeout) < 0) {
 			if (errno == EINTR)
@@ -1107,7 +1256,7 @@ supervisor_main(const struct supervisor_opts *o)
 				if (s.conns[i]->fd != pfd[j].fd)
 					continue;
 				if (s.conns[i]->waiting)
-					conn_close(i); /* hung up while parked */
+					waiting_readable(i); /* Ctrl-C or hang-up while parked */
 				else
 					conn_readable(i);
 				break;

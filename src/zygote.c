@@ -29,6 +29,7 @@
 #include "zygote/log.h"
 #include "zygote/paths.h"
 #include "zygote/prefault.h"
+#include "zygote/proctree.h"
 #include "zygote/proto.h"
 #include "zygote/pyembed.h"
 #include "zygote/spawn.h"
@@ -232,6 +233,12 @@ child_main(struct proto_request *req, int conn, int learn, const int *close_fds,
 				PROTO_MSG_ERROR, err, strlen(err) + 1);
 		_exit(ZEXIT_INTERNAL);
 	}
+	/*
+	 * A subreaper: whatever the run starts stays below us even if it
+	 * leaves the process group (setsid, a double fork), so when the run
+	 * ends the zygote finds it among its own children and kills it.
+	 */
+	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	int code = pyembed_child_run(req);
 	/* Report before _exit: the client need not wait for the reap. */
 	int32_t c = code;
@@ -513,6 +520,69 @@ learn(struct run *r)
 	free(buf);
 }
 
+/* Children the zygote had before serving (started at warm-up): not strays. */
+static pid_t *warm_children;
+static int nwarm_children;
+
+/*
+ * Kill what ended runs left behind. Test children are subreapers, so a
+ * process started by a run that is still going stays below that run; a child
+ * of ours that is neither a run, the spare nor a warm-up leftover belongs to
+ * a run that has ended.
+ */
+static void
+kill_strays(void)
+{
+	pid_t keep[MAX_RUNS + 1 + 64];
+	int n = 0;
+	for (int i = 0; i < z.nruns; i++)
+		keep[n++] = z.runs[i].pid;
+	if (spare.pid)
+		keep[n++] = spare.pid;
+	for (int i = 0; i < nwarm_children && n < (int)ARRAY_SIZE(keep); i++)
+		keep[n++] = warm_children[i];
+	int k = proctree_kill_strays(keep, n);
+	if (k > 0)
+		log_debug("killed %d processes left behind by ended runs", k);
+}
+
+/* Remember the children warm-up left running (a server a conftest starts). */
+static void
+note_warm_children(void)
+{
+	pid_t kids[64];
+	int n = 0;
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	while (d && (e = readdir(d)) && n < (int)ARRAY_SIZE(kids)) {
+		char path[300], buf[512];
+		if (e->d_name[0] < '1' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+		FILE *f = fopen(path, "re");
+		if (!f)
+			continue;
+		size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[len] = '\0';
+		char *rp = strrchr(buf, ')');
+		char st;
+		int ppid;
+		if (rp && sscanf(rp + 1, " %c %d", &st, &ppid) == 2 && ppid == getpid() &&
+		    (pid_t)atoi(e->d_name) != spare.pid)
+			kids[n++] = (pid_t)atoi(e->d_name);
+	}
+	if (d)
+		closedir(d);
+	if (n) {
+		warm_children = malloc((size_t)n * sizeof(pid_t));
+		if (warm_children) {
+			memcpy(warm_children, kids, (size_t)n * sizeof(pid_t));
+			nwarm_children = n;
+		}
+	}
+}
+
 static void
 run_remove(int i)
 {
@@ -527,9 +597,13 @@ run_remove(int i)
 static void
 reap(void)
 {
-	int st;
+	int st, ended = 0;
 	pid_t pid;
 	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		ended = 1;
+		for (int i = 0; i < nwarm_children; i++)
+			if (warm_children[i] == pid)
+				warm_children[i] = 0;
 		if (pid == spare.pid) {
 			/* The spare died before it was used; fork another later. */
 			close(spare.sock);
@@ -559,6 +633,9 @@ reap(void)
 			break;
 		}
 	}
+	/* A run ended, or a stray died (and its own children came to us). */
+	if (ended)
+		kill_strays();
 }
 
 /* Signals a client may forward to its run. */
@@ -568,6 +645,7 @@ forwardable(int sig)
 	switch (sig) {
 	case SIGINT: case SIGTERM: case SIGHUP: case SIGQUIT: case SIGWINCH:
 	case SIGUSR1: case SIGUSR2: case SIGCONT: case SIGTSTP:
+	case SIGKILL: /* the client's last escalation of Ctrl-C */
 		return 1;
 	default:
 		return 0;
@@ -680,6 +758,21 @@ kill_all_runs(void)
 	}
 }
 
+/*
+ * The supervisor is gone: nobody can reach us or reap what we leave, so kill
+ * every process below us (runs, their process groups, whatever escaped
+ * them, the spare), then exit.
+ */
+static void __attribute__((noreturn))
+orphaned_exit(void)
+{
+	log_warn("the supervisor (pid %d) is gone; killing the runs and exiting",
+		 (int)z.supervisor);
+	kill_all_runs();
+	proctree_kill_all(2000);
+	_exit(0);
+}
+
 static int
 serve(void)
 {
@@ -728,6 +821,8 @@ serve(void)
 		if (pfd[1].revents & POLLIN) {
 			struct signalfd_siginfo si;
 			while (read(z.sigfd, &si, sizeof(si)) == sizeof(si)) {
+				if (si.ssi_signo == SIGTERM && getppid() != z.supervisor)
+					orphaned_exit(); /* our PR_SET_PDEATHSIG */
 				if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
 					if (!z.draining) {
 						z.draining = 1;
@@ -742,8 +837,7 @@ serve(void)
 			ssize_t r = fdpass_reader_fill(&z.ctl_rd, z.ctl);
 			if (r == 0 || (r < 0 && r != -EAGAIN)) {
 				/* The supervisor is gone: nobody can reach us any more. */
-				kill_all_runs();
-				return 0;
+				orphaned_exit();
 			}
 			struct proto_hdr h;
 			const char *p;
@@ -815,7 +909,13 @@ zygote_main(int argc, char **argv)
 		return ZEXIT_USAGE;
 	}
 	log_init("zygote", 1);
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	/*
+	 * SIGTERM when the supervisor dies: during warm-up that ends us (no run
+	 * exists yet); once serving, it arrives on the signalfd and we kill
+	 * every run and whatever it left before exiting (orphaned_exit), so a
+	 * supervisor killed with SIGKILL leaves nothing running.
+	 */
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	if (getppid() != z.supervisor)
 		return 0;
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -900,6 +1000,10 @@ zygote_main(int argc, char **argv)
 	else
 		send_ready(text);
 	fcntl(z.ctl, F_SETFL, fcntl(z.ctl, F_GETFL) | O_NONBLOCK);
+	note_warm_children();
+	/* The supervisor may have died while we were blocking SIGTERM. */
+	if (getppid() != z.supervisor)
+		orphaned_exit();
 	practice_run();
 	int rc = serve();
 	fflush(stdout);

@@ -19,6 +19,7 @@
 #define ZEXIT_NOSERVER 69  /* no zygote running for this root */
 #define ZEXIT_INTERNAL 70  /* protocol error, or the zygote died mid-run */
 #define ZEXIT_NOSTART 71   /* the server could not be started */
+#define ZEXIT_RETRY 75     /* the zygote died during the run: run again */
 
 /* Milliseconds on the monotonic clock, for timers and durations. */
 static inline long long

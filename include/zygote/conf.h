@@ -25,6 +25,7 @@ struct zconf {
 	int sandbox;              /* -1 = not set, 0/1 */
 	int grace_ms;             /* -1 = not set */
 	int start_if_needed;      /* -1 = not set, 0/1 */
+	int max_runs;             /* -1 = not set, 0 = no limit */
 	char file[PATH_MAX];      /* the file read, or "" */
 	char errors[2048];        /* "file:line: ..." lines, or "" */
 	int nerrors;

@@ -16,6 +16,16 @@ struct supervisor_opts {
 	int report_fd;        /* -1, or a pipe to `start`: one line, see main.c */
 };
 
+/* The largest max_runs (a generation serves at most this many runs at once). */
+#define SUPERVISOR_MAX_RUNS_LIMIT 256
+
+/*
+ * Default max_runs (runs in progress at once; more wait in a queue): twice
+ * the online CPUs, at least 8. PYTEST_ZYGOTE_MAX_RUNS, the max_runs key or
+ * start --max-runs override it; 0 means no limit.
+ */
+int supervisor_default_max_runs(void);
+
 /* Serve until stopped. Returns the process exit code. */
 int supervisor_main(const struct supervisor_opts *o);
 

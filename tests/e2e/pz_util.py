@@ -335,3 +335,57 @@ def hot_reloading_flow(pytest, root, module="workaround"):
     assert [w for w, p in entries if p == pid[0]] == \
         ["workaround", "test", "workaround-after"], entries
     return r
+# --- leftovers ---------------------------------------------------------------
+
+
+def server_processes(sup_pid):
+    """The processes a healthy idle server consists of: the supervisor, its
+    zygote generations and each generation's spare child."""
+    if not is_alive(sup_pid):
+        return set()
+    keep = {sup_pid}
+    for z in children(sup_pid):
+        if (cmdline(z) or "").startswith("pytest-zygote: zygote"):
+            keep.add(z)
+            keep.update(c for c in children(z)
+                        if (cmdline(c) or "").startswith("pytest-zygote: spare"))
+    return keep
+
+
+def strays(markers, sup_pid=None):
+    """What a test's server family should not have: live processes that carry
+    one of the markers (PYTEST_ZYGOTE_RUNTIME_DIR in the environment, a
+    project root as cwd or argument) or descend from the supervisor, other
+    than the server itself (server_processes); and zombies whose parent is one
+    of those processes (the supervisor and the zygote must reap their
+    children). Zombies whose parent is PID 1 are not counted: this VM's init
+    does not reap, so a detached supervisor or zygote that exited stays a
+    zombie there. Returns {pid: description}."""
+    ours = set(processes_matching(markers))
+    keep = set()
+    if sup_pid is not None:
+        keep = server_processes(sup_pid)
+        if keep:
+            ours |= set(descendants(sup_pid)) | {sup_pid}
+    ours.discard(os.getpid())
+    found = {p: "%s (alive, parent %s)" % (cmdline(p), (proc_stat(p) or ("", "?"))[1])
+             for p in ours - keep if is_alive(p)}
+    for p in all_pids():
+        st = proc_stat(p)
+        if st and st[0] == "Z" and st[1] != 1 and (st[1] in ours or st[1] in keep):
+            found[p] = "zombie %s, parent %d (%s)" % (
+                (_read("/proc/%d/comm" % p) or b"?").decode().strip(), st[1], cmdline(st[1]))
+    return found
+
+
+def assert_no_strays(markers, sup_pid=None, timeout=10):
+    """Wait (at most timeout seconds, to bound a hang) until strays() is
+    empty; fail with the list otherwise."""
+    left = {}
+
+    def clean():
+        left.clear()
+        left.update(strays(markers, sup_pid))
+        return not left
+
+    assert wait_until(clean, timeout=timeout), "processes left behind: %r" % (left,)

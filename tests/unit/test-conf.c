@@ -42,11 +42,12 @@ main(void)
 	conf_init(&c);
 	is_int(conf_load(&c, base), 0, "no config file: no problems");
 	is_int(c.settle_ms, -1, "and nothing set");
+	is_int(c.max_runs, -1, "max_runs not set");
 	is_str(c.file, "", "and no file named");
 
 	put("pytest.ini", "[pytest]\naddopts = -q\n\n[pytest-zygote]\nsettle_ms = 250\n"
 			  "poll_ms=100\nwatch_globs = src/**/*.py:tests/*.py\nspare = off\n"
-			  "sandbox = TRUE\ngrace = 1.5\nstart_if_needed = yes\n"
+			  "sandbox = TRUE\ngrace = 1.5\nstart_if_needed = yes\nmax_runs = 12\n"
 			  "python = /usr/bin/python3\n");
 	conf_init(&c);
 	is_int(conf_load(&c, base), 0, "pytest.ini section: no problems");
@@ -57,6 +58,7 @@ main(void)
 	is_int(c.sandbox, 1, "sandbox = TRUE");
 	is_int(c.grace_ms, 1500, "grace in seconds");
 	is_int(c.start_if_needed, 1, "start_if_needed = yes");
+	is_int(c.max_runs, 12, "max_runs");
 	is_str(c.python, "/usr/bin/python3", "python");
 	snprintf(want, sizeof(want), "%s/pytest.ini", base);
 	is_str(c.file, want, "the file read is named");
@@ -79,9 +81,9 @@ main(void)
 	is_int(c.spare, 0, "a TOML boolean");
 
 	put("tox.ini", "[tox]\nenvlist = py311\n[pytest-zygote]\nsettle = 5\n"
-		       "poll_ms = soon\nspare = maybe\ngrace = -1\npython = python3\n");
+		       "poll_ms = soon\nspare = maybe\ngrace = -1\npython = python3\nmax_runs = -2\n");
 	conf_init(&c);
-	is_int(conf_load(&c, base), 5, "tox.ini wins over pyproject.toml; five problems");
+	is_int(conf_load(&c, base), 6, "tox.ini wins over pyproject.toml; six problems");
 	snprintf(want, sizeof(want), "%s/tox.ini:4: unknown key 'settle'", base);
 	has_str(c.errors, want, "unknown key with file and line");
 	snprintf(want, sizeof(want), "%s/tox.ini:5: bad value for poll_ms: 'soon'", base);
@@ -90,6 +92,9 @@ main(void)
 	has_str(c.errors, want, "bad boolean with file and line");
 	has_str(c.errors, "tox.ini:7: bad value for grace", "negative seconds");
 	has_str(c.errors, "tox.ini:8: bad value for python", "a relative interpreter path");
+	has_str(c.errors, "tox.ini:9: bad value for max_runs: '-2' is not a whole number from 0 to 256",
+		"a negative max_runs");
+	is_int(c.max_runs, -1, "and it sets nothing");
 	is_int(c.poll_ms, -1, "a bad value sets nothing");
 
 	is_int(conf_parse_bool("On"), 1, "bool On");

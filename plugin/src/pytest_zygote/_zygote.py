@@ -833,14 +833,10 @@ def child_run(argv, cwd, env):
         if not isinstance(e.code, (int, type(None))):
             print(e.code, file=sys.stderr)
     except KeyboardInterrupt:
-        import traceback
-
-        traceback.print_exc()
+        _print_exc()
         code = 128 + signal.SIGINT
     except BaseException:
-        import traceback
-
-        traceback.print_exc()
+        _print_exc()
         code = 1
     code = _finish(code)
     if os.environ.get("PYTEST_ZYGOTE_TIMING"):
@@ -884,6 +880,17 @@ def _pytest_main(plugins):
         return 1
 
 
+def _print_exc():
+    """The traceback on stderr, unless stderr is unusable (a test closed it):
+    as the interpreter does, a failure to report is not an error of its own."""
+    import traceback
+
+    try:
+        traceback.print_exc()
+    except Exception:
+        pass
+
+
 def _finish(code):
     """What the interpreter would do at exit: join threads, run atexit, flush."""
     import atexit
@@ -901,5 +908,7 @@ def _finish(code):
         try:
             f.flush()
         except BaseException:
-            pass
+            # As Py_RunMain: a standard stream that cannot be flushed at
+            # exit (a test closed fd 1, say) makes the exit code 120.
+            code = 120
     return int(code) & 0xFF

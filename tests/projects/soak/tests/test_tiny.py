@@ -1,0 +1,5 @@
+import os
+
+
+def test_tiny():
+    assert os.environ["PZ_SOAK_RUN"].isdigit()
