@@ -187,6 +187,32 @@ def test_django_same_output(django_pair):
     assert_same_output(plain, zyg)
 
 
+def test_django_models_edit_reloads_in_the_child(pz, django_root):
+    """Editing a models module re-imports it in the next child; Django's app
+    registry must not keep the old classes (their auto-created many-to-many
+    models broke every test using tags)."""
+    pz.start(django_root, env=DJANGO_ENV)
+    args = ["-q", "-p", "no:cacheprovider"]
+    assert pz.run_zygote(args, cwd=django_root, env=DJANGO_ENV).rc == 0
+    models = django_root / "notes" / "models.py"
+    models.write_text(models.read_text() + "\n\nNote.shout = lambda self: self.title.upper()\n")
+    (django_root / "notes" / "tests" / "test_shout.py").write_text(
+        "import pytest\n"
+        "from notes.models import Note, Tag\n\n\n"
+        "@pytest.mark.django_db\n"
+        "def test_shout(django_user_model):\n"
+        "    user = django_user_model.objects.create(username='u')\n"
+        "    note = Note.objects.create(owner=user, title='hi')\n"
+        "    note.tags.add(Tag.objects.create(name='t'))\n"
+        "    assert note.shout() == 'HI'\n"
+        "    assert [t.name for t in note.tags.all()] == ['t']\n")
+    zyg = pz.run_zygote(args, cwd=django_root, env=DJANGO_ENV)
+    plain = pz.run_plain(args, cwd=django_root, env=DJANGO_ENV)
+    assert plain.rc == 0 and "16 passed" in plain.out, plain
+    assert zyg.rc == 0, zyg
+    assert_same_output(plain, zyg)
+
+
 def _mark_test_db(root):
     """Leave a table in the kept test database that only reuse preserves."""
     con = sqlite3.connect(str(root / TEST_DB))

@@ -750,6 +750,30 @@ def _drop_bytecode(path):
                 pass
 
 
+def _forget_django_models(modules):
+    """Django keeps every model class in its app registry, and registering a
+    model of the same name again (a re-imported models module) keeps parts
+    of the old one: its auto-created many-to-many models, relations resolved
+    against the old classes. Take the models defined in the modules about
+    to be re-imported out of the registry first, as a fresh process would
+    never have had them."""
+    apps_module = sys.modules.get("django.apps")
+    if apps_module is None or not modules:
+        return
+    apps = getattr(apps_module, "apps", None)
+    if apps is None or not getattr(apps, "ready", False):
+        return
+    modules = set(modules)
+    try:
+        for app_models in apps.all_models.values():
+            for key, model in list(app_models.items()):
+                if getattr(model, "__module__", None) in modules:
+                    del app_models[key]
+        apps.clear_cache()
+    except Exception:  # noqa: BLE001 - a registry we do not understand stays as it is
+        pass
+
+
 def _purge(dirty):
     """Remove the dirty modules and their reverse import closure from
     sys.modules (and from their parent packages), so pytest's collection
@@ -757,6 +781,7 @@ def _purge(dirty):
     for name in dirty:
         _drop_bytecode(_snapshot[name][0])
     closure = _closure(dirty)
+    _forget_django_models(closure)
     for name in closure:
         sys.modules.pop(name, None)
         parent, _, child = name.rpartition(".")
