@@ -123,12 +123,6 @@ prefault_record(struct prefault_range **ret)
 	return collect(ret, PM_PRESENT | PM_EXCLUSIVE);
 }
 
-long
-prefault_present(struct prefault_range **ret)
-{
-	return collect(ret, PM_PRESENT);
-}
-
 static sigjmp_buf touch_jmp;
 
 static void

@@ -54,6 +54,7 @@ static struct {
 	pid_t pid;
 	int sock;
 	int disabled;
+	int real; /* prepared with the pages of a client's run */
 } spare = { .sock = -1 };
 
 /* The pages the last run made private, for the next spare to touch. */
@@ -257,6 +258,29 @@ child_main(struct proto_request *req, int conn, int learn, const int *close_fds,
 	_exit(code);
 }
 
+/*
+ * In the spare: take the copy-on-write faults of the last run's pages, a
+ * chunk at a time, and stop as soon as a request is waiting: a run that
+ * arrives early is served at once, with the rest of the faults its own.
+ */
+static void
+spare_prepare(int sock)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	for (size_t i = 0; i < nhot; i++) {
+		struct prefault_range r = hot[i];
+		while (r.npages > 0) {
+			struct pollfd p = { .fd = sock, .events = POLLIN };
+			if (poll(&p, 1, 0) > 0)
+				return;
+			struct prefault_range chunk = { r.start, r.npages < 64 ? r.npages : 64 };
+			prefault_touch(&chunk, 1);
+			r.start += chunk.npages * (uint64_t)page;
+			r.npages -= chunk.npages;
+		}
+	}
+}
+
 /* Fork the next spare, unless there is one or we are stopping. */
 static void
 spare_fork(void)
@@ -281,19 +305,7 @@ spare_fork(void)
 		if (getppid() != zygote)
 			_exit(0);
 		setproctitle("spare gen %d %s", z.generation, z.root);
-		/*
-		 * Until a client's run has said which pages a run writes, touch
-		 * every present private page: a --collect-only practice run
-		 * leaves out the pages that running tests writes (thousands of
-		 * faults in the first runs of each generation otherwise).
-		 */
-		struct prefault_range *all = NULL;
-		long nall = hot_real ? 0 : prefault_present(&all);
-		if (nall > 0)
-			prefault_touch(all, (size_t)nall);
-		else if (nhot)
-			prefault_touch(hot, nhot);
-		free(all);
+		spare_prepare(sv[1]);
 
 		/* Wait for a request: Z_RUN (connection and learning pipe) + request. */
 		struct fdpass_reader rd;
@@ -335,6 +347,7 @@ spare_fork(void)
 	}
 	spare.pid = pid;
 	spare.sock = sv[0];
+	spare.real = hot_real;
 }
 
 static void
@@ -516,6 +529,13 @@ learn(struct run *r)
 		nhot = len / sizeof(struct prefault_range);
 		hot_real = r->id >= 0;
 		buf = NULL;
+		/* The practice run is --collect-only: it leaves out the pages
+		 * running tests write. A spare prepared from it is replaced once
+		 * the first client's run has said which pages those are. */
+		if (hot_real && spare.pid && !spare.real) {
+			spare_drop();
+			spare_fork();
+		}
 	}
 	free(buf);
 }

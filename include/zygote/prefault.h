@@ -26,13 +26,6 @@ struct prefault_range {
 long prefault_record(struct prefault_range **ret);
 
 /*
- * Like prefault_record, but every present page of our private writable
- * mappings, shared or not: what a run may write to, when no run has been
- * seen yet to say which pages it does.
- */
-long prefault_present(struct prefault_range **ret);
-
-/*
  * In a spare child: write each byte-for-byte the same value to one byte of
  * every page in ranges that lies in one of our private writable mappings.
  * Pages outside them are skipped; a fault on one range skips that range.

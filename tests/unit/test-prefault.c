@@ -131,23 +131,6 @@ touch_child(int wfd, char *region)
 	put(wfd, same);
 }
 
-static void
-present_child(int wfd, char *region)
-{
-	/* Shared pages the parent wrote count as present; unmapped and never
-	 * touched pages do not. */
-	char *fresh = mmap(NULL, (size_t)page * 8, PROT_READ | PROT_WRITE,
-			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	struct prefault_range *r;
-	long n = prefault_present(&r);
-	put(wfd, n > 0 && covered(r, n, region, NPAGES));
-	put(wfd, n > 0 && !covered(r, n, fresh, 1));
-	put(wfd, n > 0 && !exclusive(region + 12 * page));
-	long touched = n > 0 ? prefault_touch(r, (size_t)n) : 0;
-	put(wfd, touched >= NPAGES && exclusive(region + 12 * page) &&
-			 exclusive(region + (NPAGES - 1) * page));
-}
-
 int
 main(void)
 {
@@ -173,10 +156,5 @@ main(void)
 	ok(res[3] == 1, "untouched pages stay shared");
 	ok(res[4] == 1, "contents are unchanged");
 
-	in_child(present_child, region, res, 4);
-	ok(res[0] == 1, "prefault_present covers the present pages shared with the parent");
-	ok(res[1] == 1, "pages never touched are not present");
-	ok(res[2] == 1, "listing does not copy a page");
-	ok(res[3] == 1, "touching the present set makes those pages private");
 	return done_testing();
 }
