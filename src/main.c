@@ -24,6 +24,7 @@
 #include "zygote/log.h"
 #include "zygote/paths.h"
 #include "zygote/proto.h"
+#include "zygote/sandbox.h"
 #include "zygote/supervisor.h"
 #include "zygote/zygote.h"
 
@@ -147,7 +148,8 @@ apply_start_env(const struct zconf *c)
 	if (c->spare >= 0)
 		setenv_default("PYTEST_ZYGOTE_SPARE", c->spare ? "1" : "0");
 	if (c->sandbox >= 0)
-		setenv_default("PYTEST_ZYGOTE_SANDBOX", c->sandbox ? "1" : "0");
+		setenv_default("PYTEST_ZYGOTE_SANDBOX", c->sandbox == SANDBOX_NO_NETWORK ? "no-network"
+							: c->sandbox ? "on" : "off");
 }
 
 static int
@@ -275,6 +277,7 @@ start_detached(const struct opts *o, const struct zpaths *p)
 		dup2(logfd >= 0 ? logfd : devnull, 2);
 		log_init("supervisor", 1);
 		apply_start_env(&o->conf);
+		sandbox_protect();
 		struct supervisor_opts so = {
 			.paths = *p,
 			.python = o->python,
@@ -336,6 +339,18 @@ do_start(const struct opts *o, const struct zpaths *p)
 			  o->python);
 		return ZEXIT_USAGE;
 	}
+	/* The sandbox policy: the variable wins over the section (which conf.c checked). */
+	const char *sb = getenv("PYTEST_ZYGOTE_SANDBOX");
+	int mode = sb && *sb ? conf_parse_sandbox(sb) : o->conf.sandbox;
+	if (sb && *sb && mode < 0) {
+		log_error("PYTEST_ZYGOTE_SANDBOX='%s' is not on, off or no-network", log_escape(sb));
+		return ZEXIT_USAGE;
+	}
+	if (!HAVE_SECCOMP && mode == SANDBOX_NO_NETWORK) {
+		log_error("sandbox = no-network needs seccomp, but this pytest-zygote was built "
+			  "with -Dseccomp=disabled; rebuild it with libseccomp or use sandbox = on");
+		return ZEXIT_USAGE;
+	}
 	if (!o->foreground)
 		return start_detached(o, p);
 	char exe[PATH_MAX];
@@ -345,6 +360,7 @@ do_start(const struct opts *o, const struct zpaths *p)
 		fcntl(o->ready_fd, F_SETFD, FD_CLOEXEC);
 	log_init("pytest-zygote", 1);
 	apply_start_env(&o->conf);
+	sandbox_protect();
 	struct supervisor_opts so = {
 		.paths = *p,
 		.python = o->python,
@@ -538,8 +554,10 @@ main(int argc, char **argv)
 		start_hint = strdup(hint);
 		unsetenv("PYTEST_ZYGOTE_HINT");
 	}
-	if (argc >= 2 && strcmp(argv[1], "__zygote") == 0)
+	if (argc >= 2 && strcmp(argv[1], "__zygote") == 0) {
+		sandbox_protect(); /* exec made us dumpable again */
 		return zygote_main(argc - 1, argv + 1);
+	}
 	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "help") == 0) {
 		fputs(usage_text, argc < 2 ? stderr : stdout);

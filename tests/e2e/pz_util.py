@@ -6,6 +6,7 @@ import fcntl
 import os
 import re
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -300,3 +301,32 @@ def header(msg_type, length):
 
 def hello(magic=PROTO_MAGIC, version=PROTO_VERSION, kind=2, flags=0):
     return header(MSG_HELLO, 16) + struct.pack("=IIII", magic, version, kind, flags)
+
+
+# --- a second user account (tests that need root) ---------------------------
+
+
+def user_tree(pw, project, top):
+    """A fresh tree under top (world-traversable, owned by the account pw)
+    holding a copy of tests/projects/<project> and a private runtime
+    directory. Returns (project dir, runtime dir)."""
+    shutil.rmtree(top, ignore_errors=True)
+    os.makedirs(top)
+    os.chmod(top, 0o755)
+    proj = os.path.join(top, project)
+    shutil.copytree(PROJECTS / project, proj,
+                    ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    rt = os.path.join(top, "rt")
+    os.makedirs(rt, mode=0o700)
+    for dirpath, dirnames, filenames in os.walk(top):
+        for n in [dirpath] + [os.path.join(dirpath, f) for f in filenames]:
+            os.chown(n, pw.pw_uid, pw.pw_gid)
+    return proj, rt
+
+
+def run_as(pw, env, argv, cwd):
+    """argv as the account pw with exactly env (runuser, env -i)."""
+    return subprocess.run(["runuser", "-u", pw.pw_name, "--", "env", "-i"]
+                          + ["%s=%s" % kv for kv in env.items()] + [str(a) for a in argv],
+                          capture_output=True, text=True, timeout=TIMEOUT,
+                          stdin=subprocess.DEVNULL, cwd=cwd)
