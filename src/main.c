@@ -52,7 +52,8 @@ static const char usage_text[] =
 	"\n"
 	"Exit codes: pytest's own (0-5); 128+N when the test process died of signal N;\n"
 	"64 usage error; 69 no server running; 70 internal error or the server died\n"
-	"during the run; 71 the server could not be started.\n"
+	"during the run; 71 the server could not be started; 77 the test process could\n"
+	"not be sandboxed (the message says why; see sandbox below).\n"
 	"\n"
 	"Settings: flags > environment > the project's [pytest-zygote] section (in\n"
 	".pytest-zygote.ini, pytest.ini, tox.ini, setup.cfg, or [tool.pytest-zygote] in\n"
@@ -60,6 +61,10 @@ static const char usage_text[] =
 	"live), PYTEST_ZYGOTE_PYTHON, PYTEST_ZYGOTE_SETTLE_MS, PYTEST_ZYGOTE_POLL_MS,\n"
 	"PYTEST_ZYGOTE_WATCH_GLOBS, PYTEST_ZYGOTE_IGNORE_GLOBS, PYTEST_ZYGOTE_SPARE,\n"
 	"PYTEST_ZYGOTE_SANDBOX, PYTEST_ZYGOTE_START_IF_NEEDED, PYTEST_ZYGOTE_DEBUG, NO_COLOR.\n"
+	"\n"
+	"Sandbox (key 'sandbox', PYTEST_ZYGOTE_SANDBOX, read by start): on (default) keeps\n"
+	"tests from signalling, tracing or writing the memory of the server; no-network\n"
+	"also refuses sockets other than AF_UNIX and AF_NETLINK (EACCES); off disables it.\n"
 	"See README.md.\n";
 
 static const char start_help[] =
@@ -104,7 +109,8 @@ static const char status_help[] =
 	"Usage: pytest-zygote status [--root DIR] [--json]\n"
 	"\n"
 	"Show pid, root, interpreter, uptime, generation, modules imported, runs served,\n"
-	"runs in progress and the zygote's memory. Exits 69 when no server runs.\n";
+	"runs in progress, the zygote's memory and the sandbox (seccomp, seccomp\n"
+	"no-network, off, none, or failed: WHY). Exits 69 when no server runs.\n";
 
 struct opts {
 	const char *root;

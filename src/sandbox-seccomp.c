@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/net.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -146,12 +147,16 @@ deny(scmp_filter_ctx ctx, int nr, unsigned arg, int32_t value)
 				SCMP_CMP(arg, SCMP_CMP_MASKED_EQ, 0xffffffffu, (uint32_t)value));
 }
 
+/* fcntl(fd, F_SETOWN, value), and fcntl64 for 32-bit programs. */
 static int
 deny_setown(scmp_filter_ctx ctx, int32_t value)
 {
-	return seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(fcntl), 2,
-				SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, F_SETOWN),
-				SCMP_A2(SCMP_CMP_MASKED_EQ, 0xffffffffu, (uint32_t)value));
+	int r = 0;
+	for (int i = 0; i < 2 && r == 0; i++)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), i ? SCMP_SYS(fcntl64) : SCMP_SYS(fcntl),
+				     2, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, F_SETOWN),
+				     SCMP_A2(SCMP_CMP_MASKED_EQ, 0xffffffffu, (uint32_t)value));
+	return r;
 }
 
 static int
@@ -182,6 +187,8 @@ add_rules(scmp_filter_ctx ctx, const struct protected *p, int mode)
 	if (r == 0)
 		r = deny(ctx, SCMP_SYS(fcntl), 1, F_SETOWN_EX);
 	if (r == 0)
+		r = deny(ctx, SCMP_SYS(fcntl64), 1, F_SETOWN_EX);
+	if (r == 0)
 		r = deny(ctx, SCMP_SYS(ioctl), 1, FIOSETOWN);
 	if (r == 0)
 		r = deny(ctx, SCMP_SYS(ioctl), 1, SIOCSPGRP);
@@ -193,6 +200,11 @@ add_rules(scmp_filter_ctx ctx, const struct protected *p, int mode)
 		if (af != AF_UNIX && af != AF_NETLINK)
 			r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 1,
 					     SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, (uint32_t)af));
+	/* Old 32-bit programs create sockets through socketcall(SYS_SOCKET,
+	 * args), whose domain seccomp cannot see. */
+	if (r == 0)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socketcall), 1,
+				     SCMP_A0(SCMP_CMP_EQ, SYS_SOCKET));
 	/* io_uring can create sockets without socket(2). */
 	if (r == 0)
 		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(io_uring_setup), 0);
@@ -233,6 +245,30 @@ drop_ptrace(int nnp, char *err, size_t errsize)
 	if (syscall(SYS_capset, &h, d) < 0) {
 		snprintf(err, errsize, "cannot drop CAP_SYS_PTRACE: %s", strerror(errno));
 		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The same rules for the 32-bit ABIs the kernel also runs: otherwise a 32-bit
+ * program's system calls would bypass them, and libseccomp's default for a
+ * foreign architecture kills the process, legitimate 32-bit tools included.
+ */
+static int
+add_compat_arches(scmp_filter_ctx ctx)
+{
+	static const uint32_t arches[] = {
+#if defined(__x86_64__)
+		SCMP_ARCH_X86, SCMP_ARCH_X32,
+#elif defined(__aarch64__)
+		SCMP_ARCH_ARM,
+#endif
+		0,
+	};
+	for (size_t i = 0; arches[i]; i++) {
+		int r = seccomp_arch_add(ctx, arches[i]);
+		if (r < 0 && r != -EEXIST)
+			return r;
 	}
 	return 0;
 }
@@ -286,7 +322,9 @@ sandbox_apply(pid_t zygote, pid_t supervisor, char *err, size_t errsize)
 		return -1;
 	}
 	collect(p, zygote, supervisor);
-	int r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, nnp);
+	int r = add_compat_arches(ctx);
+	if (r == 0)
+		r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, nnp);
 	/* The kernel's own errno when loading fails, not libseccomp's ECANCELED. */
 	if (r == 0)
 		r = seccomp_attr_set(ctx, SCMP_FLTATR_API_SYSRAWRC, 1);
