@@ -195,7 +195,8 @@ client_run(const struct zpaths *p, int nargs, char **args)
 
 	char cwd[PATH_MAX];
 	if (!getcwd(cwd, sizeof(cwd))) {
-		log_error("cannot get the current directory: %s", strerror(errno));
+		log_error("cannot get the current directory: %s%s", strerror(errno),
+			  errno == ENOENT ? " (it was deleted; cd to a directory that exists)" : "");
 		return ZEXIT_USAGE;
 	}
 	char **argv = calloc((size_t)nargs + 1, sizeof(char *));

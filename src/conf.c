@@ -50,6 +50,14 @@ conf_parse_bool(const char *s)
 	return -1;
 }
 
+int
+conf_parse_sandbox(const char *s)
+{
+	if (strcasecmp(s, "no-network") == 0)
+		return 2;
+	return conf_parse_bool(s);
+}
+
 static char *
 read_line(char *str, int num, void *stream)
 {
@@ -146,14 +154,16 @@ handler(void *user, const char *section, const char *name, const char *raw)
 		snprintf(c->watch_globs, sizeof(c->watch_globs), "%s", v);
 	} else if (strcmp(name, "ignore_globs") == 0) {
 		snprintf(c->ignore_globs, sizeof(c->ignore_globs), "%s", v);
-	} else if (strcmp(name, "spare") == 0 || strcmp(name, "sandbox") == 0 ||
-		   strcmp(name, "start_if_needed") == 0) {
+	} else if (strcmp(name, "sandbox") == 0) {
+		if ((b = conf_parse_sandbox(v)) < 0)
+			problem(l, "bad value for %s: '%s' is not on, off or no-network", name, v);
+		else
+			c->sandbox = b;
+	} else if (strcmp(name, "spare") == 0 || strcmp(name, "start_if_needed") == 0) {
 		if ((b = conf_parse_bool(v)) < 0)
 			problem(l, "bad value for %s: '%s' is not true or false", name, v);
-		else if (name[0] == 's' && name[1] == 'p')
+		else if (name[1] == 'p')
 			c->spare = b;
-		else if (name[1] == 'a')
-			c->sandbox = b;
 		else
 			c->start_if_needed = b;
 	} else {

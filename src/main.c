@@ -25,6 +25,7 @@
 #include "zygote/log.h"
 #include "zygote/paths.h"
 #include "zygote/proto.h"
+#include "zygote/sandbox.h"
 #include "zygote/supervisor.h"
 #include "zygote/zygote.h"
 
@@ -52,7 +53,9 @@ static const char usage_text[] =
 	"\n"
 	"Exit codes: pytest's own (0-5); 128+N when the test process died of signal N;\n"
 	"64 usage error; 69 no server running; 70 internal or protocol error; 71 the\n"
-	"server could not be started; 75 the zygote died during the run (run again).\n"
+	"server could not be started; 75 the zygote died during the run (run again);\n"
+	"77 the test process could not be sandboxed (the message says why; see\n"
+	"sandbox below).\n"
 	"\n"
 	"Settings: flags > environment > the project's [pytest-zygote] section (in\n"
 	".pytest-zygote.ini, pytest.ini, tox.ini, setup.cfg, or [tool.pytest-zygote] in\n"
@@ -62,6 +65,10 @@ static const char usage_text[] =
 	"PYTEST_ZYGOTE_SANDBOX, PYTEST_ZYGOTE_START_IF_NEEDED, PYTEST_ZYGOTE_MAX_RUNS,\n"
 	"PYTEST_ZYGOTE_INTERRUPT_TIMEOUT, PYTEST_ZYGOTE_DEBUG,\n"
 	"PYTEST_ZYGOTE_PYDIR (where the pytest_zygote package is), NO_COLOR.\n"
+	"\n"
+	"Sandbox (key 'sandbox', PYTEST_ZYGOTE_SANDBOX, read by start): on (default) keeps\n"
+	"tests from signalling, tracing or writing the memory of the server; no-network\n"
+	"also refuses sockets other than AF_UNIX and AF_NETLINK (EACCES); off disables it.\n"
 	"See README.md.\n";
 
 static const char start_help[] =
@@ -111,7 +118,8 @@ static const char status_help[] =
 	"Usage: pytest-zygote status [--root DIR] [--json]\n"
 	"\n"
 	"Show pid, root, interpreter, uptime, generation, modules imported, runs served,\n"
-	"runs in progress and queued, max_runs and the zygote's memory. Exits 69 when no\n"
+	"runs in progress and queued, max_runs, the zygote's memory and the sandbox\n"
+	"(seccomp, seccomp no-network, off, none, or failed: WHY). Exits 69 when no\n"
 	"server runs.\n";
 
 struct opts {
@@ -156,7 +164,8 @@ apply_start_env(const struct zconf *c)
 	if (c->spare >= 0)
 		setenv_default("PYTEST_ZYGOTE_SPARE", c->spare ? "1" : "0");
 	if (c->sandbox >= 0)
-		setenv_default("PYTEST_ZYGOTE_SANDBOX", c->sandbox ? "1" : "0");
+		setenv_default("PYTEST_ZYGOTE_SANDBOX", c->sandbox == SANDBOX_NO_NETWORK ? "no-network"
+							: c->sandbox ? "on" : "off");
 	if (c->max_runs >= 0) {
 		snprintf(v, sizeof(v), "%d", c->max_runs);
 		setenv_default("PYTEST_ZYGOTE_MAX_RUNS", v);
@@ -332,6 +341,7 @@ start_detached(const struct opts *o, const struct zpaths *p)
 		dup2(logfd >= 0 ? logfd : devnull, 2);
 		log_init("supervisor", 1);
 		apply_start_env(&o->conf);
+		sandbox_protect();
 		struct supervisor_opts so = {
 			.paths = *p,
 			.python = o->python,
@@ -401,6 +411,18 @@ do_start(const struct opts *o, const struct zpaths *p)
 			  o->python);
 		return ZEXIT_USAGE;
 	}
+	/* The sandbox policy: the variable wins over the section (which conf.c checked). */
+	const char *sb = getenv("PYTEST_ZYGOTE_SANDBOX");
+	int mode = sb && *sb ? conf_parse_sandbox(sb) : o->conf.sandbox;
+	if (sb && *sb && mode < 0) {
+		log_error("PYTEST_ZYGOTE_SANDBOX='%s' is not on, off or no-network", log_escape(sb));
+		return ZEXIT_USAGE;
+	}
+	if (!HAVE_SECCOMP && mode == SANDBOX_NO_NETWORK) {
+		log_error("sandbox = no-network needs seccomp, but this pytest-zygote was built "
+			  "with -Dseccomp=disabled; rebuild it with libseccomp or use sandbox = on");
+		return ZEXIT_USAGE;
+	}
 	if (!o->foreground)
 		return start_detached(o, p);
 	char exe[PATH_MAX];
@@ -410,6 +432,7 @@ do_start(const struct opts *o, const struct zpaths *p)
 		fcntl(o->ready_fd, F_SETFD, FD_CLOEXEC);
 	log_init("pytest-zygote", 1);
 	apply_start_env(&o->conf);
+	sandbox_protect();
 	struct supervisor_opts so = {
 		.paths = *p,
 		.python = o->python,
@@ -607,8 +630,10 @@ main(int argc, char **argv)
 		start_hint = strdup(hint);
 		unsetenv("PYTEST_ZYGOTE_HINT");
 	}
-	if (argc >= 2 && strcmp(argv[1], "__zygote") == 0)
+	if (argc >= 2 && strcmp(argv[1], "__zygote") == 0) {
+		sandbox_protect(); /* exec made us dumpable again */
 		return zygote_main(argc - 1, argv + 1);
+	}
 	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "help") == 0) {
 		fputs(usage_text, argc < 2 ? stderr : stdout);

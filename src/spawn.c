@@ -11,6 +11,8 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "zygote/fdpass.h"
+#include "zygote/proto.h"
 #include "zygote/sandbox.h"
 #include "zygote/spawn.h"
 
@@ -104,5 +106,14 @@ spawn_child_setup(const struct proto_request *req, int conn, int learn, const in
 		snprintf(err, errsize, "the zygote exited during the fork");
 		return -1;
 	}
-	return sandbox_apply(zygote, supervisor, err, errsize);
+	/*
+	 * A sandbox that cannot be applied ends the run here, with its own exit
+	 * code (ZEXIT_SANDBOX) so that a script can tell it from a crash; the
+	 * zygote reports that code to the client after the message.
+	 */
+	if (sandbox_apply(zygote, supervisor, err, errsize) < 0) {
+		fdpass_send_msg(SPAWN_FD_REPORT, PROTO_MSG_ERROR, err, strlen(err) + 1);
+		_exit(ZEXIT_SANDBOX);
+	}
+	return 0;
 }

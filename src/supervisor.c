@@ -476,6 +476,19 @@ conn_readable(int i)
 		ssize_t n = fdpass_reader_fill(&c->rd, c->fd);
 		if (n == -EAGAIN)
 			return;
+		if (n == -EMSGSIZE) {
+			conn_reply(i, PROTO_MSG_ERROR,
+				   "too many file descriptors in one message (a run sends 3)");
+			return;
+		}
+		if (n == 0 && (c->rd.len > c->rd.consumed || c->dec.state == PROTO_ST_BODY)) {
+			/* A client that only shut down its side can still read why. */
+			conn_reply(i, PROTO_MSG_ERROR,
+				   c->rd.len > c->rd.consumed
+					   ? "the request was cut off in the middle of a message"
+					   : "the request ended before its DONE message");
+			return;
+		}
 		if (n <= 0) {
 			conn_close(i);
 			return;
@@ -495,6 +508,12 @@ conn_readable(int i)
 					nfds = fdpass_reader_take_fds(&c->rd, fds, (int)count);
 			}
 			int r = proto_decoder_feed(&c->dec, h.type, p, h.len, fds, nfds);
+			if (r == 0 && h.type == PROTO_MSG_FDS && c->rd.nfds > 0) {
+				/* Only FDS carries descriptors: these are extra. */
+				r = -EPROTO;
+				snprintf(c->dec.error, sizeof(c->dec.error),
+					 "more file descriptors than the FDS message announced");
+			}
 			if (r < 0) {
 				log_info("closing a connection: %s", log_escape(c->dec.error));
 				conn_reply(i, PROTO_MSG_ERROR, c->dec.error);
@@ -506,7 +525,9 @@ conn_readable(int i)
 			}
 		}
 		if (m < 0) {
-			conn_reply(i, PROTO_MSG_ERROR, "message too large");
+			conn_reply(i, PROTO_MSG_ERROR,
+				   "a message larger than 1 MiB (the limit for one message; "
+				   "arguments and environment each must fit in it)");
 			return;
 		}
 	}

@@ -22,7 +22,7 @@ struct zconf {
 	char watch_globs[4096];   /* "" = not set */
 	char ignore_globs[4096];  /* "" = not set */
 	int spare;                /* -1 = not set, 0/1 */
-	int sandbox;              /* -1 = not set, 0/1 */
+	int sandbox;              /* -1 = not set, 0 off, 1 on, 2 no-network */
 	int grace_ms;             /* -1 = not set */
 	int start_if_needed;      /* -1 = not set, 0/1 */
 	int max_runs;             /* -1 = not set, 0 = no limit */
@@ -48,5 +48,9 @@ int conf_load_file(struct zconf *c, const char *path, const char *section);
 /* Parse a boolean as the environment and config accept it: 1/0, true/false,
  * yes/no, on/off, any case. Returns 0/1, or -1 when it is none of those. */
 int conf_parse_bool(const char *s);
+
+/* Parse a sandbox policy: a boolean as above (off/on), or "no-network".
+ * Returns 0 off, 1 on, 2 no-network (enum sandbox_mode), or -1. */
+int conf_parse_sandbox(const char *s);
 
 #endif

@@ -20,7 +20,9 @@
  * 0/1/2, the connection on SPAWN_FD_REPORT and learn (or /dev/null) on
  * SPAWN_FD_LEARN (both close-on-exec), the zygote's own
  * descriptors in close_fds closed, the client's cwd, the process title, death
- * with the zygote, and the sandbox last. Returns 0 or -1 with err set.
+ * with the zygote, and the sandbox last. Returns 0 or -1 with err set; a
+ * sandbox that cannot be applied does not return: it sends its message on
+ * SPAWN_FD_REPORT and exits ZEXIT_SANDBOX.
  *
  * Descriptors Python objects opened at warm-up are left alone on purpose: a
  * closed fd number is reused by the next open() and an old object (a logging

@@ -6,6 +6,7 @@ import fcntl
 import os
 import re
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -389,3 +390,88 @@ def assert_no_strays(markers, sup_pid=None, timeout=10):
         return not left
 
     assert wait_until(clean, timeout=timeout), "processes left behind: %r" % (left,)
+# The rest of include/zygote/proto.h, for clients that speak the real protocol.
+MSG_ARGV, MSG_CWD, MSG_ENV, MSG_FDS, MSG_DONE = 2, 3, 4, 5, 6
+MSG_SIGNAL = 20
+MSG_EXIT, MSG_ERROR, MSG_NOTICE, MSG_STATUS = 40, 41, 42, 43
+KIND_RUN, KIND_STATUS = 1, 2
+
+
+def message(msg_type, payload=b""):
+    return header(msg_type, len(payload)) + payload
+
+
+def strings(items):
+    """NUL-terminated strings back to back (str items as the OS would
+    encode them: UTF-8 with surrogateescape)."""
+    return b"".join(os.fsencode(x) + b"\0" for x in items)
+
+
+def run_request(argv, cwd, env, nfds=3):
+    """A whole run request as the C client sends it, split where its fds
+    ride along: (bytes before the FDS message, FDS + DONE)."""
+    head = (hello(kind=KIND_RUN) + message(MSG_ARGV, strings(argv))
+            + message(MSG_CWD, os.fsencode(cwd) + b"\0")
+            + message(MSG_ENV, strings("%s=%s" % kv for kv in env.items())))
+    return head, message(MSG_FDS, struct.pack("=I", nfds)) + message(MSG_DONE)
+
+
+def read_msg(sock):
+    """(type, payload) of the next message, or (None, b"") at EOF."""
+    def exactly(n):
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return data
+
+    hdr = exactly(8)
+    if hdr is None:
+        return None, b""
+    typ, length = struct.unpack("=II", hdr)
+    return typ, exactly(length) or b""
+
+
+def read_all(sock):
+    """Every message until the server closes the connection."""
+    out = []
+    while True:
+        try:
+            typ, payload = read_msg(sock)
+        except ConnectionResetError:
+            break
+        if typ is None:
+            break
+        out.append((typ, payload))
+    return out
+
+
+# --- a second user account (tests that need root) ---------------------------
+
+
+def user_tree(pw, project, top):
+    """A fresh tree under top (world-traversable, owned by the account pw)
+    holding a copy of tests/projects/<project> and a private runtime
+    directory. Returns (project dir, runtime dir)."""
+    shutil.rmtree(top, ignore_errors=True)
+    os.makedirs(top)
+    os.chmod(top, 0o755)
+    proj = os.path.join(top, project)
+    shutil.copytree(PROJECTS / project, proj,
+                    ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    rt = os.path.join(top, "rt")
+    os.makedirs(rt, mode=0o700)
+    for dirpath, dirnames, filenames in os.walk(top):
+        for n in [dirpath] + [os.path.join(dirpath, f) for f in filenames]:
+            os.chown(n, pw.pw_uid, pw.pw_gid)
+    return proj, rt
+
+
+def run_as(pw, env, argv, cwd):
+    """argv as the account pw with exactly env (runuser, env -i)."""
+    return subprocess.run(["runuser", "-u", pw.pw_name, "--", "env", "-i"]
+                          + ["%s=%s" % kv for kv in env.items()] + [str(a) for a in argv],
+                          capture_output=True, text=True, timeout=TIMEOUT,
+                          stdin=subprocess.DEVNULL, cwd=cwd)

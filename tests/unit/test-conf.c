@@ -101,6 +101,27 @@ main(void)
 	is_int(conf_parse_bool("NO"), 0, "bool NO");
 	is_int(conf_parse_bool("2"), -1, "bool 2 is neither");
 
+	is_int(conf_parse_sandbox("no-network"), 2, "sandbox no-network");
+	is_int(conf_parse_sandbox("No-Network"), 2, "sandbox No-Network, any case");
+	is_int(conf_parse_sandbox("off"), 0, "sandbox off");
+	is_int(conf_parse_sandbox("1"), 1, "sandbox 1 (the old boolean) is on");
+	is_int(conf_parse_sandbox("strict"), -1, "sandbox strict is unknown");
+	is_int(conf_parse_sandbox("no-net"), -1, "no abbreviations");
+
+	put(".pytest-zygote.ini", "[pytest-zygote]\nsandbox = no-network  # hermetic\n");
+	conf_init(&c);
+	is_int(conf_load(&c, base), 0, "sandbox = no-network: no problems");
+	is_int(c.sandbox, 2, "sandbox = no-network");
+	put(".pytest-zygote.ini", "[pytest-zygote]\n\nsandbox = strict\n");
+	conf_init(&c);
+	is_int(conf_load(&c, base), 1, "sandbox = strict: one problem");
+	snprintf(want, sizeof(want),
+		 "%s/.pytest-zygote.ini:3: bad value for sandbox: 'strict' is not on, off or "
+		 "no-network", base);
+	has_str(c.errors, want, "bad sandbox policy with file, line and the choices");
+	is_int(c.sandbox, -1, "and it sets nothing");
+	rm(".pytest-zygote.ini");
+
 	rm("tox.ini");
 	rm("pyproject.toml");
 	rmdir(base);
