@@ -964,6 +964,19 @@ zygote_main(int argc, char **argv)
 		send_ready(text);
 		return ZEXIT_NOSTART;
 	}
+	/*
+	 * Block the signals the serve loop reads from a signalfd before Python
+	 * starts: threads inherit the mask, and a thread started at warm-up
+	 * (numexpr's pool, a project's) that had them unblocked would take the
+	 * zygote's SIGCHLD, and no run would ever be reaped. Test children
+	 * reset their mask (spawn_reset_signals).
+	 */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigprocmask(SIG_BLOCK, &set, NULL);
 	if (pyembed_init(python, zygote_pydir(), err, sizeof(err)) < 0) {
 		snprintf(text, sizeof(text), "error=%s\n", err);
 		send_ready(text);
@@ -985,12 +998,6 @@ zygote_main(int argc, char **argv)
 			 "at fork can deadlock a test child",
 			 threads, names);
 
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGCHLD);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigprocmask(SIG_BLOCK, &set, NULL);
 	z.sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (z.sigfd < 0) {
 		snprintf(text, sizeof(text), "error=signalfd: %s\n", strerror(errno));

@@ -4,16 +4,13 @@ whose id is not the zygote's pid."""
 
 import ctypes
 import os
-import signal
 import threading
 
 
-
 def _parked():
-    # The zygote blocks the signals it takes through its signalfd only after
-    # warm-up, so a thread started at import must block them itself, or it
-    # would take the zygote's SIGCHLD and its children would never be reaped.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT})
+    # Nothing about signals here on purpose: the zygote must keep a thread
+    # started at warm-up from taking its SIGCHLD (its runs would never be
+    # reaped, and they would hang).
     threading.Event().wait()
 
 
