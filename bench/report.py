@@ -60,6 +60,8 @@ def scenarios(result: dict) -> list:
                 "pytest-zygote run -q", s.get("warm"),
                 {"kind": "ratio", "limit": TINY_FLOOR, "text": "<= %.2fx" % TINY_FLOOR}
                 if name == "tiny" else None)
+        add("handover", "plugin hand-over", "s", "pytest-zygote run -q", s.get("warm"),
+            "pytest -p plugin -q", s.get("handover"))
         for kind in ("leaf", "core"):
             add("%s_first" % kind, "1st run after %s edit" % kind, "s", "warm run",
                 s.get("warm_edit"), "1st run after edit", s.get("%s_first" % kind))

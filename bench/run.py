@@ -15,6 +15,8 @@ falls on both alike:
     first     a warm run                              vs the first run after start
     run       cold `python3 -m pytest -q`             vs `pytest-zygote run -q`
     floor     pytest.main() again in a warm process   vs `pytest-zygote run -q`
+    handover  `pytest-zygote run -q`                  vs `python3 -m pytest -p pytest_zygote.plugin -q`
+              (the plugin's hand-over: Python, pytest and the ini file, then exec of the client)
     noop      spawning /bin/true                      vs `pytest-zygote status` (round trip)
               spawning /bin/true                      vs `pytest-zygote --version` (no socket)
     per-test  test time / tests, cold                 vs the same in a zygote child
@@ -152,6 +154,13 @@ class Project:
     def warm(self, args=ARGS, env=None):
         return timed([self.ns.bin, "run", "--", *args], self.root, env or self.env)
 
+    def handover(self, args=ARGS):
+        """A plain pytest command line that the plugin hands over."""
+        env = with_env(self.env, {"PYTEST_ZYGOTE_BIN": self.ns.bin,
+                                  "PYTHONPATH": str(REPO / "plugin" / "src")})
+        return timed([self.ns.python, "-m", "pytest", "-p", "pytest_zygote.plugin", *args],
+                     self.root, env)
+
     def check(self, what, ref, run):
         """Fidelity: RUN must end as the cold REF did: the same exit code and
         summary line. A different number of warnings alone is recorded apart."""
@@ -229,6 +238,9 @@ class Project:
             w = self.warm()
             self.check("warm run", ref, w)
             self.add("warm", w.seconds)
+            h = self.handover()
+            self.check("hand-over", ref, h)
+            self.add("handover", h.seconds)
 
         # pytest.main() repeated in one process, alternating with warm runs
         if self.spec.floor and self.plan["floor"]:
