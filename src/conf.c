@@ -135,7 +135,7 @@ handler(void *user, const char *section, const char *name, const char *raw)
 	} else if (strcmp(name, "grace") == 0) {
 		char *end;
 		double s = strtod(v, &end);
-		if (!*v || *end || s < 0 || s > 3600)
+		if (!*v || *end || !(s >= 0 && s <= 3600)) /* NaN too */
 			problem(l, "bad value for %s: '%s' is not seconds from 0 to 3600", name, v);
 		else
 			c->grace_ms = (int)(s * 1000);
