@@ -17,6 +17,8 @@
 struct reader {
 	FILE *f;
 	int line;
+	int toolong; /* the last line longer than max, or 0 */
+	int max;
 };
 
 struct load {
@@ -49,14 +51,33 @@ conf_parse_bool(const char *s)
 	return -1;
 }
 
+/*
+ * inih's reader: one line per call, without its newline. inih's buffer holds
+ * num - 1 characters; a longer line is cut there and the rest of it skipped
+ * (inih would otherwise parse the rest as a line of its own, so a comment
+ * could set a key), and its number remembered so the handler refuses it.
+ */
 static char *
 read_line(char *str, int num, void *stream)
 {
 	struct reader *r = stream;
-	char *s = fgets(str, num, r->f);
-	if (s)
-		r->line++;
-	return s;
+	int len = 0, ch, any = 0;
+
+	while ((ch = getc(r->f)) != EOF) {
+		any = 1;
+		if (ch == '\n')
+			break;
+		if (len < num - 1)
+			str[len++] = (char)ch;
+		else
+			r->toolong = r->line + 1;
+	}
+	if (!any)
+		return NULL;
+	str[len] = '\0';
+	r->line++;
+	r->max = num - 1;
+	return str;
 }
 
 static void problem(struct load *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -120,6 +141,11 @@ handler(void *user, const char *section, const char *name, const char *raw)
 		return 1;
 	l->found = 1;
 	struct zconf *c = l->c;
+	if (l->r->toolong == l->r->line) {
+		problem(l, "%s: the line is longer than %d characters, the most this reader takes; "
+			   "shorten it or use the environment variable", name, l->r->max);
+		return 1;
+	}
 	char v[4096];
 	clean_value(raw, v, sizeof(v));
 	int b;
