@@ -13,8 +13,9 @@
 # -Dfuzzing=true. New inputs go to $FUZZ_BUILD_DIR/corpus/TARGET (the seeds in
 # tests/fuzz/corpus/TARGET are only read); a crash is written to
 # $FUZZ_BUILD_DIR/artifacts/TARGET/crash-<sha1> and the script exits non-zero.
-# --merge adds to tests/fuzz/corpus/TARGET only the found inputs that cover
-# something the seeds do not (libFuzzer -merge=1). See tests/fuzz/README.md.
+# --merge adds to tests/fuzz/corpus/TARGET only the found inputs that reach
+# code the seeds do not (libFuzzer -merge=1 -use_counters=0). See
+# tests/fuzz/README.md.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -72,7 +73,8 @@ for t in "${targets[@]}"; do
 	if ((merge)); then
 		echo "== fuzz-$t: merging $work into $seeds"
 		before=$(find "$seeds" -type f | wc -l)
-		"$bin" -merge=1 "$seeds" "$work"
+		# Edges only (no hit counters): a file is kept for code no seed reaches.
+		"$bin" -merge=1 -use_counters=0 "$seeds" "$work"
 		echo "== fuzz-$t: $seeds had $before files, has $(find "$seeds" -type f | wc -l)"
 		continue
 	fi
