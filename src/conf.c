@@ -67,10 +67,17 @@ read_line(char *str, int num, void *stream)
 		any = 1;
 		if (ch == '\n')
 			break;
-		if (len < num - 1)
+		if (len < num - 1) {
 			str[len++] = (char)ch;
-		else
-			r->toolong = r->line + 1;
+			continue;
+		}
+		if (ch == '\r') { /* a CRLF line that just fits */
+			int next = getc(r->f);
+			if (next == '\n' || next == EOF)
+				break;
+			ungetc(next, r->f);
+		}
+		r->toolong = r->line + 1;
 	}
 	if (!any)
 		return NULL;
