@@ -3,7 +3,7 @@
 # build $SAN_BUILD_DIR (default build-asan) with -Db_sanitize=address,undefined,
 # run the unit and fuzz suites, then the end-to-end tests on that binary.
 #
-#   scripts/sanitize.sh                  # everything (the e2e part takes ~20-25 min)
+#   scripts/sanitize.sh                  # everything (e2e: ~1 hour on 2 busy cores)
 #   scripts/sanitize.sh --no-e2e         # build + unit + fuzz suites only
 #   scripts/sanitize.sh tests/e2e/test_signals.py -k segv   # other pytest arguments
 #
@@ -27,8 +27,7 @@ fi
 args=("$@")
 ((${#args[@]})) || args=(tests/e2e)
 
-# b_lundef=false: the sanitizer runtimes resolve some symbols at run time.
-opts=(-Dpython="$PYTHON" -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true)
+opts=(-Dpython="$PYTHON" "-Db_sanitize=address,undefined" -Dwerror=true)
 if [[ -f $BUILD/meson-private/coredata.dat ]]; then
 	meson setup --reconfigure "$BUILD" "${opts[@]}" >/dev/null
 else
