@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: install the Debian packages, build with
-# --werror, run the C unit tests and the fuzz corpus replay, then the end-to-end
-# tests with pytest. pytest runs last so its summary line ends the output; the
-# script exits with pytest's exit code (5, "no tests collected", is a failure).
+# --werror, run the C unit tests and the fuzz corpus replay, the same under
+# valgrind, then the end-to-end tests with pytest. pytest runs last so its
+# summary line ends the output; the script exits with pytest's exit code (5,
+# "no tests collected", is a failure).
+# --sanitize: then also scripts/sanitize.sh (ASan + UBSan build, unit and e2e
+# again; ~30 minutes more), and fail if either run fails.
 # Environment: PYTHON (default /usr/bin/python3), BUILD_DIR (default build).
 set -euo pipefail
+
+sanitize=0
+case ${1:-} in
+--sanitize) sanitize=1 ;;
+"") ;;
+*) echo "usage: $0 [--sanitize]" >&2; exit 64 ;;
+esac
 
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -19,11 +29,15 @@ else
 fi
 meson compile -C "$BUILD_DIR"
 meson test -C "$BUILD_DIR" --suite unit --suite fuzz --print-errorlogs
+meson test -C "$BUILD_DIR" --setup valgrind --print-errorlogs
 
 bin=$(cd "$BUILD_DIR" && pwd)/pytest-zygote
 rc=0
 PYTEST_ZYGOTE_BIN=$bin "$PYTHON" -m pytest -q tests/e2e || rc=$?
 if ((rc == 5)); then
-	exit 1
+	rc=1
+fi
+if ((sanitize)); then
+	bash scripts/sanitize.sh || { src=$?; ((rc)) || rc=$src; }
 fi
 exit "$rc"

@@ -17,6 +17,8 @@
 struct reader {
 	FILE *f;
 	int line;
+	int toolong; /* the last line longer than max, or 0 */
+	int max;
 };
 
 struct load {
@@ -58,14 +60,40 @@ conf_parse_sandbox(const char *s)
 	return conf_parse_bool(s);
 }
 
+/*
+ * inih's reader: one line per call, without its newline. inih's buffer holds
+ * num - 1 characters; a longer line is cut there and the rest of it skipped
+ * (inih would otherwise parse the rest as a line of its own, so a comment
+ * could set a key), and its number remembered so the handler refuses it.
+ */
 static char *
 read_line(char *str, int num, void *stream)
 {
 	struct reader *r = stream;
-	char *s = fgets(str, num, r->f);
-	if (s)
-		r->line++;
-	return s;
+	int len = 0, ch, any = 0;
+
+	while ((ch = getc(r->f)) != EOF) {
+		any = 1;
+		if (ch == '\n')
+			break;
+		if (len < num - 1) {
+			str[len++] = (char)ch;
+			continue;
+		}
+		if (ch == '\r') { /* a CRLF line that just fits */
+			int next = getc(r->f);
+			if (next == '\n' || next == EOF)
+				break;
+			ungetc(next, r->f);
+		}
+		r->toolong = r->line + 1;
+	}
+	if (!any)
+		return NULL;
+	str[len] = '\0';
+	r->line++;
+	r->max = num - 1;
+	return str;
 }
 
 static void problem(struct load *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -129,6 +157,11 @@ handler(void *user, const char *section, const char *name, const char *raw)
 		return 1;
 	l->found = 1;
 	struct zconf *c = l->c;
+	if (l->r->toolong == l->r->line) {
+		problem(l, "%s: the line is longer than %d characters, the most this reader takes; "
+			   "shorten it or use the environment variable", name, l->r->max);
+		return 1;
+	}
 	char v[4096];
 	clean_value(raw, v, sizeof(v));
 	int b;
@@ -146,7 +179,7 @@ handler(void *user, const char *section, const char *name, const char *raw)
 	} else if (strcmp(name, "grace") == 0) {
 		char *end;
 		double s = strtod(v, &end);
-		if (!*v || *end || s < 0 || s > 3600)
+		if (!*v || *end || !(s >= 0 && s <= 3600)) /* NaN too */
 			problem(l, "bad value for %s: '%s' is not seconds from 0 to 3600", name, v);
 		else
 			c->grace_ms = (int)(s * 1000);

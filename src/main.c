@@ -613,7 +613,7 @@ parse_grace(const char *s, int *ret_ms)
 {
 	char *end;
 	double v = strtod(s, &end);
-	if (end == s || *end || v < 0 || v > 3600)
+	if (end == s || *end || !(v >= 0 && v <= 3600)) /* NaN too */
 		return -1;
 	*ret_ms = (int)(v * 1000);
 	return 0;

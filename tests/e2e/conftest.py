@@ -289,3 +289,35 @@ def run_zygote(pz):
 @pytest.fixture
 def normaliser():
     return pz_util.normalise
+
+
+# -- sanitizer builds (scripts/sanitize.sh) --
+
+def _sanitizer_logs():
+    """Report files of the log_path= prefixes in ASAN_OPTIONS / UBSAN_OPTIONS /
+    LSAN_OPTIONS (sanitizers write PREFIX.PID), or None when none is set."""
+    prefixes = []
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
+        for opt in os.environ.get(var, "").split(":"):
+            key, _, value = opt.partition("=")
+            if key == "log_path" and value not in ("", "stdout", "stderr"):
+                prefixes.append(value)
+    if not prefixes:
+        return None
+    return {str(p) for pre in prefixes for p in Path(pre).parent.glob(Path(pre).name + ".*")}
+
+
+@pytest.fixture(autouse=True)
+def _no_sanitizer_reports():
+    """A sanitizer report written by any process during the test (client,
+    supervisor, zygote, test child) fails it. Set up first, so this runs after
+    the other fixtures have stopped every server."""
+    before = _sanitizer_logs()
+    yield
+    if before is None:
+        return
+    new = sorted(_sanitizer_logs() - before)
+    if new:
+        pytest.fail("sanitizer reports:\n" + "\n".join(
+            "%s:\n%s" % (p, Path(p).read_text(errors="replace")[-6000:]) for p in new),
+            pytrace=False)

@@ -2,8 +2,9 @@
  * Fuzz target for the request decoder (src/proto.c): the input is a byte
  * stream as a client would write it to the socket, framed with proto_frame and
  * fed to proto_decoder_feed message by message. Built with -DFUZZING and
- * -fsanitize=fuzzer it is a libFuzzer target; otherwise main() replays every
- * file of a corpus directory, which is how `meson test --suite fuzz` runs it.
+ * -fsanitize=fuzzer it is a libFuzzer target; otherwise it is linked with
+ * replay.c, whose main() replays every file of a corpus directory, which is
+ * how `meson test --suite fuzz` runs it.
  *
  * fds cannot come from the bytes, so the target models an honest kernel: an
  * FDS message carries as many descriptors (dups of /dev/null, at most
@@ -11,14 +12,12 @@
  * handed to the decoder must be closed again, and whatever the decoder
  * accepted must satisfy the invariants of struct proto_request.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "zygote/proto.h"
@@ -135,98 +134,3 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		      "every fd handed to the decoder is closed after finish");
 	return 0;
 }
-
-#ifndef FUZZING
-/* Read a whole file into memory. Returns NULL on error. */
-static uint8_t *
-read_file(const char *path, size_t *ret_size)
-{
-	FILE *f = fopen(path, "rbe");
-	if (!f)
-		return NULL;
-	size_t cap = 4096, len = 0;
-	uint8_t *buf = malloc(cap);
-	while (buf) {
-		size_t n = fread(buf + len, 1, cap - len, f);
-		len += n;
-		if (len < cap)
-			break;
-		uint8_t *bigger = realloc(buf, cap * 2);
-		if (!bigger) {
-			free(buf);
-			buf = NULL;
-			break;
-		}
-		buf = bigger;
-		cap *= 2;
-	}
-	if (buf && ferror(f)) {
-		free(buf);
-		buf = NULL;
-	}
-	fclose(f);
-	if (buf)
-		*ret_size = len;
-	return buf;
-}
-
-static int
-by_name(const struct dirent **a, const struct dirent **b)
-{
-	return strcmp((*a)->d_name, (*b)->d_name);
-}
-
-/* Replay every regular file of each directory (or each file) given as an argument. */
-int
-main(int argc, char **argv)
-{
-	int files = 0;
-
-	if (argc < 2) {
-		fprintf(stderr, "usage: %s CORPUS-DIR|FILE...\n", argv[0]);
-		return 64;
-	}
-	for (int a = 1; a < argc; a++) {
-		struct stat st;
-		if (stat(argv[a], &st) < 0) {
-			fprintf(stderr, "fuzz-proto: %s: %s\n", argv[a], strerror(errno));
-			return 1;
-		}
-		struct dirent **names = NULL;
-		int n = 1;
-		if (S_ISDIR(st.st_mode)) {
-			n = scandir(argv[a], &names, NULL, by_name);
-			if (n < 0) {
-				fprintf(stderr, "fuzz-proto: %s: %s\n", argv[a], strerror(errno));
-				return 1;
-			}
-		}
-		for (int i = 0; i < n; i++) {
-			char path[4096];
-			if (names)
-				snprintf(path, sizeof(path), "%s/%s", argv[a], names[i]->d_name);
-			else
-				snprintf(path, sizeof(path), "%s", argv[a]);
-			free(names ? names[i] : NULL);
-			if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
-				continue;
-			size_t size = 0;
-			uint8_t *data = read_file(path, &size);
-			if (!data) {
-				fprintf(stderr, "fuzz-proto: %s: %s\n", path, strerror(errno));
-				return 1;
-			}
-			LLVMFuzzerTestOneInput(data, size);
-			free(data);
-			files++;
-		}
-		free(names);
-	}
-	printf("fuzz-proto: replayed %d inputs\n", files);
-	if (files == 0) {
-		fprintf(stderr, "fuzz-proto: no inputs found\n");
-		return 1;
-	}
-	return 0;
-}
-#endif

@@ -224,6 +224,7 @@ test_large_message(void)
 		close(sv[1]);
 		int r = fdpass_send_msg(sv[0], PROTO_MSG_NOTICE, payload, len);
 		r = r == 0 ? fdpass_send_msg(sv[0], PROTO_MSG_EXIT, "\0\0\0\0", 4) : r;
+		free(payload);
 		_exit(r == 0 ? 0 : 1);
 	}
 	close(sv[0]);

@@ -106,6 +106,8 @@ record_child(int wfd, char *region)
 	for (long i = 1; i < n; i++)
 		sorted &= r[i].start > r[i - 1].start + r[i - 1].npages * (uint64_t)page - 1;
 	put(wfd, sorted);
+	if (n >= 0)
+		free(r);
 }
 
 static void
