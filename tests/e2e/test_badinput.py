@@ -9,6 +9,7 @@ import os
 import socket
 import struct
 import subprocess
+import time
 
 import pytest
 
@@ -55,6 +56,19 @@ def _open_fds(pid):
         except OSError:
             pass
     return out
+
+
+def _settled_fds(pid):
+    """The server's descriptors once the connection of a request just made
+    (status) is closed: the same twice, 0.2 s apart."""
+    prev = _open_fds(pid)
+    for _ in range(50):
+        time.sleep(0.2)
+        cur = _open_fds(pid)
+        if cur == prev:
+            return cur
+        prev = cur
+    return prev
 
 
 def _run_request(root, nfds=3):
@@ -106,7 +120,7 @@ def test_each_bad_request_gets_a_clear_error_and_costs_nothing(pz):
     root = pz.project("basic")
     srv = pz.start(root)
     before = srv.status()
-    fds_before = _open_fds(srv.pid)
+    fds_before = _settled_fds(srv.pid)
     problems = []
     for name, data, nfds, at, shut, text in _cases(root):
         msgs = _exchange(srv.socket, data, _fds(nfds), at, shut)

@@ -463,16 +463,34 @@ def _reuse_reexecuted_modules():
             continue
         reusable[path] = mod
     if not reusable:
-        return ()
+        return (), None
     original = _pytest.pathlib.import_path
     ns = {"reusable": reusable, "original": original, "sys": sys,
           "ImportMode": _pytest.pathlib.ImportMode,
           "resolve_package_path": _pytest.pathlib.resolve_package_path}
     exec(compile(_REUSING_IMPORT_PATH, "<pytest_zygote import_path>", "exec"), ns)
+    wrapper = ns["import_path"]
     for module in (_pytest.python, _pytest.config):
         if getattr(module, "import_path", None) is original:
-            module.import_path = ns["import_path"]
-    return list(reusable)
+            module.import_path = wrapper
+
+    def restore():
+        for module in (_pytest.python, _pytest.config):
+            if getattr(module, "import_path", None) is wrapper:
+                module.import_path = original
+
+    return list(reusable), restore
+
+
+class _RestoreImportPath:
+    """A plugin for children: once collection is over, pytest's own
+    import_path is back, so tests see pytest as plain pytest has it."""
+
+    def __init__(self, restore):
+        self._restore = restore
+
+    def pytest_collection_finish(self, session):
+        self._restore()
 
 
 class _ReplayImportWarnings:
@@ -830,9 +848,13 @@ def child_run(argv, cwd, env):
             global _reloaded
             _reloaded = len(_purge(dirty))
             pending = _workarounds()
+        child_plugins = []
         if not dirty and _path_modules:
+            reused, restore = _reuse_reexecuted_modules()
+            if restore is not None:
+                child_plugins.append(_RestoreImportPath(restore))
             # Their import warnings come back as for other reused modules.
-            _replay.update(p for p in _reuse_reexecuted_modules() if p in _import_warnings)
+            _replay.update(p for p in reused if p in _import_warnings)
         config_warnings = []
         if _import_warnings or _config_warnings:
             # Modules still imported will not warn again by themselves.
@@ -849,8 +871,9 @@ def child_run(argv, cwd, env):
         gc.enable()
         import pytest
 
-        replay = _replay or config_warnings
-        code = _pytest_main([_ReplayImportWarnings(config_warnings)] if replay else [])
+        if _replay or config_warnings:
+            child_plugins.append(_ReplayImportWarnings(config_warnings))
+        code = _pytest_main(child_plugins)
         if pending:
             sys.modules["pytest_zygote.workaround"]._finish(pending)
     except SystemExit as e:
