@@ -170,6 +170,30 @@ def wait_until(predicate, timeout=10.0, interval=0.02):
         time.sleep(interval)
 
 
+def settled_fds(pid, interval=0.2, tries=50):
+    """A server's open descriptors (fd -> what it is) once they stop changing:
+    the same twice, INTERVAL apart. Right after a request (status included)
+    its connection may still be closing on the server's side."""
+    def fds():
+        d = "/proc/%d/fd" % pid
+        out = {}
+        for fd in os.listdir(d):
+            try:
+                out[int(fd)] = os.readlink(os.path.join(d, fd))
+            except OSError:
+                pass
+        return out
+
+    prev = fds()
+    for _ in range(tries):
+        time.sleep(interval)
+        cur = fds()
+        if cur == prev:
+            return cur
+        prev = cur
+    return prev
+
+
 def kill_quietly(pid, sig=signal.SIGKILL):
     try:
         os.kill(pid, sig)

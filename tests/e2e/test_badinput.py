@@ -9,7 +9,6 @@ import os
 import socket
 import struct
 import subprocess
-import time
 
 import pytest
 
@@ -44,31 +43,6 @@ def _exchange(sock_path, data, fds=(), fds_at=None, shut=False):
         s.close()
         for fd in fds:
             os.close(fd)
-
-
-def _open_fds(pid):
-    """fd -> what it is (pipes and sockets by inode: a new one is a leak)."""
-    d = "/proc/%d/fd" % pid
-    out = {}
-    for fd in os.listdir(d):
-        try:
-            out[int(fd)] = os.readlink(os.path.join(d, fd))
-        except OSError:
-            pass
-    return out
-
-
-def _settled_fds(pid):
-    """The server's descriptors once the connection of a request just made
-    (status) is closed: the same twice, 0.2 s apart."""
-    prev = _open_fds(pid)
-    for _ in range(50):
-        time.sleep(0.2)
-        cur = _open_fds(pid)
-        if cur == prev:
-            return cur
-        prev = cur
-    return prev
 
 
 def _run_request(root, nfds=3):
@@ -120,7 +94,7 @@ def test_each_bad_request_gets_a_clear_error_and_costs_nothing(pz):
     root = pz.project("basic")
     srv = pz.start(root)
     before = srv.status()
-    fds_before = _settled_fds(srv.pid)
+    fds_before = pz_util.settled_fds(srv.pid)
     problems = []
     for name, data, nfds, at, shut, text in _cases(root):
         msgs = _exchange(srv.socket, data, _fds(nfds), at, shut)
@@ -130,8 +104,7 @@ def test_each_bad_request_gets_a_clear_error_and_costs_nothing(pz):
     assert not problems, "\n".join(problems)
     # Nothing a bad client sent was kept (the server may still be closing the
     # last connection when the client has read its ERROR).
-    pz_util.wait_until(lambda: _open_fds(srv.pid) == fds_before, timeout=10)
-    assert _open_fds(srv.pid) == fds_before
+    assert pz_util.settled_fds(srv.pid) == fds_before
     after = srv.status()
     assert (after["pid"], after["zygote_pid"], after["runs"]) == \
         (before["pid"], before["zygote_pid"], before["runs"])

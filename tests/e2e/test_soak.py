@@ -24,7 +24,8 @@ def _rss_kb(pid):
 
 
 def _fds(pid):
-    return sorted(int(fd) for fd in os.listdir("/proc/%d/fd" % pid))
+    # once settled: wait_idle's own status connection may still be closing
+    return sorted(pz_util.settled_fds(pid))
 
 
 def _snapshot(srv, zygote):
