@@ -122,6 +122,22 @@ proctree_kill_strays(const pid_t *keep, int nkeep)
 }
 
 int
+proctree_children(pid_t *out, int max)
+{
+	struct proc *p;
+	int n = scan(&p);
+	if (n < 0)
+		return n;
+	pid_t self = getpid();
+	int k = 0;
+	for (int i = 0; i < n && k < max; i++)
+		if (p[i].ppid == self)
+			out[k++] = p[i].pid;
+	free(p);
+	return k;
+}
+
+int
 proctree_kill_all(int max_ms)
 {
 	long long deadline = now_ms() + max_ms;

@@ -571,29 +571,10 @@ static void
 note_warm_children(void)
 {
 	pid_t kids[64];
-	int n = 0;
-	DIR *d = opendir("/proc");
-	struct dirent *e;
-	while (d && (e = readdir(d)) && n < (int)ARRAY_SIZE(kids)) {
-		char path[300], buf[512];
-		if (e->d_name[0] < '1' || e->d_name[0] > '9')
-			continue;
-		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
-		FILE *f = fopen(path, "re");
-		if (!f)
-			continue;
-		size_t len = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
-		buf[len] = '\0';
-		char *rp = strrchr(buf, ')');
-		char st;
-		int ppid;
-		if (rp && sscanf(rp + 1, " %c %d", &st, &ppid) == 2 && ppid == getpid() &&
-		    (pid_t)atoi(e->d_name) != spare.pid)
-			kids[n++] = (pid_t)atoi(e->d_name);
-	}
-	if (d)
-		closedir(d);
+	int found = proctree_children(kids, (int)ARRAY_SIZE(kids)), n = 0;
+	for (int i = 0; i < found; i++)
+		if (kids[i] != spare.pid)
+			kids[n++] = kids[i];
 	if (n) {
 		warm_children = malloc((size_t)n * sizeof(pid_t));
 		if (warm_children) {

@@ -19,6 +19,12 @@
 int proctree_kill_strays(const pid_t *keep, int nkeep);
 
 /*
+ * The pids of this process's children, at most max of them, into out.
+ * Returns how many, or -errno when /proc cannot be read.
+ */
+int proctree_children(pid_t *out, int max);
+
+/*
  * SIGKILL every live descendant of this process, repeating until none is
  * left running or about max_ms have passed (a process may fork while we
  * look). Returns how many were signalled.
