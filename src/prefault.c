@@ -140,10 +140,22 @@ touch_fault(int sig)
 /*
  * Not instrumented by AddressSanitizer: touching any byte of a page is the
  * point here, redzones between globals and heap blocks included, and each
- * byte is written back unchanged.
+ * byte is written back unchanged. A write from user space, not
+ * madvise(MADV_POPULATE_WRITE): measured, a run child whose pages were
+ * prepared by the kernel ran its Python 60% slower (44 vs 27 ms CPU for the
+ * same run) than one whose pages were written by hand.
  */
-__attribute__((no_sanitize_address)) long
-prefault_touch(const struct prefault_range *ranges, size_t n)
+__attribute__((no_sanitize_address)) static void
+touch_bytes(uint64_t lo, uint64_t hi, uint64_t page)
+{
+	for (uint64_t p = lo; p < hi; p += page) {
+		volatile unsigned char *c = (volatile unsigned char *)(uintptr_t)p;
+		*c = *c;
+	}
+}
+
+long
+prefault_touch(const struct prefault_range *ranges, size_t n, int (*stop)(void *), void *arg)
 {
 	struct mapping *maps;
 	long nmaps = private_mappings(&maps);
@@ -171,13 +183,18 @@ prefault_touch(const struct prefault_range *ranges, size_t n)
 		for (long k = m; k < nmaps && maps[k].start < b; k++) {
 			uint64_t lo = a > maps[k].start ? a : maps[k].start;
 			uint64_t hi = b < maps[k].end ? b : maps[k].end;
-			for (uint64_t p = lo; p < hi; p += page) {
-				volatile unsigned char *c = (volatile unsigned char *)(uintptr_t)p;
-				*c = *c;
-				touched++;
+			while (lo < hi) {
+				if (stop && stop(arg))
+					goto out;
+				uint64_t end = hi - lo > PREFAULT_CHUNK * page ? lo + PREFAULT_CHUNK * page
+									       : hi;
+				touch_bytes(lo, end, page);
+				touched += (long)((end - lo) / page);
+				lo = end;
 			}
 		}
 	}
+out:
 	sigaction(SIGSEGV, &old_segv, NULL);
 	sigaction(SIGBUS, &old_bus, NULL);
 	free(maps);

@@ -258,6 +258,14 @@ child_main(struct proto_request *req, int conn, int learn, const int *close_fds,
 	_exit(code);
 }
 
+/* prefault_touch's stop: a request is waiting on the spare's socket. */
+static int
+request_waiting(void *arg)
+{
+	struct pollfd p = { .fd = *(int *)arg, .events = POLLIN };
+	return poll(&p, 1, 0) > 0;
+}
+
 /*
  * In the spare: take the copy-on-write faults of the last run's pages, a
  * chunk at a time, and stop as soon as a request is waiting: a run that
@@ -266,19 +274,7 @@ child_main(struct proto_request *req, int conn, int learn, const int *close_fds,
 static void
 spare_prepare(int sock)
 {
-	long page = sysconf(_SC_PAGESIZE);
-	for (size_t i = 0; i < nhot; i++) {
-		struct prefault_range r = hot[i];
-		while (r.npages > 0) {
-			struct pollfd p = { .fd = sock, .events = POLLIN };
-			if (poll(&p, 1, 0) > 0)
-				return;
-			struct prefault_range chunk = { r.start, r.npages < 64 ? r.npages : 64 };
-			prefault_touch(&chunk, 1);
-			r.start += chunk.npages * (uint64_t)page;
-			r.npages -= chunk.npages;
-		}
-	}
+	prefault_touch(hot, nhot, request_waiting, &sock);
 }
 
 /* Fork the next spare, unless there is one or we are stopping. */
@@ -448,7 +444,6 @@ start_run(struct proto_request *req, int32_t id, int conn)
 	}
 	fcntl(conn, F_SETFL, fcntl(conn, F_GETFL) | O_NONBLOCK);
 	log_debug("run %d: child %d", (int)id, (int)pid);
-	spare_fork();
 }
 
 /* The READY text of a generation that waits for its spare (see zygote_main). */
@@ -631,6 +626,13 @@ reap(void)
 			log_debug("run %d: child %d exited with %d", (int)r->id, (int)pid,
 				  (int)code);
 			run_remove(i);
+			/*
+			 * The next spare is forked now, not when the run
+			 * started: preparing it (thousands of page copies)
+			 * next to a running child made that child's Python
+			 * run a third slower on this kind of machine.
+			 */
+			spare_fork();
 			break;
 		}
 	}

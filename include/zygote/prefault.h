@@ -25,12 +25,17 @@ struct prefault_range {
  */
 long prefault_record(struct prefault_range **ret);
 
+/* Pages made private at a time between two calls of prefault_touch's stop. */
+#define PREFAULT_CHUNK 64
+
 /*
- * In a spare child: write each byte-for-byte the same value to one byte of
- * every page in ranges that lies in one of our private writable mappings.
- * Pages outside them are skipped; a fault on one range skips that range.
- * Returns the number of pages touched.
+ * In a spare child: make private every page in ranges that lies in one of
+ * our private writable mappings, as a write of each page would, contents
+ * unchanged. Pages outside them are skipped; a fault on one range skips that
+ * range. Before each chunk of PREFAULT_CHUNK pages, stop(arg) (if not NULL)
+ * may end it early. Returns the number of pages made private.
  */
-long prefault_touch(const struct prefault_range *ranges, size_t n);
+long prefault_touch(const struct prefault_range *ranges, size_t n, int (*stop)(void *),
+		    void *arg);
 
 #endif

@@ -120,7 +120,7 @@ touch_child(int wfd, char *region)
 		{ (uint64_t)(uintptr_t)(region + 40 * page), 2 },
 	};
 	put(wfd, !exclusive(region + 5 * page));
-	long touched = prefault_touch(r, 3);
+	long touched = prefault_touch(r, 3, NULL, NULL);
 	put(wfd, touched == 7);
 	int all = 1;
 	for (int k = 5; k < 10; k++)
@@ -131,6 +131,30 @@ touch_child(int wfd, char *region)
 	for (long i = 0; i < NPAGES * page; i++)
 		same &= region[i] == (char)(i % 251);
 	put(wfd, same);
+}
+
+static int stop_calls;
+
+static int
+stop_second(void *arg)
+{
+	(void)arg;
+	return ++stop_calls >= 2;
+}
+
+/* A stop callback that says stop before the second chunk: one chunk done. */
+static void
+stop_child(int wfd, char *region)
+{
+	(void)region;
+	long len = 3 * PREFAULT_CHUNK;
+	char *big = mmap(NULL, (size_t)(len * page), PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct prefault_range r = { (uint64_t)(uintptr_t)big, (uint64_t)len };
+	long touched = prefault_touch(&r, 1, stop_second, NULL);
+	put(wfd, touched == PREFAULT_CHUNK && stop_calls == 2);
+	put(wfd, exclusive(big) && exclusive(big + (PREFAULT_CHUNK - 1) * page));
+	put(wfd, !exclusive(big + PREFAULT_CHUNK * page) && !exclusive(big + (len - 1) * page));
 }
 
 int
@@ -157,6 +181,11 @@ main(void)
 	ok(res[2] == 1, "touched pages are now private");
 	ok(res[3] == 1, "untouched pages stay shared");
 	ok(res[4] == 1, "contents are unchanged");
+
+	in_child(stop_child, region, res, 3);
+	ok(res[0] == 1, "stop is asked before each chunk and ends the work");
+	ok(res[1] == 1, "the chunk before the stop is private");
+	ok(res[2] == 1, "pages after the stop are left alone");
 
 	return done_testing();
 }

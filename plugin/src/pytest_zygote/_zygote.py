@@ -823,6 +823,12 @@ def child_run(argv, cwd, env):
 
     global _ru0
     _ru0 = resource.getrusage(resource.RUSAGE_SELF)  # for the benchmarks
+    profile = env.get("PYTEST_ZYGOTE_PROFILE")
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     # Python's own SIGINT handler, so Ctrl-C becomes KeyboardInterrupt. C reset
     # the dispositions; these two are what CPython sets at start-up.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -887,6 +893,12 @@ def child_run(argv, cwd, env):
         _print_exc()
         code = 1
     code = _finish(code)
+    if profile:
+        profiler.disable()
+        try:
+            profiler.dump_stats(profile)
+        except OSError as e:
+            sys.stderr.write("pytest-zygote: cannot write the profile to %s: %s\n" % (profile, e))
     if os.environ.get("PYTEST_ZYGOTE_TIMING"):
         r = resource.getrusage(resource.RUSAGE_SELF)
         sys.stderr.write("pytest-zygote: child %.1f ms CPU, %d page faults, %d modules reloaded\n"
