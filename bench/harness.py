@@ -105,6 +105,23 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _children(pid: int) -> list:
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _state(pid: int) -> str:
+    """The one-letter state of /proc/PID/stat (R running, S sleeping, ...)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
 class Servers:
     """The zygote servers this harness starts, all in one private runtime
     directory that is removed at the end. Use as a context manager: leaving it
@@ -172,6 +189,29 @@ class Servers:
             if time.monotonic() > end:
                 raise BenchError("no fresh generation after %ss (status %r)" % (timeout, st))
             time.sleep(0.05)
+
+    def settle(self, root: Path, timeout: float = 5.0) -> float:
+        """Wait until the zygote is idle the way it is between two runs a
+        person starts: no run child, and its spare child forked and done
+        preparing (asleep waiting for a request). Returns the seconds waited;
+        gives up quietly after TIMEOUT (then the next run finds what it finds).
+        Runs started back to back are measured apart ("back to back")."""
+        t0 = time.monotonic()
+        zpid = self.status(root).get("zygote_pid")
+        quiet = 0
+        while zpid and time.monotonic() - t0 < timeout:
+            kids = _children(zpid)
+            titles = [_cmdline(k) for k in kids]
+            spare = [k for k, t in zip(kids, titles) if t.startswith("pytest-zygote: spare ")]
+            running = [t for t in titles if t.startswith("pytest-zygote: run")]
+            if spare and not running and _state(spare[0]) == "S":
+                quiet += 1
+                if quiet >= 2:
+                    break
+            else:
+                quiet = 0
+            time.sleep(0.01)
+        return time.monotonic() - t0
 
     def stop(self, root: Path) -> None:
         self.cli("stop", "--root", root, "--grace", "5", check=False)

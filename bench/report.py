@@ -55,6 +55,8 @@ def scenarios(result: dict) -> list:
             "first run after start", s.get("first"))
         add("second", "2nd run after start", "s", "warm run", s.get("warm"),
             "2nd run after start", s.get("second"))
+        add("back_to_back", "runs back to back", "s", "warm run", s.get("warm"),
+            "back-to-back run", s.get("back_to_back"))
         if s.get("floor"):
             add("floor", "vs in-process floor", "s", "pytest.main() again", s.get("floor"),
                 "pytest-zygote run -q", s.get("warm"),

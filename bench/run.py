@@ -13,6 +13,7 @@ falls on both alike:
 
     start     cold `pytest --collect-only -q`         vs `pytest-zygote start` (returns when warm)
     first     a warm run                              vs the first run after start
+    b2b       a warm run                              vs runs started back to back
     run       cold `python3 -m pytest -q`             vs `pytest-zygote run -q`
     floor     pytest.main() again in a warm process   vs `pytest-zygote run -q`
     handover  `pytest-zygote run -q`                  vs `python3 -m pytest -p pytest_zygote.plugin -q`
@@ -24,6 +25,10 @@ falls on both alike:
     gc        a child's private dirty memory          vs one whose test calls gc.collect()
     edits     a warm run                              vs the first and the second run after
               editing a leaf module, then the module everything imports
+
+A warm run is taken once the zygote is idle, as between two runs a person
+starts: no run going and the spare child prepared (Servers.settle, at most 5 s);
+runs a script starts back to back are their own scenario (b2b).
 
 Every warm run must end with the same exit code and pytest summary line as the
 cold run of the same round (the fidelity check); a mismatch is reported and
@@ -151,7 +156,12 @@ class Project:
     def cold(self, args=ARGS, env=None):
         return timed([self.ns.python, "-m", "pytest", *args], self.root, env or self.env)
 
-    def warm(self, args=ARGS, env=None):
+    def warm(self, args=ARGS, env=None, settle=True):
+        """A warm run. By default first wait until the zygote is idle, as it
+        is between two runs a person starts (Servers.settle); settle=False
+        measures what a script that starts runs back to back sees."""
+        if settle:
+            self.add("settle_s", self.servers.settle(self.root))
         return timed([self.ns.bin, "run", "--", *args], self.root, env or self.env)
 
     def handover(self, args=ARGS):
@@ -224,9 +234,9 @@ class Project:
             raise BenchError("%s: cold pytest exited %d:\n%s" % (self.spec.name, ref.rc,
                                                                 ref.output))
         self.tests = harness.test_count(ref.summary)
-        first = self.warm()
+        first = self.warm(settle=False)
         self.check("first run after start", ref, first)
-        second = self.warm()
+        second = self.warm(settle=False)
         self.check("second run after start", ref, second)
         self.add("cold", ref.seconds)
         self.add("first", first.seconds)
@@ -241,6 +251,14 @@ class Project:
             h = self.handover()
             self.check("hand-over", ref, h)
             self.add("handover", h.seconds)
+
+        # runs started back to back, as a loop in a script does: the spare
+        # of each run is still being prepared when the next request comes
+        self.warm()
+        for _ in range(3):
+            b = self.warm(settle=False)
+            self.check("back-to-back run", ref, b)
+            self.add("back_to_back", b.seconds)
 
         # pytest.main() repeated in one process, alternating with warm runs
         if self.spec.floor and self.plan["floor"]:
@@ -283,8 +301,9 @@ class Project:
             w = self.warm()
             self.check("warm run", ref, w)
             self.add("warm_edit", w.seconds)
+            self.servers.settle(self.root)  # a person edits after the run
             self.edit(path)
-            first = self.warm()
+            first = self.warm(settle=False)
             self.check("first run after a %s edit" % kind, ref, first)
             self.add("%s_first" % kind, first.seconds)
             st = srv.wait_generation(self.root, gen)

@@ -29,6 +29,13 @@ sandbox_protect(void)
 {
 }
 
+void
+sandbox_prepare(pid_t zygote, pid_t supervisor)
+{
+	(void)zygote;
+	(void)supervisor;
+}
+
 int
 sandbox_apply(pid_t zygote, pid_t supervisor, char *err, size_t errsize)
 {

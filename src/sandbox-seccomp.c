@@ -25,7 +25,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
 #include <linux/net.h>
 #include <seccomp.h>
 #include <signal.h>
@@ -34,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -288,6 +291,90 @@ static const char how_to_disable[] =
 	"set 'sandbox = off' in the [pytest-zygote] section or start with "
 	"PYTEST_ZYGOTE_SANDBOX=off to run tests without it";
 
+/* A filter with every rule for the protected set p, not yet loaded. */
+static int
+build(scmp_filter_ctx *ret, const struct protected *p, int mode, int nnp)
+{
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+	if (!ctx)
+		return -ENOMEM;
+	int r = add_compat_arches(ctx);
+	if (r == 0)
+		r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, nnp);
+	/* The kernel's own errno when loading fails, not libseccomp's ECANCELED. */
+	if (r == 0)
+		r = seccomp_attr_set(ctx, SCMP_FLTATR_API_SYSRAWRC, 1);
+	if (r == 0)
+		r = add_rules(ctx, p, mode);
+	if (r < 0) {
+		seccomp_release(ctx);
+		return r;
+	}
+	*ret = ctx;
+	return 0;
+}
+
+/*
+ * The filter a spare built before its request came (sandbox_prepare), as
+ * BPF, and the protected set and policy it was built for. Building takes
+ * about 0.8 ms of a run's critical path; collecting the set again to check
+ * that nothing changed (a generation started or ended) takes 0.15 ms.
+ */
+static struct {
+	int ready, mode, nnp;
+	struct protected p;
+	struct sock_fprog prog;
+} pre;
+
+void
+sandbox_prepare(pid_t zygote, pid_t supervisor)
+{
+	int mode = sandbox_mode();
+	if (mode != SANDBOX_ON && mode != SANDBOX_NO_NETWORK)
+		return;
+	int nnp = !has_sys_admin();
+	scmp_filter_ctx ctx;
+	memset(&pre.p, 0, sizeof(pre.p));
+	collect(&pre.p, zygote, supervisor);
+	if (build(&ctx, &pre.p, mode, nnp) < 0)
+		return;
+	/* libseccomp 2.5 exports only to a descriptor. */
+	int fd = memfd_create("pytest-zygote-bpf", MFD_CLOEXEC);
+	off_t len = -1;
+	if (fd >= 0 && seccomp_export_bpf(ctx, fd) == 0)
+		len = lseek(fd, 0, SEEK_CUR);
+	seccomp_release(ctx);
+	struct sock_filter *f = NULL;
+	if (len > 0 && len % (off_t)sizeof(*f) == 0 && len / (off_t)sizeof(*f) <= USHRT_MAX)
+		f = malloc((size_t)len);
+	if (f && pread(fd, f, (size_t)len, 0) == len) {
+		pre.prog.filter = f;
+		pre.prog.len = (unsigned short)(len / (off_t)sizeof(*f));
+		pre.mode = mode;
+		pre.nnp = nnp;
+		pre.ready = 1;
+	} else {
+		free(f);
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
+/* Load the prepared filter if it was built for p, mode and nnp: 1 if it was
+ * loaded, 0 if it does not apply, -errno if loading failed. */
+static int
+load_prepared(const struct protected *p, int mode, int nnp)
+{
+	if (!pre.ready || pre.mode != mode || pre.nnp != nnp ||
+	    memcmp(p, &pre.p, sizeof(*p)) != 0)
+		return 0;
+	if (nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return -errno;
+	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &pre.prog) < 0)
+		return -errno;
+	return 1;
+}
+
 int
 sandbox_apply(pid_t zygote, pid_t supervisor, char *err, size_t errsize)
 {
@@ -313,30 +400,24 @@ sandbox_apply(pid_t zygote, pid_t supervisor, char *err, size_t errsize)
 	}
 
 	struct protected *p = calloc(1, sizeof(*p));
-	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-	if (!p || !ctx) {
-		free(p);
-		if (ctx)
-			seccomp_release(ctx);
+	if (!p) {
 		snprintf(err, errsize, "cannot sandbox the test process: out of memory");
 		return -1;
 	}
 	collect(p, zygote, supervisor);
-	int r = add_compat_arches(ctx);
-	if (r == 0)
-		r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, nnp);
-	/* The kernel's own errno when loading fails, not libseccomp's ECANCELED. */
-	if (r == 0)
-		r = seccomp_attr_set(ctx, SCMP_FLTATR_API_SYSRAWRC, 1);
-	if (r == 0)
-		r = add_rules(ctx, p, mode);
-	free(p);
-	const char *step = "build";
+	const char *step = "load";
+	int r = load_prepared(p, mode, nnp);
 	if (r == 0) {
-		step = "load";
-		r = seccomp_load(ctx);
+		scmp_filter_ctx ctx;
+		step = "build";
+		r = build(&ctx, p, mode, nnp);
+		if (r == 0) {
+			step = "load";
+			r = seccomp_load(ctx);
+			seccomp_release(ctx);
+		}
 	}
-	seccomp_release(ctx);
+	free(p);
 	if (r < 0) {
 		snprintf(err, errsize, "cannot %s the seccomp filter for the test process: %s%s; %s",
 			 step, strerror(-r),

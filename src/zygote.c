@@ -32,6 +32,7 @@
 #include "zygote/proctree.h"
 #include "zygote/proto.h"
 #include "zygote/pyembed.h"
+#include "zygote/sandbox.h"
 #include "zygote/spawn.h"
 #include "zygote/zygote.h"
 
@@ -301,6 +302,7 @@ spare_fork(void)
 		if (getppid() != zygote)
 			_exit(0);
 		setproctitle("spare gen %d %s", z.generation, z.root);
+		sandbox_prepare(zygote, z.supervisor);
 		spare_prepare(sv[1]);
 
 		/* Wait for a request: Z_RUN (connection and learning pipe) + request. */

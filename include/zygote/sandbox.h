@@ -41,6 +41,13 @@ int sandbox_mode(void);
 void sandbox_protect(void);
 
 /*
+ * In a spare child, before its request: build the filter sandbox_apply
+ * would load now, so that it only has to check that the processes to
+ * protect are still the same and load it. Nothing happens on failure.
+ */
+void sandbox_prepare(pid_t zygote, pid_t supervisor);
+
+/*
  * In the test child, last among the C steps: dumpable again (so the user's
  * debugger can attach to the run), CAP_SYS_PTRACE dropped, and the filter
  * loaded. Returns 0, or -1 with err set to a sentence that says what to do.

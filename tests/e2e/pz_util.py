@@ -170,6 +170,16 @@ def wait_until(predicate, timeout=10.0, interval=0.02):
         time.sleep(interval)
 
 
+def spare_ready(zygote_pid):
+    """The zygote's spare child once it is prepared (asleep waiting for a
+    request), else None."""
+    for c in children(zygote_pid):
+        st = proc_stat(c)
+        if (cmdline(c) or "").startswith("pytest-zygote: spare ") and st and st[0] == "S":
+            return c
+    return None
+
+
 def settled_fds(pid, interval=0.2, tries=50):
     """A server's open descriptors (fd -> what it is) once they stop changing:
     the same twice, INTERVAL apart. Right after a request (status included)

@@ -22,7 +22,8 @@ from pz_util import REPO
 
 HARNESS = REPO / "bench" / "run.py"
 TINY_SCENARIOS = {"start", "run", "first", "second", "cpu", "floor", "leaf_first", "leaf_second", "core_first",
-                  "core_second", "per_test", "noop", "noop_exec", "dirty", "gc", "rss", "handover"}
+                  "core_second", "per_test", "noop", "noop_exec", "dirty", "gc", "rss", "handover",
+                  "back_to_back"}
 
 
 @pytest.fixture
@@ -67,6 +68,9 @@ def test_quick_tiny_run_writes_consistent_results(bench_env, tmp_path):
     assert len(s["start"]) == len(s["collect_cold"]) == 2
     assert len(s["cold"]) >= 2 and len(s["warm"]) >= len(s["cold"])
     assert len(s["true"]) == len(s["status"]) == len(s["version"]) >= 2
+    # every settled warm run waited for an idle zygote; 3 back-to-back runs per round
+    assert len(s["settle_s"]) >= len(s["warm"]) and all(x >= 0 for x in s["settle_s"])
+    assert len(s["back_to_back"]) == 3 * 2
     assert all(x > 0 for k in ("start", "cold", "warm", "floor", "true", "status")
                for x in s[k])
     # the probe really ran in a zygote child and in a cold process
@@ -111,6 +115,29 @@ def test_quick_tiny_run_writes_consistent_results(bench_env, tmp_path):
     assert "fidelity: tiny: %d of %d" % ((tiny["fidelity"]["checked"],) * 2) in r.stdout
     if importlib.util.find_spec("matplotlib"):
         assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_child_reports_its_timing_and_writes_a_profile(pz, tmp_path):
+    # The measuring aids of README's environment table, in a real child.
+    import pstats
+
+    root = pz.project("basic")
+    pz.start(root)
+    args = ["-q", "-p", "no:cacheprovider"]
+    plain = pz.run_zygote(args, cwd=root)
+    assert plain.rc == 1, plain  # basic has failing tests on purpose
+    prof = tmp_path / "child.prof"
+    r = pz.run_zygote(args, cwd=root,
+                      env={"PYTEST_ZYGOTE_TIMING": "1", "PYTEST_ZYGOTE_PROFILE": str(prof)})
+    assert r.rc == plain.rc and pz_util.normalise(r.out) == pz_util.normalise(plain.out), r
+    timing = [ln for ln in r.err.splitlines() if ln.startswith("pytest-zygote: child ")]
+    assert len(timing) == 1 and " ms CPU, " in timing[0] and "page faults" in timing[0], r.err
+    funcs = {f[2] for f in pstats.Stats(str(prof)).stats}
+    assert "pytest_cmdline_main" in funcs and "runtestprotocol" in funcs, sorted(funcs)[:20]
+    # unwritable: the run still ends as it would, with one line saying why
+    bad = tmp_path / "no" / "such" / "dir" / "x.prof"
+    r = pz.run_zygote(args, cwd=root, env={"PYTEST_ZYGOTE_PROFILE": str(bad)})
+    assert r.rc == plain.rc and "cannot write the profile to %s" % bad in r.err, r
 
 
 def test_unknown_project_is_a_usage_error(bench_env, tmp_path):

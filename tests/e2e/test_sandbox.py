@@ -70,6 +70,35 @@ def test_attacks_are_refused_and_the_rest_works(pz):
     _same_server(pz, root, st)
 
 
+def test_a_generation_started_after_the_spare_prepared_is_protected(pz):
+    # A spare builds its filter before its request comes; a generation that
+    # starts warming after that must be in the filter the run gets.
+    root = pz.project("sandboxgen")
+    marker, gate = pz.tmp_path / "gen.marker", pz.tmp_path / "gen.open"
+    gate.touch()
+    pz.start(root, env={"GATE_MARKER": str(marker), "GATE_OPEN": str(gate)})
+    st = _status(pz, root)
+    args = ["-q", "-p", "no:cacheprovider"]
+    try:
+        r = pz.run_zygote(args, cwd=root, env={"PZ_TARGET": str(st["zygote_pid"])})
+        assert r.rc == 0 and _passed(r) == {"passed": 1}, r
+        # the next spare is forked and has built its filter
+        assert pz_util.wait_until(lambda: pz_util.spare_ready(st["zygote_pid"]), timeout=30)
+        gate.unlink()
+        with open(root / "conftest.py", "a") as f:
+            f.write("# an edit: generation 2 starts warming\n")
+        assert pz_util.wait_until(lambda: len(marker.read_text().split()) == 2, timeout=60)
+        warming = int(marker.read_text().split()[1])
+        now = _status(pz, root)
+        assert (now["generation"], now["warming"]) == (1, 2), now
+        assert pz_util.is_alive(warming)
+        r = pz.run_zygote(args, cwd=root, env={"PZ_TARGET": str(warming)})
+        assert r.rc == 0 and _passed(r) == {"passed": 1}, r
+        assert pz_util.is_alive(warming)
+    finally:
+        gate.touch()
+
+
 def test_without_the_sandbox_the_attacks_succeed(pz):
     # The environment beats the section; "off" also leaves the supervisor
     # and the zygote dumpable, so even /proc/PID/mem opens.

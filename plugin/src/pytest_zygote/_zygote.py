@@ -441,6 +441,8 @@ def import_path(path, *args, mode=ImportMode.prepend, **kwargs):
     sys.modules[mod.__name__] = mod
     return mod
 """
+# Compiled once, in the zygote: children only execute it.
+_REUSING_IMPORT_PATH_CODE = compile(_REUSING_IMPORT_PATH, "<pytest_zygote import_path>", "exec")
 
 
 def _reuse_reexecuted_modules():
@@ -468,7 +470,7 @@ def _reuse_reexecuted_modules():
     ns = {"reusable": reusable, "original": original, "sys": sys,
           "ImportMode": _pytest.pathlib.ImportMode,
           "resolve_package_path": _pytest.pathlib.resolve_package_path}
-    exec(compile(_REUSING_IMPORT_PATH, "<pytest_zygote import_path>", "exec"), ns)
+    exec(_REUSING_IMPORT_PATH_CODE, ns)
     wrapper = ns["import_path"]
     for module in (_pytest.python, _pytest.config):
         if getattr(module, "import_path", None) is original:
