@@ -218,6 +218,15 @@ pyembed_lock(void)
 	}
 }
 
+void
+pyembed_spare_speculate(void)
+{
+	PyObject *res = PyObject_CallMethod(zmod, "spare_speculate", NULL);
+	if (!res)
+		PyErr_Clear();
+	Py_XDECREF(res);
+}
+
 /* A list of str decoded like CPython decodes argv and environ. */
 static PyObject *
 strv_to_list(char *const *v, size_t n)

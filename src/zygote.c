@@ -304,6 +304,8 @@ spare_fork(void)
 		setproctitle("spare gen %d %s", z.generation, z.root);
 		sandbox_prepare(zygote, z.supervisor);
 		spare_prepare(sv[1]);
+		if (!request_waiting(&sv[1]))
+			pyembed_spare_speculate();
 
 		/* Wait for a request: Z_RUN (connection and learning pipe) + request. */
 		struct fdpass_reader rd;

@@ -44,6 +44,10 @@ void pyembed_fork_child(void);
 void pyembed_unlock(void);
 void pyembed_lock(void);
 
+/* In a spare, before its request: build what a run can start from
+ * (_zygote.spare_speculate). Errors are dropped: the run does the work. */
+void pyembed_spare_speculate(void);
+
 /* In a test child: run pytest for req. Returns the exit code (0..255). */
 int pyembed_child_run(const struct proto_request *req);
 

@@ -7,6 +7,7 @@ changed ones again."""
 
 import pytest
 
+import pz_util
 from pz_util import normalise
 
 ARGS = ["-q", "-p", "no:cacheprovider"]
@@ -53,3 +54,40 @@ def test_an_edited_rootless_conftest_runs_again(pz, rootless):
     assert z.rc == 0, z
     assert [ln.split()[0] for ln in _lines(log) if "sub/" in ln] == ["sub/conftest-v2"], \
         _lines(log)
+
+
+def _built_config(prof):
+    """Whether pytest's own get_config() ran in the profiled child."""
+    import pstats
+
+    return any(k[2] == "get_config" and k[0].endswith("_pytest/config/__init__.py")
+               for k in pstats.Stats(str(prof)).stats)
+
+
+def test_a_spare_builds_the_config_a_run_would_build(pz, tmp_path):
+    # The run takes the plugin manager and config its spare built before the
+    # request, unless its arguments exclude a plugin or the environment
+    # variables get_config() reads differ from the spare's; the output is
+    # plain pytest's either way.
+    root = pz.project("basic")
+    srv = pz.start(root)
+    zpid = srv.status()["zygote_pid"]
+    prof = tmp_path / "child.prof"
+
+    def run(args, env=None):
+        assert pz_util.wait_until(lambda: pz_util.spare_ready(zpid), timeout=30)
+        z = pz.run_zygote(args, cwd=root, env=dict(env or {}, PYTEST_ZYGOTE_PROFILE=str(prof)))
+        plain = pz.run_plain(args, cwd=root, env=env)
+        assert z.rc == plain.rc and normalise(z.out) == normalise(plain.out), (z, plain)
+        return _built_config(prof)
+
+    assert run(["-q"]) is False
+    assert run(["-q", "-p", "no:cacheprovider"]) is True
+    assert run(["-q", "-pno:cacheprovider"]) is True
+    # TOX_ENV_DIR moves the cache directory (cacheprovider's option default)
+    tox = tmp_path / "tox"
+    tox.mkdir()
+    assert run(["-q"], env={"TOX_ENV_DIR": str(tox)}) is True
+    assert (tox / ".pytest_cache").is_dir()
+    # and the next plain run takes the spare's again
+    assert run(["-q"]) is False

@@ -8,6 +8,7 @@ observe: everything a child changes dies with the child.
 import gc
 import io
 import os
+import pathlib
 import sys
 import time
 
@@ -615,6 +616,78 @@ def _cache_run_independent_work():
         return optparser
 
     parser_class._getparser = _getparser
+    _speculate_get_config()
+
+
+# What a spare built ahead of its request (spare_speculate): (config, the
+# environment variables the build read), taken by the run's get_config().
+_speculated = None
+# Environment variables that pytest's get_config() reads: the plugin manager
+# turns on tracing for PYTEST_DEBUG, the cache provider's options default
+# under TOX_ENV_DIR.
+_SPECULATION_ENV = ("PYTEST_DEBUG", "TOX_ENV_DIR")
+
+
+def _speculate_get_config():
+    """Every run begins with get_config(): a fresh plugin manager and config
+    with pytest's ~50 built-in plugins registered and their options added,
+    ~10% of a small run. It depends only on the `-p no:NAME` arguments, two
+    environment variables and the working directory (recorded, not used),
+    so a spare builds one before its request comes and the run takes it
+    when its arguments exclude no plugin and those variables are the same."""
+    import _pytest.config
+
+    original = _pytest.config.get_config
+
+    def get_config(args=None, plugins=None):
+        global _speculated
+        spec, _speculated = _speculated, None
+        if spec is not None and not _excludes_plugins(args) and \
+                spec[1] == tuple(os.environ.get(k) for k in _SPECULATION_ENV):
+            config = spec[0]
+            config.invocation_params = config.InvocationParams(
+                args=args or (), plugins=plugins, dir=pathlib.Path.cwd())
+            return config
+        return original(args, plugins)
+
+    _pytest.config.get_config = get_config
+    global _build_config
+    _build_config = original
+
+
+_build_config = None
+
+
+def _excludes_plugins(args):
+    """Whether pytest's consider_preparse(args, exclude_only=True) would block
+    a plugin: a `-p no:NAME` or `-pno:NAME` argument."""
+    it = iter(args or ())
+    for opt in it:
+        if not isinstance(opt, str):
+            continue
+        if opt == "-p":
+            parg = next(it, "")
+        elif opt.startswith("-p"):
+            parg = opt[2:]
+        else:
+            continue
+        if not isinstance(parg, str) or parg.strip().startswith("no:"):
+            return True
+    return False
+
+
+def spare_speculate():
+    """In a spare child, before its request (called from C): build the
+    config the run's get_config() would build. Anything going wrong leaves
+    the run to build its own."""
+    global _speculated
+    if _build_config is None or os.environ.get("PYTEST_DEBUG"):
+        return
+    try:
+        env = tuple(os.environ.get(k) for k in _SPECULATION_ENV)
+        _speculated = (_build_config(None, None), env)
+    except Exception:  # noqa: BLE001 - the run will build it and see the error
+        _speculated = None
 
 
 class _FrozenDistribution:
