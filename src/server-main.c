@@ -3,9 +3,10 @@
  * libseccomp and libbsd. `pytest-zygote start` execs it as
  * `pytest-zygote-server supervise ...` with every setting already resolved
  * (root, interpreter, and the project's settings in the environment); the
- * supervisor execs it again as `pytest-zygote __zygote ...` for each zygote
- * generation. It reads no configuration and takes no options from users:
- * main.c does that, in the small client binary.
+ * supervisor execs it again (argv[0] "pytest-zygote", as the process titles
+ * say) with `__zygote ...` for each zygote generation. It reads no
+ * configuration and takes no options from users: main.c does that, in the
+ * small client binary.
  */
 #include <errno.h>
 #include <fcntl.h>
