@@ -174,10 +174,14 @@ apply_start_env(const struct zconf *c)
 	}
 }
 
+/* Colour on stdout (asked once: status asks for every row). */
 static int
 color(void)
 {
-	return isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
+	static int on = -1;
+	if (on < 0)
+		on = isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
+	return on;
 }
 
 static int

@@ -133,9 +133,10 @@ supervise(int argc, char **argv)
 int
 main(int argc, char **argv)
 {
-	setproctitle_init(argc, argv, environ);
-	/* Process titles read "pytest-zygote: supervisor ROOT", whatever argv[0]. */
+	/* Process titles read "pytest-zygote: supervisor ROOT", whatever argv[0].
+	 * Before setproctitle_init, which keeps a copy of the name it finds. */
 	setprogname("pytest-zygote");
+	setproctitle_init(argc, argv, environ);
 	log_init("pytest-zygote", 0);
 	if (argc >= 2 && strcmp(argv[1], "__zygote") == 0) {
 		sandbox_protect(); /* exec made us dumpable again */
