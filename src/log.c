@@ -2,8 +2,6 @@
  * Log lines for people: "pytest-zygote: error: ...", coloured only on a
  * terminal. In the daemon every line gets a timestamp and the process role.
  */
-#define LIBBSD_NETBSD_VIS 1
-#include <bsd/vis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,10 +68,41 @@ log_msg(enum log_level level, const char *fmt, ...)
 	(void)w;
 }
 
+/*
+ * What libbsd's strnvis(VIS_CSTYLE | VIS_NL | VIS_TAB | VIS_OCTAL) writes in
+ * the C locale (tests/unit/test-log.c compares the two byte for byte), without
+ * libbsd: the client binary links nothing but libc and inih. Printable ASCII
+ * stays, a backslash doubles, \a \b \t \n \v \f \r are C escapes and every
+ * other byte is three octal digits. An escape that does not fit is left out
+ * whole.
+ */
 const char *
 log_escape(const char *s)
 {
 	static char buf[1024];
-	strnvis(buf, sizeof(buf), s, VIS_CSTYLE | VIS_NL | VIS_TAB | VIS_OCTAL);
+	static const char cstyle[] = "\\a\\b\\t\\n\\v\\f\\r";
+	size_t n = 0;
+	for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+		char e[5];
+		size_t k;
+		if (*c >= 0x20 && *c < 0x7f && *c != '\\') {
+			e[0] = (char)*c;
+			k = 1;
+		} else if (*c == '\\') {
+			memcpy(e, "\\\\", 2);
+			k = 2;
+		} else if (*c >= '\a' && *c <= '\r') {
+			memcpy(e, cstyle + 2 * (*c - '\a'), 2);
+			k = 2;
+		} else {
+			snprintf(e, sizeof(e), "\\%03o", *c);
+			k = 4;
+		}
+		if (n + k >= sizeof(buf))
+			break;
+		memcpy(buf + n, e, k);
+		n += k;
+	}
+	buf[n] = '\0';
 	return buf;
 }

@@ -1,7 +1,10 @@
 /*
  * pytest-zygote: the command line. Parses subcommands and options, finds the
- * project root and the paths, and calls the client, the supervisor or the
- * zygote. Exit codes are documented in README.md and in --help.
+ * project root and the paths, and talks to the server as a client; `start`
+ * execs pytest-zygote-server (server-main.c). This binary links nothing but
+ * libc and inih, so a run or a status costs little more than a process start:
+ * keep libpython, libseccomp and libbsd out of it. Exit codes are documented
+ * in README.md and in --help.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,9 +30,6 @@
 #include "zygote/proto.h"
 #include "zygote/sandbox.h"
 #include "zygote/supervisor.h"
-#include "zygote/zygote.h"
-
-extern char **environ;
 
 static const char usage_text[] =
 	"Usage: pytest-zygote COMMAND [OPTIONS]\n"
@@ -64,7 +64,9 @@ static const char usage_text[] =
 	"PYTEST_ZYGOTE_WATCH_GLOBS, PYTEST_ZYGOTE_IGNORE_GLOBS, PYTEST_ZYGOTE_SPARE,\n"
 	"PYTEST_ZYGOTE_SANDBOX, PYTEST_ZYGOTE_START_IF_NEEDED, PYTEST_ZYGOTE_MAX_RUNS,\n"
 	"PYTEST_ZYGOTE_INTERRUPT_TIMEOUT, PYTEST_ZYGOTE_DEBUG,\n"
-	"PYTEST_ZYGOTE_PYDIR (where the pytest_zygote package is), NO_COLOR.\n"
+	"PYTEST_ZYGOTE_PYDIR (where the pytest_zygote package is),\n"
+	"PYTEST_ZYGOTE_SERVER (the pytest-zygote-server that start runs; default: the\n"
+	"one next to this program), NO_COLOR.\n"
 	"\n"
 	"Sandbox (key 'sandbox', PYTEST_ZYGOTE_SANDBOX, read by start): on (default) keeps\n"
 	"tests from signalling, tracing or writing the memory of the server; no-network\n"
@@ -172,10 +174,14 @@ apply_start_env(const struct zconf *c)
 	}
 }
 
+/* Colour on stdout (asked once: status asks for every row). */
 static int
 color(void)
 {
-	return isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
+	static int on = -1;
+	if (on < 0)
+		on = isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
+	return on;
 }
 
 static int
@@ -196,16 +202,6 @@ resolve_paths(const struct opts *o, struct zpaths *p)
 		log_error("%s", err);
 		return -1;
 	}
-	return 0;
-}
-
-static int
-self_exe(char *buf, size_t size)
-{
-	ssize_t n = readlink("/proc/self/exe", buf, size - 1);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
 	return 0;
 }
 
@@ -307,17 +303,49 @@ progress_draw(struct progress *pr, const char *root)
 }
 
 /*
- * Detach a supervisor (double fork, new session, stdio to /dev/null and the
- * log) and wait for its one-line report on a pipe.
+ * Become the server: exec `pytest-zygote-server supervise` with the resolved
+ * root, interpreter and instance, the project's settings in the environment,
+ * and fd (if >= 0) passed on as fd_opt. Returns only when exec failed.
+ */
+static void
+exec_server(const char *server, const struct opts *o, const struct zpaths *p,
+	    const char *fd_opt, int fd)
+{
+	const char *argv[16];
+	char fdbuf[16];
+	int n = 0;
+	argv[n++] = PATHS_SERVER_NAME;
+	argv[n++] = "supervise";
+	argv[n++] = "--root";
+	argv[n++] = p->root;
+	if (o->instance && *o->instance) {
+		argv[n++] = "--instance";
+		argv[n++] = o->instance;
+	}
+	argv[n++] = "--python";
+	argv[n++] = o->python;
+	argv[n++] = "--client-version";
+	argv[n++] = PYZ_VERSION;
+	if (o->foreground)
+		argv[n++] = "--foreground";
+	if (fd >= 0) {
+		snprintf(fdbuf, sizeof(fdbuf), "%d", fd);
+		argv[n++] = fd_opt;
+		argv[n++] = fdbuf;
+		fcntl(fd, F_SETFD, 0); /* the server sets it close-on-exec again */
+	}
+	argv[n] = NULL;
+	apply_start_env(&o->conf);
+	execv(server, (char **)argv);
+}
+
+/*
+ * Detach a server (double fork, new session, stdio to /dev/null and the log,
+ * exec pytest-zygote-server) and wait for its one-line report on a pipe.
  */
 static int
-start_detached(const struct opts *o, const struct zpaths *p)
+start_detached(const struct opts *o, const struct zpaths *p, const char *server)
 {
-	char exe[PATH_MAX];
-	if (self_exe(exe, sizeof(exe)) < 0) {
-		log_error("cannot find this program (/proc/self/exe): %s", strerror(errno));
-		return ZEXIT_NOSTART;
-	}
 	int pfd[2];
 	if (pipe2(pfd, O_CLOEXEC) < 0) {
 		log_error("pipe: %s", strerror(errno));
@@ -334,22 +362,16 @@ start_detached(const struct opts *o, const struct zpaths *p)
 		setsid();
 		if (fork() != 0)
 			_exit(0);
+		/* Out of 0..2, which are about to become /dev/null and the log. */
+		int report = fcntl(pfd[1], F_DUPFD_CLOEXEC, 3);
 		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 		int logfd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
 		dup2(devnull, 0);
 		dup2(devnull, 1);
 		dup2(logfd >= 0 ? logfd : devnull, 2);
-		log_init("supervisor", 1);
-		apply_start_env(&o->conf);
-		sandbox_protect();
-		struct supervisor_opts so = {
-			.paths = *p,
-			.python = o->python,
-			.self_exe = exe,
-			.ready_fd = -1,
-			.report_fd = pfd[1],
-		};
-		_exit(supervisor_main(&so));
+		exec_server(server, o, p, "--report-fd", report);
+		dprintf(report, "error cannot run the server '%s': %s\n", server, strerror(errno));
+		_exit(127);
 	}
 	close(pfd[1]);
 	int st;
@@ -423,24 +445,23 @@ do_start(const struct opts *o, const struct zpaths *p)
 			  "with -Dseccomp=disabled; rebuild it with libseccomp or use sandbox = on");
 		return ZEXIT_USAGE;
 	}
-	if (!o->foreground)
-		return start_detached(o, p);
-	char exe[PATH_MAX];
-	if (self_exe(exe, sizeof(exe)) < 0)
+	char exe[PATH_MAX], server[PATH_MAX], err[PATHS_ERR_MAX];
+	int r = paths_self_exe(exe, sizeof(exe));
+	if (r < 0) {
+		log_error("cannot find this program (/proc/self/exe): %s", strerror(-r));
 		return ZEXIT_NOSTART;
-	if (o->ready_fd >= 0)
-		fcntl(o->ready_fd, F_SETFD, FD_CLOEXEC);
-	log_init("pytest-zygote", 1);
-	apply_start_env(&o->conf);
-	sandbox_protect();
-	struct supervisor_opts so = {
-		.paths = *p,
-		.python = o->python,
-		.self_exe = exe,
-		.ready_fd = o->ready_fd,
-		.report_fd = -1,
-	};
-	return supervisor_main(&so);
+	}
+	if (paths_server_exe(exe, PYZ_BINDIR, server, sizeof(server), err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return ZEXIT_NOSTART;
+	}
+	if (!o->foreground)
+		return start_detached(o, p, server);
+	/* The foreground server is this process: same pid, stdio and ready fd. */
+	fflush(NULL);
+	exec_server(server, o, p, "--ready-fd", o->ready_fd);
+	log_error("cannot run the server '%s': %s", server, strerror(errno));
+	return ZEXIT_NOSTART;
 }
 
 /* How the user starts a zygote, when the pytest plugin handed the run over. */
@@ -622,17 +643,12 @@ parse_grace(const char *s, int *ret_ms)
 int
 main(int argc, char **argv)
 {
-	setproctitle_init(argc, argv, environ);
 	log_init("pytest-zygote", 0);
 	const char *hint = getenv("PYTEST_ZYGOTE_HINT");
 	if (hint) {
 		/* The plugin's, not the run's: keep it out of the environment sent on. */
 		start_hint = strdup(hint);
 		unsetenv("PYTEST_ZYGOTE_HINT");
-	}
-	if (argc >= 2 && strcmp(argv[1], "__zygote") == 0) {
-		sandbox_protect(); /* exec made us dumpable again */
-		return zygote_main(argc - 1, argv + 1);
 	}
 	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "help") == 0) {

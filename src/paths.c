@@ -331,6 +331,56 @@ copy_real(const char *s, char *buf, size_t size)
 	return copy_out(real, buf, size);
 }
 
+/* 0 when path is a regular file we may execute, else -errno. */
+static int
+executable_file(const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return S_ISDIR(st.st_mode) ? -EISDIR : -EACCES;
+	return access(path, X_OK) == 0 ? 0 : -errno;
+}
+
+int
+paths_server_exe(const char *exe, const char *bindir, char *buf, size_t size, char *err,
+		 size_t errsize)
+{
+	const char *over = getenv("PYTEST_ZYGOTE_SERVER");
+	char real[PATH_MAX], sibling[PATH_MAX], installed[PATH_MAX];
+	int r;
+
+	if (over && *over) {
+		r = realpath(over, real) ? executable_file(real) : -errno;
+		if (r == 0)
+			return copy_out(real, buf, size);
+		snprintf(err, errsize,
+			 "PYTEST_ZYGOTE_SERVER='%s' is not an executable file (%s); set it to "
+			 "the path of %s, or unset it to use the one next to this program",
+			 over, strerror(-r), PATHS_SERVER_NAME);
+		return r;
+	}
+	dir_of(exe, real, sizeof(real));
+	if ((size_t)snprintf(sibling, sizeof(sibling), "%s/%s", real, PATHS_SERVER_NAME) >=
+	    sizeof(sibling))
+		return -ENAMETOOLONG;
+	r = executable_file(sibling);
+	if (r == 0)
+		return copy_out(sibling, buf, size);
+	if (bindir && bindir[0] == '/' &&
+	    (size_t)snprintf(installed, sizeof(installed), "%s/%s", bindir, PATHS_SERVER_NAME) <
+		    sizeof(installed) &&
+	    strcmp(installed, sibling) != 0 && executable_file(installed) == 0)
+		return copy_out(installed, buf, size);
+	snprintf(err, errsize,
+		 "cannot run the server '%s': %s; pytest-zygote needs %s installed in the "
+		 "same directory (meson install and pip install put both there): reinstall "
+		 "pytest-zygote, or set PYTEST_ZYGOTE_SERVER to the path of %s",
+		 sibling, strerror(-r), PATHS_SERVER_NAME, PATHS_SERVER_NAME);
+	return r;
+}
+
 int
 paths_pydir(const char *exe, const struct paths_layout *l, char *buf, size_t size)
 {

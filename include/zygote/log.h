@@ -19,7 +19,8 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 
-/* Escape untrusted text for a log line (libbsd strnvis). Returns a static buffer. */
+/* Escape untrusted text for a log line, as libbsd's strnvis(VIS_CSTYLE | VIS_NL |
+ * VIS_TAB | VIS_OCTAL) would (see log.c). Returns a static buffer. */
 const char *log_escape(const char *s);
 
 #endif

@@ -71,6 +71,20 @@ struct paths_layout {
  */
 int paths_self_exe(char *buf, size_t size);
 
+/* The server's file name: installed next to pytest-zygote, in the same bindir. */
+#define PATHS_SERVER_NAME "pytest-zygote-server"
+
+/*
+ * The server binary that the client at exe starts: $PYTEST_ZYGOTE_SERVER when
+ * set (made absolute), else <exe dir>/pytest-zygote-server, else
+ * <bindir>/pytest-zygote-server (bindir: the configured, absolute one). The
+ * first of the last two that is an executable file wins. Returns 0 with the
+ * path in buf, or -errno with a sentence in err that names the path and what
+ * to do.
+ */
+int paths_server_exe(const char *exe, const char *bindir, char *buf, size_t size, char *err,
+		     size_t errsize);
+
 /*
  * The package directory for the binary at exe, first of: source_pydir when
  * exe is inside build_dir; $PYTEST_ZYGOTE_PYDIR; then the first of

@@ -1,7 +1,7 @@
 /*
  * A zygote generation: embeds Python, warms up, then forks one test child per
  * request the supervisor hands over. Started by the supervisor as
- * `pytest-zygote __zygote ...` (fork + exec, a clean process).
+ * `pytest-zygote-server __zygote ...` (fork + exec, a clean process).
  */
 #ifndef ZYGOTE_ZYGOTE_H
 #define ZYGOTE_ZYGOTE_H

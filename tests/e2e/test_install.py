@@ -68,6 +68,8 @@ def meson_prefix(tmp_path_factory):
 def test_meson_install_runs_without_source_or_build_tree(pz, meson_prefix):
     binary = meson_prefix / "bin" / "pytest-zygote"
     assert os.access(binary, os.X_OK), binary
+    server = meson_prefix / "bin" / "pytest-zygote-server"
+    assert os.access(server, os.X_OK), server
     pkg = _pkg_dir(meson_prefix)
     assert (pkg / "pytest_zygote" / "_zygote.py").is_file()
     assert (pkg / "pytest_hot_reloading" / "workaround.py").is_file(), \
@@ -79,6 +81,7 @@ def test_meson_install_runs_without_source_or_build_tree(pz, meson_prefix):
     root = pz.project("handover")
     srv = pz.start(root)
     assert srv.status()["python"] == PY
+    assert os.readlink("/proc/%d/exe" % srv.pid) == str(server), "the installed server runs"
     r = pz.run_zygote(["-q", "-s"], cwd=root)
     assert r.rc == 0 and "IN-ZYGOTE" in r.out, r
     # The handing-over pytest imports the installed package (PYTHONPATH: this
@@ -143,6 +146,7 @@ def _vpytest(pz, venv, root, *args, env=None):
 
 def test_pip_installs_binary_package_and_entry_point(venv):
     assert os.access(venv / "bin" / "pytest-zygote", os.X_OK)
+    assert os.access(venv / "bin" / "pytest-zygote-server", os.X_OK)
     pkg = _pkg_dir(venv)
     assert pkg.parent.parent.parent == venv, pkg
     assert (pkg / "pytest_zygote" / "plugin.py").is_file()
@@ -153,6 +157,7 @@ def test_pip_installs_binary_package_and_entry_point(venv):
     r = subprocess.run([venv / "bin" / "pip", "show", "-f", "pytest-zygote"],
                        capture_output=True, text=True, env=_clean_env(), timeout=120)
     assert r.returncode == 0 and "pytest_hot_reloading/plugin.py" in r.stdout, r
+    assert "bin/pytest-zygote-server" in r.stdout, r
 
 
 def test_pip_binary_runs_the_virtualenvs_python(pz, venv):
@@ -161,6 +166,7 @@ def test_pip_binary_runs_the_virtualenvs_python(pz, venv):
     srv = pz.start(root)
     assert srv.status()["python"] in (str(venv / "bin" / "python"),
                                       str(venv / "bin" / "python3")), srv.status()
+    assert os.readlink("/proc/%d/exe" % srv.pid) == str(venv / "bin" / "pytest-zygote-server")
     r = pz.run_zygote(["-q", "-s"], cwd=root)
     assert r.rc == 0 and "IN-ZYGOTE" in r.out and "PREFIX=%s\n" % venv in r.out, r
     assert srv.stop().rc == 0

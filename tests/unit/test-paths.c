@@ -424,6 +424,73 @@ test_pydir(void)
 	is_str(got, "/usr/bin/python3", "elsewhere: the build's interpreter");
 }
 
+/* Which server binary the client starts: the variable, its sibling, the bindir. */
+static void
+test_server_exe(void)
+{
+	char got[PATH_MAX], err[PATHS_ERR_MAX], bindir[PATH_MAX], want[PATH_MAX];
+	snprintf(bindir, sizeof(bindir), "%s", at("prefix/bin"));
+	unsetenv("PYTEST_ZYGOTE_SERVER");
+
+	/* Nothing installed anywhere: the error names the sibling path and the fix. */
+	err[0] = '\0';
+	is_int(paths_server_exe(at("inst/bin/pytest-zygote"), bindir, got, sizeof(got), err,
+				sizeof(err)),
+	       -ENOENT, "no server anywhere: -ENOENT");
+	has_str(err, at("inst/bin/pytest-zygote-server"), "the error names the expected path");
+	has_str(err, "PYTEST_ZYGOTE_SERVER", "and says what to set");
+
+	/* In the configured bindir only (a client copied elsewhere). */
+	put("prefix/bin/pytest-zygote-server", "");
+	is_int(paths_server_exe(at("inst/bin/pytest-zygote"), bindir, got, sizeof(got), err,
+				sizeof(err)),
+	       -ENOENT, "a server without x bits is not taken");
+	chmod(at("prefix/bin/pytest-zygote-server"), 0755);
+	is_int(paths_server_exe(at("inst/bin/pytest-zygote"), bindir, got, sizeof(got), err,
+				sizeof(err)),
+	       0, "the configured bindir's server");
+	is_str(got, at("prefix/bin/pytest-zygote-server"), "is the fallback");
+	is_int(paths_server_exe(at("inst/bin/pytest-zygote"), "relative/bin", got, sizeof(got),
+				err, sizeof(err)),
+	       -ENOENT, "a relative bindir is not looked in");
+
+	/* Beside the client wins over the bindir; a directory of that name does not. */
+	mkdirs("inst/bin/pytest-zygote-server");
+	is_int(paths_server_exe(at("inst/bin/pytest-zygote"), bindir, got, sizeof(got), err,
+				sizeof(err)),
+	       0, "a directory beside the client");
+	is_str(got, at("prefix/bin/pytest-zygote-server"), "is skipped for the bindir's");
+	put("dev/build/pytest-zygote-server", "");
+	chmod(at("dev/build/pytest-zygote-server"), 0755);
+	is_int(paths_server_exe(at("dev/build/pytest-zygote"), bindir, got, sizeof(got), err,
+				sizeof(err)),
+	       0, "a build directory");
+	is_str(got, at("dev/build/pytest-zygote-server"), "uses its own server, not the bindir's");
+
+	/* PYTEST_ZYGOTE_SERVER wins, made absolute; a bad one is an error, not skipped. */
+	setenv("PYTEST_ZYGOTE_SERVER", "dev/build/pytest-zygote-server", 1); /* cwd is base */
+	is_int(paths_server_exe(at("inst/bin/pytest-zygote"), bindir, got, sizeof(got), err,
+				sizeof(err)),
+	       0, "PYTEST_ZYGOTE_SERVER, relative");
+	is_str(got, at("dev/build/pytest-zygote-server"), "is resolved");
+	setenv("PYTEST_ZYGOTE_SERVER", at("nonexistent"), 1);
+	snprintf(want, sizeof(want), "%s", at("nonexistent"));
+	is_int(paths_server_exe(at("dev/build/pytest-zygote"), bindir, got, sizeof(got), err,
+				sizeof(err)),
+	       -ENOENT, "PYTEST_ZYGOTE_SERVER naming nothing: -ENOENT");
+	has_str(err, want, "the error names it");
+	has_str(err, "PYTEST_ZYGOTE_SERVER", "and the variable");
+	setenv("PYTEST_ZYGOTE_SERVER", at("inst/bin/pytest-zygote-server"), 1);
+	is_int(paths_server_exe(at("dev/build/pytest-zygote"), bindir, got, sizeof(got), err,
+				sizeof(err)),
+	       -EISDIR, "PYTEST_ZYGOTE_SERVER naming a directory: -EISDIR");
+	setenv("PYTEST_ZYGOTE_SERVER", "", 1);
+	is_int(paths_server_exe(at("dev/build/pytest-zygote"), bindir, got, sizeof(got), err,
+				sizeof(err)),
+	       0, "an empty PYTEST_ZYGOTE_SERVER is unset");
+	unsetenv("PYTEST_ZYGOTE_SERVER");
+}
+
 int
 main(void)
 {
@@ -442,6 +509,7 @@ main(void)
 	test_find_rootdir();
 	test_for_root();
 	test_pydir();
+	test_server_exe();
 
 	if (chdir("/") < 0 || nftw(base, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
 		diag("could not remove %s: %s", base, strerror(errno));
