@@ -56,18 +56,7 @@ static struct {
 	int sock;
 	int disabled;
 	int real; /* prepared with the pages of a client's run */
-	/*
-	 * Runs are coming back to back (a script's loop): a request found no
-	 * spare or one still preparing, and none since came at least
-	 * IDLE_GAP_MS after the previous run ended. Then the next spare is
-	 * forked as a run starts, to prepare next to it (which slows that run
-	 * but beats preparing nothing), instead of when it ends.
-	 */
-	int back_to_back;
-	long long last_end; /* now_ms() when a client's run last ended */
 } spare = { .sock = -1 };
-
-#define IDLE_GAP_MS 500
 
 /* The pages the last run made private, for the next spare to touch. */
 static int hot_real; /* hot came from a client's run, not the practice run */
@@ -315,12 +304,8 @@ spare_fork(void)
 		setproctitle("spare gen %d %s", z.generation, z.root);
 		sandbox_prepare(zygote, z.supervisor);
 		spare_prepare(sv[1]);
-		if (!request_waiting(&sv[1])) {
+		if (!request_waiting(&sv[1]))
 			pyembed_spare_speculate();
-			/* Prepared: one byte the zygote looks for when a request comes. */
-			ssize_t w = write(sv[1], "R", 1);
-			(void)w;
-		}
 
 		/* Wait for a request: Z_RUN (connection and learning pipe) + request. */
 		struct fdpass_reader rd;
@@ -380,13 +365,6 @@ spare_drop(void)
 static pid_t
 spare_take(const struct proto_request *req, int32_t id, int conn, int learn)
 {
-	if (id >= 0) {
-		struct pollfd p = { .fd = spare.sock, .events = POLLIN };
-		if (!spare.pid || poll(&p, 1, 0) <= 0)
-			spare.back_to_back = 1;
-		else if (now_ms() - spare.last_end >= IDLE_GAP_MS)
-			spare.back_to_back = 0;
-	}
 	if (!spare.pid)
 		return 0;
 	struct proto_buf b = { 0 };
@@ -470,8 +448,6 @@ start_run(struct proto_request *req, int32_t id, int conn)
 	}
 	fcntl(conn, F_SETFL, fcntl(conn, F_GETFL) | O_NONBLOCK);
 	log_debug("run %d: child %d", (int)id, (int)pid);
-	if (spare.back_to_back)
-		spare_fork();
 }
 
 /* The READY text of a generation that waits for its spare (see zygote_main). */
@@ -653,15 +629,12 @@ reap(void)
 				practice_done();
 			log_debug("run %d: child %d exited with %d", (int)r->id, (int)pid,
 				  (int)code);
-			if (r->id >= 0)
-				spare.last_end = now_ms();
 			run_remove(i);
 			/*
 			 * The next spare is forked now, not when the run
 			 * started: preparing it (thousands of page copies)
 			 * next to a running child made that child's Python
-			 * run a third slower on this kind of machine. Unless
-			 * runs come back to back (see spare.back_to_back).
+			 * run a third slower on this kind of machine.
 			 */
 			spare_fork();
 			break;
