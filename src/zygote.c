@@ -64,6 +64,8 @@ static struct prefault_range *hot;
 static size_t nhot;
 
 #define LEARN_PIPE_SIZE (1 << 20)
+/* The first byte a run child writes to its learning pipe: "my run is over". */
+#define LEARN_DONE "E"
 
 static struct {
 	int ctl;
@@ -242,6 +244,13 @@ child_main(struct proto_request *req, int conn, int learn, const int *close_fds,
 	 */
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	int code = pyembed_child_run(req);
+	/*
+	 * The run is over: say so to the zygote first (LEARN_DONE on the
+	 * learning pipe), so that a client that leaves as soon as it has our
+	 * exit code does not get us killed while we record our pages.
+	 */
+	ssize_t d = write(SPAWN_FD_LEARN, LEARN_DONE, 1);
+	(void)d;
 	/* Report before _exit: the client need not wait for the reap. */
 	int32_t c = code;
 	fdpass_send_msg(SPAWN_FD_REPORT, PROTO_MSG_EXIT, &c, sizeof(c));
@@ -251,8 +260,8 @@ child_main(struct proto_request *req, int conn, int learn, const int *close_fds,
 	long n = prefault_record(&r);
 	if (n > 0) {
 		size_t len = (size_t)n * sizeof(*r);
-		if (len > LEARN_PIPE_SIZE)
-			len = LEARN_PIPE_SIZE / sizeof(*r) * sizeof(*r);
+		if (len > LEARN_PIPE_SIZE - 1) /* after LEARN_DONE */
+			len = (LEARN_PIPE_SIZE - 1) / sizeof(*r) * sizeof(*r);
 		ssize_t w = write(SPAWN_FD_LEARN, r, len);
 		(void)w;
 	}
@@ -503,8 +512,9 @@ practice_run(void)
 static void
 learn(struct run *r)
 {
-	if (r->learn < 0)
-		return;
+	char done;
+	if (r->learn < 0 || read(r->learn, &done, 1) != 1 || done != LEARN_DONE[0])
+		return; /* it died before its run was over */
 	size_t cap = 4096, len = 0;
 	char *buf = malloc(cap);
 	for (;;) {
@@ -659,6 +669,14 @@ forwardable(int sig)
 	}
 }
 
+/* Whether r's child has written LEARN_DONE: its run is over. */
+static int
+run_over(const struct run *r)
+{
+	struct pollfd p = { .fd = r->learn, .events = POLLIN };
+	return r->learn >= 0 && poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
+}
+
 static void
 client_readable(struct run *r)
 {
@@ -683,9 +701,16 @@ client_readable(struct run *r)
 			goto gone;
 	}
 gone:
-	/* The client died or broke the protocol: its run dies with it. */
-	kill(-r->pid, SIGKILL);
-	kill(r->pid, SIGKILL);
+	/*
+	 * The client died or broke the protocol: its run dies with it. Unless
+	 * the run is over (the child said so on the learning pipe before it
+	 * sent the exit code): the client left because it has its answer, and
+	 * the child is recording its pages; reap() cleans up after it.
+	 */
+	if (!run_over(r)) {
+		kill(-r->pid, SIGKILL);
+		kill(r->pid, SIGKILL);
+	}
 	close(r->conn);
 	r->conn = -1;
 }
