@@ -34,7 +34,7 @@ conf_init(struct zconf *c)
 {
 	memset(c, 0, sizeof(*c));
 	c->settle_ms = c->poll_ms = c->grace_ms = -1;
-	c->spare = c->sandbox = c->start_if_needed = -1;
+	c->spare = c->sandbox = c->start_if_needed = c->stable_layout = -1;
 	c->max_runs = -1;
 }
 
@@ -192,16 +192,20 @@ handler(void *user, const char *section, const char *name, const char *raw)
 			problem(l, "bad value for %s: '%s' is not on, off or no-network", name, v);
 		else
 			c->sandbox = b;
-	} else if (strcmp(name, "spare") == 0 || strcmp(name, "start_if_needed") == 0) {
+	} else if (strcmp(name, "spare") == 0 || strcmp(name, "start_if_needed") == 0 ||
+		   strcmp(name, "stable_layout") == 0) {
 		if ((b = conf_parse_bool(v)) < 0)
 			problem(l, "bad value for %s: '%s' is not true or false", name, v);
 		else if (name[1] == 'p')
 			c->spare = b;
+		else if (strcmp(name, "stable_layout") == 0)
+			c->stable_layout = b;
 		else
 			c->start_if_needed = b;
 	} else {
 		problem(l, "unknown key '%s' in [%s]; known keys: python, settle_ms, poll_ms, "
-			   "watch_globs, ignore_globs, spare, sandbox, grace, start_if_needed, max_runs",
+			   "watch_globs, ignore_globs, spare, sandbox, grace, start_if_needed, max_runs, "
+			   "stable_layout",
 			name, l->section);
 	}
 	return 1;

@@ -63,7 +63,7 @@ static const char usage_text[] =
 	"live), PYTEST_ZYGOTE_PYTHON, PYTEST_ZYGOTE_SETTLE_MS, PYTEST_ZYGOTE_POLL_MS,\n"
 	"PYTEST_ZYGOTE_WATCH_GLOBS, PYTEST_ZYGOTE_IGNORE_GLOBS, PYTEST_ZYGOTE_SPARE,\n"
 	"PYTEST_ZYGOTE_SANDBOX, PYTEST_ZYGOTE_START_IF_NEEDED, PYTEST_ZYGOTE_MAX_RUNS,\n"
-	"PYTEST_ZYGOTE_INTERRUPT_TIMEOUT, PYTEST_ZYGOTE_DEBUG,\n"
+	"PYTEST_ZYGOTE_STABLE_LAYOUT, PYTEST_ZYGOTE_INTERRUPT_TIMEOUT, PYTEST_ZYGOTE_DEBUG,\n"
 	"PYTEST_ZYGOTE_PYDIR (where the pytest_zygote package is),\n"
 	"PYTEST_ZYGOTE_SERVER (the pytest-zygote-server that start runs; default: the\n"
 	"one next to this program), NO_COLOR.\n"
@@ -165,6 +165,8 @@ apply_start_env(const struct zconf *c)
 		setenv_default("PYTEST_ZYGOTE_IGNORE_GLOBS", c->ignore_globs);
 	if (c->spare >= 0)
 		setenv_default("PYTEST_ZYGOTE_SPARE", c->spare ? "1" : "0");
+	if (c->stable_layout >= 0)
+		setenv_default("PYTEST_ZYGOTE_STABLE_LAYOUT", c->stable_layout ? "1" : "0");
 	if (c->sandbox >= 0)
 		setenv_default("PYTEST_ZYGOTE_SANDBOX", c->sandbox == SANDBOX_NO_NETWORK ? "no-network"
 							: c->sandbox ? "on" : "off");

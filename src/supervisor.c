@@ -15,11 +15,13 @@
 #include <bsd/libutil.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
@@ -170,6 +172,24 @@ info_get(const char *info, const char *key, char *buf, size_t size)
 }
 
 /* The generation serving runs, if it is warm. */
+/*
+ * Where zygotes keep the pages their runs wrote (zygote.c, learn_save) for
+ * the next generation: beside the socket, removed when the server stops.
+ */
+static void
+pages_path(char *buf, size_t size)
+{
+	snprintf(buf, size, "%s/%s.pages", s.o->paths.dir, s.o->paths.name);
+}
+
+static void
+unlink_pages(void)
+{
+	char pages[PATH_MAX + 128];
+	pages_path(pages, sizeof(pages));
+	unlink(pages);
+}
+
 static struct gen *
 serving(void)
 {
@@ -614,12 +634,25 @@ spawn_generation(void)
 		if (logfd >= 0)
 			dup2(logfd, 1);
 		dup2(sv[1], 3);
-		char gen[16], supbuf[16];
+		char gen[16], supbuf[16], pages[PATH_MAX + 128];
 		snprintf(gen, sizeof(gen), "%d", number);
 		snprintf(supbuf, sizeof(supbuf), "%d", (int)sup);
+		pages_path(pages, sizeof(pages));
+		/*
+		 * Every generation (and server) of a project gets the same
+		 * address-space layout, so a new generation can prepare its first
+		 * spare with the pages the previous one learned (pages_path).
+		 * Test children give randomisation back to what they exec.
+		 */
+		const char *sl = getenv("PYTEST_ZYGOTE_STABLE_LAYOUT");
+		const char *stable = NULL;
+		int pers = personality(0xffffffff);
+		if ((!sl || strcmp(sl, "0") != 0) && pers != -1 && !(pers & ADDR_NO_RANDOMIZE) &&
+		    personality((unsigned long)pers | ADDR_NO_RANDOMIZE) != -1)
+			stable = "--stable-layout";
 		execl(s.o->self_exe, "pytest-zygote", "__zygote", "--ctl-fd", "3", "--root",
 		      s.o->paths.root, "--python", s.o->python, "--generation", gen,
-		      "--supervisor", supbuf, (char *)NULL);
+		      "--supervisor", supbuf, "--pages", pages, stable, (char *)NULL);
 		fprintf(stderr, "pytest-zygote: cannot run '%s': %s\n", s.o->self_exe,
 			strerror(errno));
 		_exit(127);
@@ -921,6 +954,7 @@ static void
 finish_and_exit(void)
 {
 	unlink(s.o->paths.sock);
+	unlink_pages();
 	/* Gone before anyone hears "stopped", so a next `start` finds no lock. */
 	pidfile_remove(s.pfh);
 	s.pfh = NULL;
@@ -1054,8 +1088,9 @@ setup_socket(void)
 	if (s.listen_fd < 0)
 		return -errno;
 	/* We hold the pid file lock, so a socket file here was left by a dead
-	 * server: replace it. */
+	 * server: replace it (and what it learned). */
 	unlink(s.o->paths.sock);
+	unlink_pages();
 	mode_t old = umask(0177);
 	int r = bind(s.listen_fd, (struct sockaddr *)&sa, sizeof(sa));
 	umask(old);
@@ -1201,6 +1236,7 @@ supervisor_main(const struct supervisor_opts *o)
 	if (s.sigfd < 0 || spawn_generation() < 0) {
 		report("error cannot start the zygote: %s", strerror(errno));
 		unlink(o->paths.sock);
+		unlink_pages();
 		pidfile_remove(s.pfh);
 		return ZEXIT_NOSTART;
 	}

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -64,6 +65,81 @@ static struct prefault_range *hot;
 static size_t nhot;
 
 #define LEARN_PIPE_SIZE (1 << 20)
+
+/*
+ * The pages learned from a client's run, kept in a file for the next
+ * generation (--pages, from the supervisor), which prepares its first spare
+ * with them instead of the practice run's (collection only). Only useful
+ * when both generations have the same address-space layout (the supervisor
+ * turns randomisation off for zygotes, stable_layout): the header records
+ * where libc is mapped, and a file from another layout is ignored.
+ */
+static const char *pages_file;
+/* The supervisor turned address randomisation off for us (and only us). */
+static int stable_layout;
+
+struct pages_header {
+	char magic[8];
+	uint64_t libc; /* (uintptr_t)&printf of the zygote that wrote it */
+	uint64_t n;    /* struct prefault_range entries that follow */
+};
+
+static const char pages_magic[8] = "PZPAGES1";
+
+static uint64_t
+layout_mark(void)
+{
+	return (uint64_t)(uintptr_t)&printf;
+}
+
+/* Keep hot (nhot ranges) in pages_file; quietly gives up on errors. */
+static void
+learn_save(const struct prefault_range *ranges, size_t n)
+{
+	if (!pages_file || !*pages_file)
+		return;
+	char tmp[PATH_MAX + 32];
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.%d", pages_file, (int)getpid()) >= sizeof(tmp))
+		return;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	struct pages_header h = { .libc = layout_mark(), .n = n };
+	memcpy(h.magic, pages_magic, sizeof(h.magic));
+	size_t len = n * sizeof(*ranges);
+	int ok = write(fd, &h, sizeof(h)) == (ssize_t)sizeof(h) &&
+		 write(fd, ranges, len) == (ssize_t)len;
+	if (close(fd) < 0 || !ok || rename(tmp, pages_file) < 0)
+		unlink(tmp);
+}
+
+/* The ranges a previous generation of our layout saved, or NULL. */
+static struct prefault_range *
+learn_load(size_t *ret_n)
+{
+	if (!pages_file || !*pages_file)
+		return NULL;
+	int fd = open(pages_file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	struct pages_header h;
+	struct prefault_range *r = NULL;
+	struct stat st;
+	if (read(fd, &h, sizeof(h)) == (ssize_t)sizeof(h) &&
+	    memcmp(h.magic, pages_magic, sizeof(h.magic)) == 0 && h.libc == layout_mark() &&
+	    h.n > 0 && h.n <= LEARN_PIPE_SIZE / sizeof(*r) && fstat(fd, &st) == 0 &&
+	    (uint64_t)st.st_size == sizeof(h) + h.n * sizeof(*r)) {
+		r = malloc(h.n * sizeof(*r));
+		if (r && read(fd, r, h.n * sizeof(*r)) != (ssize_t)(h.n * sizeof(*r))) {
+			free(r);
+			r = NULL;
+		}
+	}
+	close(fd);
+	if (r)
+		*ret_n = h.n;
+	return r;
+}
 /* The first byte a run child writes to its learning pipe: "my run is over". */
 #define LEARN_DONE "E"
 
@@ -231,6 +307,9 @@ child_main(struct proto_request *req, int conn, int learn, const int *close_fds,
 	   pid_t zygote)
 {
 	char err[512];
+	/* What the run execs gets randomisation back, as under plain pytest. */
+	if (stable_layout)
+		personality((unsigned long)personality(0xffffffff) & ~ADDR_NO_RANDOMIZE);
 	if (spawn_child_setup(req, conn, learn, close_fds, nclose, zygote, z.supervisor, err,
 			      sizeof(err)) < 0) {
 		fdpass_send_msg(fcntl(SPAWN_FD_REPORT, F_GETFD) >= 0 ? SPAWN_FD_REPORT : conn,
@@ -466,6 +545,15 @@ static char deferred_ready[1024];
 static void
 practice_done(void)
 {
+	size_t n;
+	struct prefault_range *saved = hot_real ? NULL : learn_load(&n);
+	if (saved) {
+		free(hot);
+		hot = saved;
+		nhot = n;
+		hot_real = 1;
+		log_debug("first spare prepares %zu ranges a previous generation learned", n);
+	}
 	spare_fork();
 	if (deferred_ready[0]) {
 		send_ready(deferred_ready);
@@ -538,6 +626,8 @@ learn(struct run *r)
 		nhot = len / sizeof(struct prefault_range);
 		hot_real = r->id >= 0;
 		buf = NULL;
+		if (hot_real)
+			learn_save(hot, nhot);
 		/* The practice run is --collect-only: it leaves out the pages
 		 * running tests write. A spare prepared from it is replaced once
 		 * the first client's run has said which pages those are. */
@@ -921,6 +1011,8 @@ zygote_main(int argc, char **argv)
 		{ "python", required_argument, NULL, 'p' },
 		{ "generation", required_argument, NULL, 'g' },
 		{ "supervisor", required_argument, NULL, 's' },
+		{ "pages", required_argument, NULL, 'P' },
+		{ "stable-layout", no_argument, NULL, 'L' },
 		{ 0 },
 	};
 	const char *python = PYZ_DEFAULT_PYTHON;
@@ -933,6 +1025,8 @@ zygote_main(int argc, char **argv)
 		case 'p': python = optarg; break;
 		case 'g': z.generation = atoi(optarg); break;
 		case 's': z.supervisor = (pid_t)atoi(optarg); break;
+		case 'P': pages_file = optarg; break;
+		case 'L': stable_layout = 1; break;
 		default: return ZEXIT_USAGE;
 		}
 	}

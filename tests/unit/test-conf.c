@@ -48,7 +48,7 @@ main(void)
 	put("pytest.ini", "[pytest]\naddopts = -q\n\n[pytest-zygote]\nsettle_ms = 250\n"
 			  "poll_ms=100\nwatch_globs = src/**/*.py:tests/*.py\nspare = off\n"
 			  "sandbox = TRUE\ngrace = 1.5\nstart_if_needed = yes\nmax_runs = 12\n"
-			  "python = /usr/bin/python3\n");
+			  "python = /usr/bin/python3\nstable_layout = no\n");
 	conf_init(&c);
 	is_int(conf_load(&c, base), 0, "pytest.ini section: no problems");
 	is_int(c.settle_ms, 250, "settle_ms");
@@ -58,6 +58,7 @@ main(void)
 	is_int(c.sandbox, 1, "sandbox = TRUE");
 	is_int(c.grace_ms, 1500, "grace in seconds");
 	is_int(c.start_if_needed, 1, "start_if_needed = yes");
+	is_int(c.stable_layout, 0, "stable_layout = no (and start_if_needed stays yes)");
 	is_int(c.max_runs, 12, "max_runs");
 	is_str(c.python, "/usr/bin/python3", "python");
 	snprintf(want, sizeof(want), "%s/pytest.ini", base);
