@@ -542,18 +542,55 @@ start_run(struct proto_request *req, int32_t id, int conn)
 static char deferred_ready[1024];
 
 /* The practice run is over (or never ran): fork the spare, then say ready. */
+/*
+ * a and b (sorted by address, not overlapping within each) as one sorted
+ * list of ranges, overlapping and adjacent ones merged. NULL on ENOMEM.
+ */
+static struct prefault_range *
+ranges_union(const struct prefault_range *a, size_t na, const struct prefault_range *b,
+	     size_t nb, size_t *ret_n)
+{
+	struct prefault_range *r = malloc((na + nb + 1) * sizeof(*r));
+	if (!r)
+		return NULL;
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	size_t n = 0, i = 0, j = 0;
+	while (i < na || j < nb) {
+		const struct prefault_range *x =
+			j >= nb || (i < na && a[i].start <= b[j].start) ? &a[i++] : &b[j++];
+		uint64_t end = x->start + x->npages * page;
+		if (n > 0 && r[n - 1].start + r[n - 1].npages * page >= x->start) {
+			uint64_t cur = r[n - 1].start + r[n - 1].npages * page;
+			if (end > cur)
+				r[n - 1].npages = (end - r[n - 1].start) / page;
+		} else {
+			r[n++] = *x;
+		}
+	}
+	*ret_n = n;
+	return r;
+}
+
 static void
 practice_done(void)
 {
-	size_t n;
+	/*
+	 * The previous generation's pages are where ours are only up to the
+	 * first changed module we imported; the practice run's are exactly
+	 * ours but leave out what running tests writes. Prepare both.
+	 */
+	size_t n, nu;
 	struct prefault_range *saved = hot_real ? NULL : learn_load(&n);
-	if (saved) {
+	struct prefault_range *u = saved ? ranges_union(hot, nhot, saved, n, &nu) : NULL;
+	if (u) {
 		free(hot);
-		hot = saved;
-		nhot = n;
+		hot = u;
+		nhot = nu;
 		hot_real = 1;
-		log_debug("first spare prepares %zu ranges a previous generation learned", n);
+		log_debug("first spare prepares the practice run's pages and %zu ranges a "
+			  "previous generation learned", n);
 	}
+	free(saved);
 	spare_fork();
 	if (deferred_ready[0]) {
 		send_ready(deferred_ready);
