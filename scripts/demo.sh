@@ -95,8 +95,9 @@ timed() {
 	printf '   %-7s %6s s   %s%s%s\n' "$label" "$secs" "$DIM" "$(tail -n 1 "$LOG")" "$R"
 }
 
-say "plain pytest, $RUNS cold runs: $PYTHON -m pytest -q (in ${PROJECT#"$REPO"/})"
+say "plain pytest, $RUNS cold runs a second apart: $PYTHON -m pytest -q (in ${PROJECT#"$REPO"/})"
 for ((i = 1; i <= RUNS; i++)); do
+	sleep 1
 	timed "cold $i" "$PYTHON" -m pytest -q
 done
 cold=("${TIMES[@]}")
@@ -113,8 +114,11 @@ printf '   %s%s%s\n' "$DIM" "$(tail -n 1 "$LOG")" "$R"
 start_s=$(elapsed "$t0" "$t1")
 
 TIMES=()
-say "warm runs: pytest-zygote run -q"
+say "warm runs: pytest-zygote run -q (a second apart, as a person runs them again)"
 for ((i = 1; i <= RUNS; i++)); do
+	# The zygote prepares the next test child between runs; a script's
+	# back-to-back loop is slower (bench/run.py measures both).
+	sleep 1
 	timed "warm $i" "$BIN" run -q
 done
 warm=("${TIMES[@]}")
