@@ -723,6 +723,15 @@ def _freeze_distributions():
         frozen = [_FrozenDistribution(d) for d in original()]
     except Exception:
         return
+    # pytest lists the files of every distribution with a pytest11 entry
+    # point on every run (to mark its modules for assertion rewriting):
+    # read those lists once, here, not from RECORD files in every child.
+    for d in frozen:
+        try:
+            if any(ep.group == "pytest11" for ep in d.entry_points):
+                d.files  # noqa: B018 - fills the cache
+        except Exception:  # noqa: BLE001 - a broken distribution is read when asked
+            pass
 
     def distributions(**kwargs):
         if kwargs:
