@@ -14,6 +14,7 @@ packages=(
 	python3-pytest-mock python3-hypothesis python3-pytest-timeout python3-pytest-xdist
 	shellcheck python3-mesonpy python3-pip
 	clang libclang-rt-14-dev valgrind python3-seccomp python3-debugpy
+	python3-numpy libopenblas0-pthread
 )
 heavy_packages=(python3-pandas python3-scipy)
 bench_packages=(python3-numpy python3-pandas python3-scipy python3-sqlalchemy python3-matplotlib hyperfine)

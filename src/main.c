@@ -79,8 +79,10 @@ static const char start_help[] =
 	"Usage: pytest-zygote start [--root DIR] [--python PATH] [--max-runs N] [--foreground]\n"
 	"                           [--ready-fd N]\n"
 	"\n"
-	"Start the server for a project root and return once it is warm (pytest, the\n"
-	"plugins, conftest files and test modules imported by a collection run).\n"
+	"Start the server for a project root and return once it is warm: pytest, its\n"
+	"plugins and the modules a learning collection run imports, other than test\n"
+	"modules and conftest files, which every run executes itself. The learning run\n"
+	"collects for at most PYTEST_ZYGOTE_LEARN_SECONDS (default 5).\n"
 	"Prints one line: pid, socket, modules imported, warm-up time. If a server\n"
 	"already runs for this root, reports it and exits 0.\n"
 	"\n"
@@ -247,7 +249,7 @@ print_report(const struct zpaths *p, const char *line, int to_stderr)
 		if (threads > 1)
 			log_warn("%d threads were running after warm-up; see %s", threads, p->log);
 		if (*status && strcmp(status, "ok") != 0)
-			log_warn("warm-up collection: %s (runs show the errors as plain pytest "
+			log_warn("learning run: %s (runs show the errors as plain pytest "
 				 "would)",
 				 status);
 		return 0;

@@ -7,6 +7,8 @@
 #include <Python.h>
 
 #include <limits.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -15,11 +17,18 @@
 static PyObject *zmod;         /* pytest_zygote._zygote */
 static PyThreadState *unlocked; /* set while the GIL is released */
 static void (*progress_fn)(const char *text);
+static void (*learning_fn)(void);
 
 void
 pyembed_on_progress(void (*fn)(const char *text))
 {
 	progress_fn = fn;
+}
+
+void
+pyembed_on_learning_fork(void (*fn)(void))
+{
+	learning_fn = fn;
 }
 
 /* _pytest_zygote_c.progress(text): warm-up progress for `start`. */
@@ -35,8 +44,27 @@ c_progress(PyObject *self, PyObject *arg)
 	Py_RETURN_NONE;
 }
 
+/*
+ * _pytest_zygote_c.learning_child(): called first in the learning run, a
+ * child the zygote forked from Python at warm-up. It reports nothing to the
+ * supervisor (the control socket is the zygote's alone) and dies with the
+ * zygote.
+ */
+static PyObject *
+c_learning_child(PyObject *self, PyObject *unused)
+{
+	(void)self;
+	(void)unused;
+	progress_fn = NULL;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (learning_fn)
+		learning_fn();
+	Py_RETURN_NONE;
+}
+
 static PyMethodDef c_methods[] = {
 	{ "progress", c_progress, METH_O, "Report warm-up progress to the supervisor." },
+	{ "learning_child", c_learning_child, METH_NOARGS, "Set up the learning run's process." },
 	{ NULL, NULL, 0, NULL },
 };
 

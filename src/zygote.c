@@ -264,6 +264,15 @@ send_progress(const char *text)
 		log_debug("cannot send warm-up progress to the supervisor");
 }
 
+/* In the learning run: the control socket is the zygote's alone. */
+static void
+learning_child_setup(void)
+{
+	close(z.ctl);
+	z.ctl = -1;
+	setproctitle("learning gen %d %s", z.generation, z.root);
+}
+
 static void
 send_done(int32_t id, int32_t code)
 {
@@ -616,8 +625,19 @@ practice_run(void)
 		.env = environ,
 		.nfds = 3,
 	};
-	for (size_t n = 0; environ[n]; n++)
-		req.envc = n + 1;
+	/* The zygote's environment and a mark: child_run then stops collecting
+	 * after the learning budget, as the learning run does. */
+	static char mark[] = "PYTEST_ZYGOTE_PRACTICE=1";
+	size_t n = 0;
+	while (environ[n])
+		n++;
+	char **env = calloc(n + 2, sizeof(*env));
+	if (env) {
+		memcpy(env, environ, n * sizeof(*env));
+		env[n++] = mark;
+		req.env = env;
+	}
+	req.envc = n;
 	for (int i = 0; i < 3; i++)
 		req.fds[i] = open("/dev/null", i == 0 ? O_RDONLY | O_CLOEXEC : O_WRONLY | O_CLOEXEC);
 	int conn = open("/dev/null", O_WRONLY | O_CLOEXEC);
@@ -628,9 +648,11 @@ practice_run(void)
 		if (conn >= 0)
 			close(conn);
 		practice_done();
+		free(env);
 		return;
 	}
 	start_run(&req, -1, conn);
+	free(env);
 }
 
 /* Keep what the finished run's child reported about the pages it copied. */
@@ -1127,6 +1149,7 @@ zygote_main(int argc, char **argv)
 	}
 	struct pyembed_warm w;
 	pyembed_on_progress(send_progress);
+	pyembed_on_learning_fork(learning_child_setup);
 	int warm_failed = pyembed_warmup(z.root, &w, err, sizeof(err)) < 0;
 	pyembed_on_progress(NULL);
 	if (warm_failed) {

@@ -23,6 +23,8 @@ struct pyembed_warm {
  * Python side (throttled there). Set before pyembed_init.
  */
 void pyembed_on_progress(void (*fn)(const char *text));
+/* fn runs in the learning run (a child forked at warm-up) before it starts. */
+void pyembed_on_learning_fork(void (*fn)(void));
 
 /*
  * Initialise the interpreter as `python` would be (a virtualenv's pyvenv.cfg

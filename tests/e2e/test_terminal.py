@@ -230,7 +230,7 @@ def test_start_shows_progress_on_a_terminal(pz, tmp_path):
     frames = [f for f in text.split("\r") if "warming up slowwarm (" in f]
     assert frames, "no progress line in:\n" + repr(text)
     # Phase, module count and elapsed time, redrawn in place as time passes.
-    m = re.search(r"warming up slowwarm \((\d+\.\d) s, (\d+) modules\): loading plugins", text)
+    m = re.search(r"warming up slowwarm \((\d+\.\d) s, (\d+) modules\): learning imports", text)
     assert m and int(m[2]) > 50, repr(text)
     elapsed = {re.search(r"\((\d+\.\d) s", f)[1] for f in frames}
     assert len(elapsed) >= 2, frames

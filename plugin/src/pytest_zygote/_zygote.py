@@ -21,11 +21,20 @@ _base_path = []  # sys.path of the interpreter before warm-up touched it
 _zygote_pythonpath = []  # entries the zygote's own PYTHONPATH added
 _ru0 = None  # resource usage when this child's run began
 _reloaded = 0  # modules this child purged for re-import
-_warm_addopts = []  # the project's ini addopts, as warm-up read them
-_import_warnings = {}  # path of a test module or conftest -> warnings its import raised
-_replay = set()  # paths whose import warnings this child must raise again
-_config_warnings = []  # warnings raised while pytest configured itself at warm-up
-_path_modules = {}  # path -> (module, stat key) pytest's import_path gave at warm-up
+_warm_addopts = []  # the project's ini addopts, as the learning run read them
+# (when, test module or conftest, module, message, category, filename, lineno):
+# warnings raised in the learning run by imports the zygote made too
+_warm_warnings = []
+_rewrite_marks = []  # names modules marked for assertion rewriting at warm-up
+_env_ops = []  # os.environ writes of warm-up imports: (op, key, value)
+_chdirs = []  # directories warm-up imports changed into
+_path_front = []  # sys.path entries warm-up imports put before the start's
+_path_back = []  # and after it
+_exit_handlers = []  # atexit handlers standard-library imports registered
+_blas_limited = []  # thread-count variables warm-up set to 1
+# In a child that re-imports modules: generators of workarounds to finish
+# after the session (pytest_zygote.workaround); None elsewhere.
+_workaround_pending = None
 _edges = {}  # project module -> modules it imported at warm-up
 _rdeps = {}  # module -> project modules that import it
 _progress_phase = ["starting"]  # warm-up phase, for `start`'s progress line
@@ -36,6 +45,8 @@ def _progress(phase=None):
     """Tell a waiting `start` the warm-up phase and how many modules are
     imported: at each new phase and at most every 100 ms in between (the
     import recorder calls this as imports happen)."""
+    if _progress_phase[0] is None:  # the learning run: the zygote reports
+        return
     if phase is not None:
         _progress_phase[0] = phase
     _progress_due[0] = time.monotonic() + 0.1
@@ -136,13 +147,19 @@ def _take_snapshot(before):
 
 
 def warmup(root):
-    """Import what a run will import by running pytest's own collection.
+    """Import what runs import, and nothing else: no pytest session and no
+    project hook runs here (DESIGN.md section 6).
 
-    Returns a dict for the supervisor: modules, seconds, threads, errors.
-    Collection errors are not fatal: a run shows them as plain pytest would.
+    A forked child runs `pytest --collect-only` (the learning run) and
+    reports, as it goes, the modules it imports that are not test modules or
+    conftests; this process imports the same ones, in the same order, while
+    the child goes on. Returns a dict for the supervisor: files, modules,
+    seconds, threads, status, project_files.
     """
     global _root, _snapshot, _base_path, _zygote_pythonpath
     t0 = time.perf_counter()
+    unrecord_atexit = _record_atexit()
+    limited = _limit_blas_threads()
     _root = os.path.realpath(root)
     _base_path = list(sys.path)
     os.chdir(_root)
@@ -152,52 +169,28 @@ def warmup(root):
     sys.path.insert(0, _root)
     sys.argv = [_pytest_main_file()]
     _progress("importing pytest")
-    import pytest
+    import pytest  # noqa: F401
 
-    unwrap = _wrap_import_path()
-    unrecord = _record_imports()
     _cache_run_independent_work()
-    plugin_state = _PluginState()
-    # trylast: the innermost wrapper, inside pytest's own warning capture.
-    pytest.hookimpl(hookwrapper=True, trylast=True)(_PluginState.pytest_load_initial_conftests)
-    # Collection only: no test code runs in the zygote, and nothing is written
-    # to the project's cache.
-    args = ["--collect-only", "-qq", "-p", "no:cacheprovider"]
-    status = "ok"
-    _progress("loading plugins and conftest files")
-    try:
-        rc = pytest.main(args, plugins=[plugin_state])
-        if int(rc) not in (0, 5):
-            status = "collection exit code %d" % int(rc)
-    except BaseException as e:  # noqa: BLE001 - nothing at warm-up may kill the zygote
-        status = "warm-up raised %s: %s" % (type(e).__name__, e)
-    unwrap()
-    unrecord()
-    _restore_plugin_state(plugin_state.saved)
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except Exception:
-        pass
-
+    _progress("learning imports")
+    status = _learn_and_import()
+    unrecord_atexit()
+    for name in limited:
+        if os.environ.get(name) == "1":
+            del os.environ[name]
     _progress("freezing")
+    _drop_orphans()
     _freeze_distributions()
     _snapshot = _take_snapshot(before)
-    for path, (mod, _) in list(_path_modules.items()):
-        key = before.get(path)
-        if key is None:
-            try:
-                key = _key(os.stat(path))
-            except OSError:
-                del _path_modules[path]
-                continue
-        _path_modules[path] = (mod, key)
     _rdeps.clear()
     for importer, imported in _edges.items():
         if importer in _snapshot:
             for name in imported:
                 if name != importer:
                     _rdeps.setdefault(name, set()).add(importer)
+    # Keep the warnings of modules this process holds: a run that purges
+    # one imports it again and hears its warnings itself.
+    _warm_warnings[:] = [w for w in _warm_warnings if w[2] in sys.modules]
     pp = os.environ.get("PYTHONPATH", "")
     _zygote_pythonpath = [os.path.abspath(p) for p in pp.split(os.pathsep) if p]
     gc.collect()
@@ -214,6 +207,517 @@ def warmup(root):
         "status": status,
         "project_files": len(_snapshot),
     }
+
+
+# Thread-count variables of the BLAS and OpenMP runtimes: each starts its
+# thread pool when its library is loaded (import numpy), and a zygote must
+# not hold threads when it forks.
+_BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                     "BLIS_NUM_THREADS")
+
+
+def _limit_blas_threads():
+    """Load BLAS single-threaded in the zygote unless the user chose a
+    number; children give it back the number a cold run would use
+    (_restore_blas_threads). Returns the variables set here."""
+    limited = [k for k in _BLAS_THREAD_VARS if k not in os.environ]
+    for k in limited:
+        os.environ[k] = "1"
+    _blas_limited[:] = limited
+    return limited
+
+
+def _restore_blas_threads(env):
+    """In a child: the thread count OpenBLAS would have chosen in a cold run
+    with this environment (its variables, else one per CPU it may use)."""
+    if not _blas_limited:
+        return
+    lib = None
+    for mod in ("numpy.core._multiarray_umath", "numpy._core._multiarray_umath"):
+        if mod in sys.modules:
+            lib = _openblas()
+            break
+    if lib is None:
+        return
+    want = None
+    # What OpenBLAS reads at load (blas_get_cpu_number): its own variables,
+    # then OMP_NUM_THREADS; unset or 0, the CPUs it may run on.
+    for k in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
+        v = env.get(k)
+        if v:
+            try:
+                want = int(v.split(",")[0])
+            except ValueError:
+                pass
+            if want:
+                break
+    if not want:
+        try:
+            want = len(os.sched_getaffinity(0))
+        except OSError:
+            want = os.cpu_count() or 1
+    if want > 1:
+        lib.openblas_set_num_threads(want)
+
+
+def _openblas():
+    """The OpenBLAS library this process loaded, or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {ln.split(None, 5)[5].strip() for ln in f if "openblas" in ln
+                     and len(ln.split(None, 5)) == 6}
+    except OSError:
+        return None
+    import ctypes
+
+    for p in sorted(paths):
+        try:
+            lib = ctypes.CDLL(p, mode=os.RTLD_NOLOAD)
+        except OSError:
+            continue
+        if hasattr(lib, "openblas_set_num_threads"):
+            return lib
+    return None
+
+
+class _SideEffects:
+    """What importing modules here did to the process beyond defining them:
+    os.environ writes, os.chdir calls, sys.path entries. A child, whose
+    environment, cwd and sys.path are the client's, does the same again
+    after setting them, as a cold run whose imports did it would have."""
+
+    def __init__(self):
+        self._path_before = list(sys.path)
+        environ = os.environ
+        ops = _env_ops
+        self._cls = cls = type(environ)
+
+        class Recording(cls):
+            def __setitem__(self, key, value):
+                ops.append(("set", key, value))
+                super().__setitem__(key, value)
+
+            def __delitem__(self, key):
+                ops.append(("del", key, None))
+                super().__delitem__(key)
+
+            def pop(self, key, *default):
+                # A key the zygote lacks may be one the run's environment has.
+                ops.append(("del", key, None))
+                return cls.pop(self, key, *default)
+
+            def setdefault(self, key, value=None):
+                ops.append(("setdefault", key, value))
+                if key not in self:
+                    cls.__setitem__(self, key, value)
+                return self[key]
+
+        environ.__class__ = Recording
+        self._chdir = os.chdir
+
+        def chdir(path):
+            self._chdir(path)
+            _chdirs.append(os.getcwd())
+
+        os.chdir = chdir
+
+    def stop(self):
+        os.environ.__class__ = self._cls
+        os.chdir = self._chdir
+        if _chdirs:
+            self._chdir(_root)
+        before = set(self._path_before)
+        first = self._path_before[0] if self._path_before else None
+        at_front = True
+        for p in sys.path:
+            if p == first:
+                at_front = False
+            elif p not in before:
+                (_path_front if at_front else _path_back).append(p)
+
+
+def _replay_side_effects():
+    """In a child, after the client's environment, cwd and path are set."""
+    for op, key, value in _env_ops:
+        try:
+            if op == "set":
+                os.environ[key] = value
+            elif op == "setdefault":
+                os.environ.setdefault(key, value)
+            else:
+                os.environ.pop(key, None)
+        except Exception:  # noqa: BLE001 - a value os.environ refuses
+            pass
+    if _path_front:
+        sys.path[:0] = [p for p in _path_front if p not in sys.path]
+    sys.path.extend(p for p in _path_back if p not in sys.path)
+    for d in _chdirs:
+        try:
+            os.chdir(d)
+        except OSError:
+            pass
+
+
+def _learn_and_import():
+    """Fork the learning run and import what it reports as it goes, with
+    the import recorder and the side-effect recorder on. Returns the
+    warm-up status ("ok", or what went wrong, in words)."""
+    import pickle
+    import struct
+    import warnings
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the learning run
+        code = 70
+        try:
+            os.close(r)
+            try:
+                import _pytest_zygote_c
+            except ImportError:  # not in the zygote binary
+                pass
+            else:
+                _pytest_zygote_c.learning_child()
+            _progress_phase[0] = None
+            code = _learning_run(w)
+        finally:
+            os._exit(code)
+    os.close(w)
+    # No collections while importing: what they free depends on timing, and
+    # the next generation should lay out its heap as this one (the spare
+    # prepares the pages the last generation's runs wrote).
+    gc.disable()
+    unrecord = _record_imports()
+    side_effects = _SideEffects()
+    status = "ok"
+    hook = None
+    pending = []  # modules reported before the ini values the hook needs
+    f = os.fdopen(r, "rb")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the learning run's to report
+            while True:
+                head = f.read(4)
+                if len(head) < 4:
+                    break
+                data = f.read(struct.unpack("<I", head)[0])
+                try:
+                    rec = pickle.loads(data)
+                except Exception:  # noqa: BLE001 - a warning class this process lacks
+                    continue
+                kind = rec[0]
+                if kind == "m":
+                    pending.append(rec[1:])
+                elif kind == "w":
+                    _warm_warnings.append(rec[1:])
+                elif kind == "e":
+                    for importer, imported in rec[1].items():
+                        _edges.setdefault(importer, set()).update(imported)
+                elif kind == "ini":
+                    _warm_addopts[:] = rec[1].get("addopts", [])
+                    hook = _zygote_rewrite_hook(rec[1])
+                    sys.meta_path.insert(0, hook)
+                elif kind == "end" and rec[1] not in (0, 5):
+                    status = "collection exit code %d" % rec[1]
+                if pending and (hook is not None or kind == "end"):
+                    if hook is None:
+                        hook = _zygote_rewrite_hook({})
+                        sys.meta_path.insert(0, hook)
+                    for name, origin, rewritten in pending:
+                        _import_learned(name, origin, rewritten, hook)
+                    pending.clear()
+                if time.monotonic() >= _progress_due[0]:
+                    _progress()
+    finally:
+        f.close()
+        if hook is not None:
+            sys.meta_path.remove(hook)
+            _rewrite_marks[:] = sorted(hook.marked_later())
+        side_effects.stop()
+        unrecord()
+        _, wstatus = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(wstatus):
+        status = "learning run killed by signal %d" % os.WTERMSIG(wstatus)
+    elif os.WEXITSTATUS(wstatus) == 70 and status == "ok":
+        status = "learning run failed"
+    return status
+
+
+def _import_learned(name, origin, rewritten, hook):
+    """Import one module the learning run imported, if this process finds
+    it where the run did (a conftest may have put its directory on sys.path
+    there). A module whose import fails here (it needs what a conftest or a
+    plugin's configuration sets up) is left to the runs."""
+    import importlib
+    import importlib.util
+
+    if name in sys.modules:
+        return
+    parent = name.rpartition(".")[0]
+    if parent and parent not in sys.modules:
+        return
+    if rewritten:
+        hook.mark_learned(name)
+    try:
+        spec = importlib.util.find_spec(name)
+    except BaseException:  # noqa: BLE001 - whatever the finders raise
+        return
+    if spec is None or spec.origin != origin:
+        return
+    try:
+        importlib.import_module(name)
+    except BaseException:  # noqa: BLE001 - nothing an import does may end the zygote
+        sys.modules.pop(name, None)
+
+
+def _drop_orphans():
+    """Submodules whose package is not imported (its __init__ failed after
+    importing them): a run that imports the package must import them anew,
+    or it would find them in sys.modules but not as attributes."""
+    changed = True
+    while changed:
+        changed = False
+        for name in list(sys.modules):
+            parent = name.rpartition(".")[0]
+            if parent and parent not in sys.modules:
+                del sys.modules[name]
+                changed = True
+
+
+def _zygote_rewrite_hook(ini):
+    """pytest's assertion-rewriting import hook, for the modules a cold run
+    imports through it (plugin modules, pytest_plugins, modules named in
+    register_assert_rewrite, test-named helpers): they are imported here as
+    pytest would, so they behave the same and pytest does not warn that they
+    were imported before it could rewrite them. pytest's own class; the
+    config it asks for is the few ini values the learning run sent. Names a
+    module marks while it is imported here (register_assert_rewrite) are
+    kept for the children's hooks (_rewrite_marks)."""
+    from _pytest.assertion.rewrite import AssertionRewritingHook
+
+    class Hook(AssertionRewritingHook):
+        learned = set()
+
+        def mark_learned(self, name):
+            self.learned.add(name)
+            self.mark_rewrite(name)
+
+        def mark_rewrite(self, *names):
+            # Without pytest's "already imported" warning: no session here.
+            self._must_rewrite.update(names)
+            self._marked_for_rewrite_cache.clear()
+
+        def marked_later(self):
+            return self._must_rewrite - self.learned
+
+    return Hook(_RewriteConfig(ini))
+
+
+class _RewriteConfig:
+    """The part of a pytest Config the rewriting hook reads."""
+
+    def __init__(self, ini):
+        from _pytest.assertion import assertstate_key
+        from _pytest.stash import Stash
+
+        class State:
+            hook = None
+
+            @staticmethod
+            def trace(*args):
+                pass
+
+        self.ini = {"python_files": ["test_*.py", "*_test.py"],
+                    "enable_assertion_pass_hook": False}
+        self.ini.update(ini)
+        self.stash = Stash()
+        self.stash[assertstate_key] = State()
+
+    def getini(self, name):
+        return self.ini[name]
+
+
+class _CollectBudget:
+    """A plugin for the learning and practice runs: once collection has
+    taken PYTEST_ZYGOTE_LEARN_SECONDS (default 5), it takes no new files.
+    Runs import what lies beyond themselves, so a suite whose collection
+    takes minutes still starts in seconds."""
+
+    deadline = None
+
+    def __init__(self, env=None):
+        self.budget = 5.0
+        try:
+            self.budget = float((env or os.environ).get("PYTEST_ZYGOTE_LEARN_SECONDS", 5.0))
+        except ValueError:
+            pass
+
+    def pytest_collection(self, session):
+        self.deadline = time.monotonic() + self.budget
+
+    @staticmethod
+    def _over(deadline):
+        return deadline is not None and time.monotonic() > deadline
+
+    def pytest_ignore_collect(self, collection_path, config):
+        return True if self._over(self.deadline) else None
+
+    def pytest_make_collect_report(self, collector):
+        # pytest lists the files first and imports them afterwards: past
+        # the deadline, a module is reported empty instead of imported.
+        if self._over(self.deadline) and collector.parent is not None:
+            from _pytest.reports import CollectReport
+
+            return CollectReport(collector.nodeid, "passed", None, [])
+        return None
+
+
+_REPORTING_IMPORT = """
+def reporting_import(*args, **kwargs):
+    module = original_import(*args, **kwargs)
+    now = monotonic()
+    if now >= due[0]:
+        due[0] = now + 0.02
+        scan()
+    return module
+"""
+
+
+def _learning_run(w):
+    """The forked learning run: `pytest --collect-only`, reporting through
+    w each module it imports (other than test modules and conftests) with
+    where it came from and whether pytest rewrote it, the warnings those
+    imports raised, and the few ini values the zygote needs. Collection
+    stops taking new files after PYTEST_ZYGOTE_LEARN_SECONDS (default 5):
+    what runs import beyond that, they import themselves."""
+    import pickle
+    import struct
+    import warnings
+
+    import pytest
+    import _pytest.assertion.rewrite
+    import _pytest.config
+    import _pytest.pathlib
+    import _pytest.python
+
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    os.environ.pop("PYTEST_ADDOPTS", None)  # the zygote's own; runs bring theirs
+    rewriting = _pytest.assertion.rewrite.AssertionRewritingHook
+    # Imports that run here and not in the zygote (inside functions that
+    # test modules call at import) are edges of the reverse closure too.
+    _edges.clear()
+    _record_imports()
+    out = os.fdopen(w, "wb")
+    test_files = set()
+    seen = set(sys.modules)
+    held = set()  # test modules: never reported
+
+    def send(rec):
+        try:
+            data = pickle.dumps(rec)
+        except Exception:  # noqa: BLE001 - a warning that does not pickle
+            return
+        out.write(struct.pack("<I", len(data)) + data)
+
+    def scan():
+        for name, mod in list(sys.modules.items()):
+            if name in seen:
+                continue
+            seen.add(name)
+            spec = getattr(mod, "__spec__", None)
+            origin = getattr(spec, "origin", None)
+            if origin in test_files or name == "conftest" or name.endswith(".conftest"):
+                held.add(name)
+                continue
+            send(("m", name, origin, isinstance(getattr(mod, "__loader__", None), rewriting)))
+        out.flush()
+
+    original = _pytest.pathlib.import_path
+
+    def import_path(path, *args, **kwargs):
+        test_files.add(str(path))
+        scan()  # what came before belongs to others
+        return original(path, *args, **kwargs)
+
+    for module in (_pytest.python, _pytest.config):
+        module.import_path = import_path
+
+    # Report at least every 20 ms while imports happen, so the zygote
+    # imports a module while this run is still busy with the next ones.
+    import builtins
+
+    # Compiled under an importlib._bootstrap name, as the recorder is (see
+    # _record_imports): warnings must not point at this wrapper.
+    ns = {"original_import": builtins.__import__, "monotonic": time.monotonic,
+          "scan": scan, "due": [0.0]}
+    exec(compile(_REPORTING_IMPORT, "<pytest_zygote importlib._bootstrap reporter>", "exec"), ns)
+    builtins.__import__ = ns["reporting_import"]
+
+    def module_frame():
+        """The module whose top-level code raised the warning being shown
+        (the innermost frame that executes a module body), or None."""
+        f = sys._getframe(2)
+        while f is not None:
+            if f.f_code.co_name == "<module>":
+                return f.f_globals.get("__name__"), f.f_globals.get("__file__")
+            f = f.f_back
+        return None, None
+
+    def importing_test_file():
+        f = sys._getframe(2)
+        while f is not None:
+            if f.f_code.co_name == "<module>" and f.f_globals.get("__file__") in test_files:
+                return f.f_globals["__file__"]
+            f = f.f_back
+        return None
+
+    show = warnings._showwarnmsg
+
+    def tagging_show(msg):
+        try:
+            name, path = module_frame()
+            if name is not None and path not in test_files and \
+                    os.path.basename(path or "") != "conftest.py":
+                msg._pytest_zygote = (name, importing_test_file())
+        except Exception:  # noqa: BLE001
+            pass
+        show(msg)
+
+    warnings._showwarnmsg = tagging_show
+
+    class Learner(_CollectBudget):
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_load_initial_conftests(self, early_config):
+            # As early as the ini values are known: the zygote waits for them.
+            send(("ini", {k: early_config.getini(k) for k in
+                          ("addopts", "python_files", "enable_assertion_pass_hook")}))
+            scan()
+
+        def pytest_warning_recorded(self, warning_message, when, nodeid, location):
+            tag = getattr(warning_message, "_pytest_zygote", None)
+            if tag is None or tag[0] in held:
+                return
+            m = warning_message
+            send(("w", when, tag[1], tag[0], m.message, m.category, m.filename, m.lineno))
+
+    sys.argv = [_pytest_main_file()]
+    rc = 1
+    try:
+        rc = int(pytest.main(["--collect-only", "-qq", "-p", "no:cacheprovider"],
+                             plugins=[Learner()]))
+    except BaseException:  # noqa: BLE001 - what was learned is still good
+        pass
+    try:
+        scan()
+        send(("e", {k: v for k, v in _edges.items() if k not in held}))
+        send(("end", rc))
+        out.flush()
+    except Exception:  # noqa: BLE001
+        return 70
+    return 0
 
 
 _RECORDING_IMPORT = """
@@ -239,64 +743,6 @@ def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
         pass
     return module
 """
-
-
-class _PluginState:
-    """A warm-up plugin that keeps a copy of every list, dict and set at the
-    top level of each third-party plugin module, as pytest registers it
-    (right after its import, before its hooks run).
-
-    Warm-up runs a whole pytest session in the zygote, and plugins keep
-    session state in module globals (pytest-django appends to a module-level
-    list in pytest_load_initial_conftests). Put back after warm-up, each child
-    starts from the state a fresh import gives, as a cold run would."""
-
-    def __init__(self):
-        self.saved = []
-        self._seen = set()
-
-    def pytest_collection(self, session):
-        _progress("collecting tests")
-
-    def pytest_load_initial_conftests(self, early_config):
-        """A hook wrapper (marked in warmup()): record the warnings raised
-        while plugins set themselves up (pytest-django's django.setup()
-        imports Django here). In a child those imports do not happen again.
-        Conftest import warnings are recorded by the import_path wrapper."""
-        import warnings
-
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            yield
-        _config_warnings[:] = caught
-
-    def pytest_configure(self, config):
-        _warm_addopts[:] = config.getini("addopts")
-
-    def pytest_plugin_registered(self, plugin, manager):
-        name = getattr(plugin, "__name__", None)
-        if not isinstance(plugin, type(sys)) or name in self._seen:
-            return
-        if name.split(".")[0] in ("_pytest", "pytest", "pluggy", "pytest_zygote"):
-            return
-        if _is_project_file(os.path.abspath(getattr(plugin, "__file__", "") or "")):
-            return
-        self._seen.add(name)
-        for key, value in list(vars(plugin).items()):
-            # Not __builtins__ (the builtins module's dict) or other dunders:
-            # only the module's own state.
-            if key.startswith("__") or type(value) not in (list, dict, set):
-                continue
-            self.saved.append((value, type(value)(value)))
-
-
-def _restore_plugin_state(saved):
-    for obj, copy in saved:
-        if isinstance(obj, list):
-            obj[:] = copy
-        else:
-            obj.clear()
-            obj.update(copy)
 
 
 def _reset_libraries(cwd):
@@ -386,148 +832,50 @@ def _closure(dirty):
     return result
 
 
-def _wrap_import_path():
-    """Warnings a test module or conftest raises while it is imported belong
-    to every run's collection, but in a child that reuses the module the
-    import does not happen again. Record them at warm-up and raise them
-    again, under the run's own warning filters, when pytest asks for the
-    module in a child that did not re-import it."""
-    import warnings
+class _ReplayWarmUp:
+    """A plugin for children: what importing modules at warm-up did that a
+    cold run would have seen happen in the run.
 
-    import _pytest.config
-    import _pytest.pathlib
-    import _pytest.python
+    Warnings: those raised while a module this child did not import again
+    was imported (by a test module or conftest in the learning run) come
+    back under the run's own filters, where a cold run raises them: in the
+    config phase, or when the collector of the test module that imported it
+    starts (a conftest's, with the first collector). Rewrite marks: names a
+    module imported at warm-up gave to register_assert_rewrite are marked on
+    this run's rewriting hook, as they would have been when it imported."""
 
-    original = _pytest.pathlib.import_path
-
-    def import_path(path, *args, **kwargs):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            mod = original(path, *args, **kwargs)
-        if caught:
-            _import_warnings[str(path)] = caught
-        if _is_project_file(str(path)):
-            _path_modules[str(path)] = (mod, None)
-        return mod
-
-    # Only during warm-up: in a child the wrapper's frame would show up in
-    # the tracebacks of import errors.
-    for module in (_pytest.python, _pytest.config):
-        if getattr(module, "import_path", None) is original:
-            module.import_path = import_path
-    return lambda: [setattr(m, "import_path", original)
-                    for m in (_pytest.python, _pytest.config)
-                    if getattr(m, "import_path", None) is import_path]
-
-
-_REUSING_IMPORT_PATH = """
-def import_path(path, *args, mode=ImportMode.prepend, **kwargs):
-    __tracebackhide__ = True  # not in the tracebacks of import errors
-    mode = ImportMode(mode)
-    mod = reusable.get(str(path))
-    if mod is None:
-        return original(path, *args, mode=mode, **kwargs)
-    if mode is not ImportMode.importlib:
-        pkg_path = resolve_package_path(path)
-        if pkg_path is not None:  # pytest reuses a package's module itself
-            return original(path, *args, mode=mode, **kwargs)
-        # A rootless conftest.py: what import_path does besides executing it.
-        pkg_root = str(path.parent)
-        if mode is ImportMode.append:
-            if pkg_root not in sys.path:
-                sys.path.append(pkg_root)
-        elif pkg_root != sys.path[0]:
-            sys.path.insert(0, pkg_root)
-    del reusable[str(path)]
-    sys.modules[mod.__name__] = mod
-    return mod
-"""
-# Compiled once, in the zygote: children only execute it.
-_REUSING_IMPORT_PATH_CODE = compile(_REUSING_IMPORT_PATH, "<pytest_zygote import_path>", "exec")
-
-
-def _reuse_reexecuted_modules():
-    """pytest executes some modules again on every run even when they are
-    imported already: rootless conftest.py files (it removes `conftest`
-    from sys.modules first) and, with --import-mode=importlib, every test
-    module and conftest. In a child that purged nothing, give pytest the
-    module warm-up imported from the same, unchanged file instead. Returns
-    the paths that will be reused."""
-    import _pytest.config
-    import _pytest.pathlib
-    import _pytest.python
-
-    reusable = {}
-    for path, (mod, key) in _path_modules.items():
-        try:
-            if _key(os.stat(path)) != key:
-                continue
-        except OSError:
-            continue
-        reusable[path] = mod
-    if not reusable:
-        return (), None
-    original = _pytest.pathlib.import_path
-    ns = {"reusable": reusable, "original": original, "sys": sys,
-          "ImportMode": _pytest.pathlib.ImportMode,
-          "resolve_package_path": _pytest.pathlib.resolve_package_path}
-    exec(_REUSING_IMPORT_PATH_CODE, ns)
-    wrapper = ns["import_path"]
-    for module in (_pytest.python, _pytest.config):
-        if getattr(module, "import_path", None) is original:
-            module.import_path = wrapper
-
-    def restore():
-        for module in (_pytest.python, _pytest.config):
-            if getattr(module, "import_path", None) is wrapper:
-                module.import_path = original
-
-    return list(reusable), restore
-
-
-class _RestoreImportPath:
-    """A plugin for children: once collection is over, pytest's own
-    import_path is back, so tests see pytest as plain pytest has it."""
-
-    def __init__(self, restore):
-        self._restore = restore
-
-    def pytest_collection_finish(self, session):
-        self._restore()
-
-
-class _ReplayImportWarnings:
-    """A plugin for children: raise again, under the run's own filters, the
-    warnings that importing a reused test module or conftest raised at
-    warm-up, when its collection starts (pytest's collect-time warning
-    capture is active then). Conftest warnings come with the first collector.
-    Warnings of the config phase come back in that phase, before any plugin
-    sets itself up, when the module that raised them is still imported; one
-    this child purged raises them itself when it is imported again."""
-
-    def __init__(self, config_warnings=()):
-        self._config_warnings = config_warnings
+    def __init__(self, replay):
+        self._config = [w for w in replay if w[0] == "config"]
+        self._collect = {}
+        for w in replay:
+            if w[0] != "config":
+                self._collect.setdefault(w[1], []).append(w)
+        self._conftests_done = False
 
     def pytest_load_initial_conftests(self, early_config):
-        import warnings
+        if _rewrite_marks:
+            from _pytest.assertion import assertstate_key
 
-        for w in self._config_warnings:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno,
-                                   source=w.source)
+            state = early_config.stash.get(assertstate_key, None)
+            if state is not None and state.hook is not None:
+                state.hook.mark_rewrite(*_rewrite_marks)
+        _warn_again(self._config)
 
     def pytest_collectstart(self, collector):
-        import warnings
-
         path = str(getattr(collector, "path", ""))
-        keys = [path] if path in _replay else []
-        if not getattr(self, "_conftests_done", False):
+        due = self._collect.pop(path, [])
+        if not self._conftests_done:
             self._conftests_done = True
-            keys += [p for p in _replay if os.path.basename(p) == "conftest.py"]
-        for key in keys:
-            _replay.discard(key)
-            for w in _import_warnings.get(key, ()):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno,
-                                       source=w.source)
+            for key in [k for k in self._collect if os.path.basename(k or "") == "conftest.py"]:
+                due += self._collect.pop(key)
+        _warn_again(due)
+
+
+def _warn_again(replay):
+    import warnings
+
+    for _when, _path, _module, message, category, filename, lineno in replay:
+        warnings.warn_explicit(message, category, filename, lineno)
 
 
 # Versions the run-independent caches below were checked against; with any
@@ -803,8 +1151,11 @@ def _apply_path(cwd, env):
 
 
 def _apply_interpreter_env(old, new):
-    """The few interpreter-start variables that can still follow the client."""
+    """The few interpreter-start variables that can still follow the client,
+    and the time zone, which libc read from the zygote's TZ."""
     sys.dont_write_bytecode = bool(new.get("PYTHONDONTWRITEBYTECODE"))
+    if os.environ.get("TZ") != old.get("TZ"):
+        time.tzset()
     if new.get("PYTHONWARNINGS") != old.get("PYTHONWARNINGS"):
         import warnings
 
@@ -852,6 +1203,66 @@ def _drop_bytecode(path):
                 pass
 
 
+def _older_than_source(pyc, source):
+    """Whether a bytecode cache was written before its source last changed
+    (the source's inode change time, which no tool can set back)."""
+    try:
+        return os.stat(pyc).st_mtime_ns < os.stat(source).st_ctime_ns
+    except OSError:
+        return False
+
+
+_FRESH_GET_CODE = """
+def fresh_get_code(self, fullname):
+    __tracebackhide__ = True
+    path = self.path
+    if is_project_file(path):
+        try:
+            pyc = cache_from_source(path)
+        except (NotImplementedError, ValueError):
+            pyc = None
+        if pyc and older_than_source(pyc, path):
+            try:
+                unlink(pyc)
+            except OSError:
+                pass
+    return get_code(self, fullname)
+"""
+_FRESH_GET_CODE_CODE = compile(_FRESH_GET_CODE, "<frozen importlib._bootstrap_external>", "exec")
+
+
+def _refuse_stale_bytecode():
+    """In a child: CPython and pytest accept a .pyc whose whole-second mtime
+    and size match its source, so a test module, conftest or project module
+    edited within the second after a run cached it, to the same size, would
+    run old code. The zygote's own modules are checked against the warm-up
+    snapshot; for those a run imports itself, a cache older than its
+    source's last change is not used (one stat of each more per import)."""
+    import importlib.machinery
+    import importlib.util
+
+    import _pytest.assertion.rewrite as rewrite
+
+    read_pyc = rewrite._read_pyc
+
+    def _read_pyc(source, pyc, trace=lambda x: None):
+        __tracebackhide__ = True  # noqa: F841 - not in pytest's tracebacks
+        if _older_than_source(pyc, source):
+            return None
+        return read_pyc(source, pyc, trace)
+
+    rewrite._read_pyc = _read_pyc
+    loader = importlib.machinery.SourceFileLoader
+    # Compiled under importlib's own file name: CPython then strips this
+    # frame, as the frames around it, from a failing import's traceback.
+    ns = {"get_code": loader.get_code, "is_project_file": _is_project_file,
+          "cache_from_source": importlib.util.cache_from_source,
+          "older_than_source": _older_than_source, "unlink": os.unlink}
+    exec(_FRESH_GET_CODE_CODE, ns)
+    fresh_get_code = ns["fresh_get_code"]
+    loader.get_code = fresh_get_code
+
+
 def _forget_django_models(modules):
     """Django keeps every model class in its app registry, and registering a
     model of the same name again (a re-imported models module) keeps parts
@@ -896,6 +1307,42 @@ def _purge(dirty):
     return closure
 
 
+def _record_atexit():
+    """From the start of warm-up, note the exit handlers imports register
+    (logging's shutdown, multiprocessing's clean-up, ...)."""
+    import atexit
+
+    register = atexit.register
+
+    def recording_register(func, *args, **kwargs):
+        _exit_handlers.append((func, args, kwargs))
+        return register(func, *args, **kwargs)
+
+    atexit.register = recording_register
+    return lambda: setattr(atexit, "register", register)
+
+
+def _reset_exit_handlers():
+    """A child's exit handlers as a fresh interpreter that imported the same
+    modules would have them: those the standard library registered at import
+    (they flush and clean up what belongs to this process), not the zygote's
+    others (a project module's handler may remove what the zygote made for
+    every run). weakref.finalize registers its handler once per process:
+    the zygote's objects stay out of it, this run's are finalized at exit."""
+    import atexit
+    import weakref
+
+    atexit._clear()
+    for func, args, kwargs in _exit_handlers:
+        mod = (getattr(func, "__module__", None) or "").partition(".")[0]
+        if mod in sys.stdlib_module_names and \
+                getattr(func, "__func__", None) is not weakref.finalize._exitfunc.__func__:
+            atexit.register(func, *args, **kwargs)
+    for info in list(weakref.finalize._registry.values()):
+        info.atexit = False
+    weakref.finalize._registered_with_atexit = False
+
+
 def child_run(argv, cwd, env):
     """Run pytest in a freshly forked child. Returns the exit code.
 
@@ -921,11 +1368,15 @@ def child_run(argv, cwd, env):
     os.environ.clear()
     os.environ.update(env)
     _apply_path(cwd, env)
+    _replay_side_effects()
     _apply_interpreter_env(zygote_env, env)
+    try:
+        _restore_blas_threads(env)
+    except Exception:  # noqa: BLE001 - BLAS then stays single-threaded
+        pass
     _reset_libraries(cwd)
     sys.argv = [_pytest_main_file()] + list(argv)
-    # The zygote's atexit handlers are not this run's.
-    atexit._clear()
+    _reset_exit_handlers()
     try:
         dirty = _dirty_modules()
         if _measures_coverage(argv, env):
@@ -933,25 +1384,21 @@ def child_run(argv, cwd, env):
             # are imported; module-level lines of modules imported at
             # warm-up would count as never run. Import the project afresh.
             dirty = list(_snapshot)
-        pending = []
         if dirty:
-            global _reloaded
+            global _reloaded, _workaround_pending
             _reloaded = len(_purge(dirty))
-            pending = _workarounds()
+            _workaround_pending = []
+            wa = sys.modules.get("pytest_zygote.workaround")
+            if wa is not None:
+                wa._run(_workaround_pending)
+        _refuse_stale_bytecode()
         child_plugins = []
-        if not dirty and _path_modules:
-            reused, restore = _reuse_reexecuted_modules()
-            if restore is not None:
-                child_plugins.append(_RestoreImportPath(restore))
-            # Their import warnings come back as for other reused modules.
-            _replay.update(p for p in reused if p in _import_warnings)
-        config_warnings = []
-        if _import_warnings or _config_warnings:
-            # Modules still imported will not warn again by themselves.
-            loaded = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
-            _replay.update(p for p in _import_warnings if p in loaded)
-            config_warnings = [w for w in _config_warnings
-                               if w.filename in loaded or not _is_project_file(w.filename)]
+        if os.environ.pop("PYTEST_ZYGOTE_PRACTICE", None):
+            child_plugins.append(_CollectBudget())
+        # Modules still imported will not warn again by themselves.
+        replay = [w for w in _warm_warnings if w[2] in sys.modules]
+        if replay or _rewrite_marks:
+            child_plugins.append(_ReplayWarmUp(replay))
         import importlib
 
         importlib.invalidate_caches()
@@ -959,13 +1406,11 @@ def child_run(argv, cwd, env):
         if np_random is not None:
             np_random.seed()
         gc.enable()
-        import pytest
+        import pytest  # noqa: F401
 
-        if _replay or config_warnings:
-            child_plugins.append(_ReplayImportWarnings(config_warnings))
         code = _pytest_main(child_plugins)
-        if pending:
-            sys.modules["pytest_zygote.workaround"]._finish(pending)
+        if _workaround_pending:
+            sys.modules["pytest_zygote.workaround"]._finish(_workaround_pending)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if not isinstance(e.code, (int, type(None))):
@@ -1000,12 +1445,6 @@ def _measures_coverage(argv, env):
     except ValueError:
         args = list(argv)
     return any(a.startswith("--cov") for a in args) and "--no-cov" not in args
-
-
-def _workarounds():
-    """Run the registered workarounds (pytest_zygote.workaround) after a reload."""
-    wa = sys.modules.get("pytest_zygote.workaround")
-    return wa._run() if wa is not None else []
 
 
 def _pytest_main(plugins):

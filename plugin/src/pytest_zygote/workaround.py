@@ -3,7 +3,10 @@
 When a run re-imports changed project modules, everything outside the
 reverse import closure stays as the zygote had it. A library that keeps a
 registry of project objects (classes, functions, settings) still holds the
-old ones. A workaround repairs that, in the test child, before pytest starts:
+old ones. A workaround repairs that, in the test child, before the changed
+modules are imported again: one registered by a module the zygote imported
+runs before pytest starts, one registered by a conftest (which every run
+executes) runs as soon as the conftest registers it:
 
     from pytest_zygote.workaround import register_workaround
 
@@ -30,6 +33,15 @@ __all__ = ["register_workaround"]
 # library -> {function's "module.qualname": function}. Keyed by name so that a
 # conftest re-executed after a reload replaces its workarounds, not repeats them.
 _registry = {}
+_done = set()  # keys of the workarounds this child has run
+
+
+def _pending():
+    """In a test child that re-imports modules, the list of generators to
+    finish after the session; None elsewhere (the zygote, a child that
+    reloads nothing, plain pytest)."""
+    z = sys.modules.get("pytest_zygote._zygote")
+    return getattr(z, "_workaround_pending", None)
 
 
 def register_workaround(library):
@@ -41,6 +53,9 @@ def register_workaround(library):
     def decorate(fn):
         key = "%s.%s" % (getattr(fn, "__module__", "?"), getattr(fn, "__qualname__", fn))
         _registry.setdefault(library, {})[key] = fn
+        pending = _pending()
+        if pending is not None:
+            _apply(library, key, fn, pending)
         return fn
 
     return decorate
@@ -56,22 +71,26 @@ def _cleared(library):
     return False
 
 
-def _run():
-    """Run the workarounds that apply now. Returns the generators whose code
-    after ``yield`` must run after the test session."""
-    pending = []
+def _apply(library, key, fn, pending):
+    """Run one workaround, once per child, if its library is imported."""
+    if key in _done or library not in sys.modules or _cleared(library):
+        return
+    _done.add(key)
+    result = fn()
+    if hasattr(result, "__next__"):
+        try:
+            next(result)
+        except StopIteration:
+            return
+        pending.append(result)
+
+
+def _run(pending):
+    """Run the workarounds registered so far that apply; the generators
+    whose code after ``yield`` must run after the session go to pending."""
     for library, fns in list(_registry.items()):
-        if library not in sys.modules or _cleared(library):
-            continue
-        for fn in list(fns.values()):
-            result = fn()
-            if hasattr(result, "__next__"):
-                try:
-                    next(result)
-                except StopIteration:
-                    continue
-                pending.append(result)
-    return pending
+        for key, fn in list(fns.items()):
+            _apply(library, key, fn, pending)
 
 
 def _finish(pending):

@@ -1,20 +1,11 @@
-"""Helpers for the sandbox tests. Imported at warm-up, so the thread below
-runs in the zygote (not in its children): the tests need a zygote thread
-whose id is not the zygote's pid."""
+"""Helpers for the sandbox tests. The tests need a zygote thread whose id is
+not the zygote's pid: parked (a module at the root, so the zygote imports it
+at warm-up, as the learning run reports) starts one."""
 
 import ctypes
 import os
-import threading
 
-
-def _parked():
-    # Nothing about signals here on purpose: the zygote must keep a thread
-    # started at warm-up from taking its SIGCHLD (its runs would never be
-    # reaped, and they would hang).
-    threading.Event().wait()
-
-
-threading.Thread(target=_parked, name="pz-parked", daemon=True).start()
+import parked  # noqa: F401
 
 libc = ctypes.CDLL(None, use_errno=True)
 

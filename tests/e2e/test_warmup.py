@@ -1,0 +1,407 @@
+"""Warm-up must not be observable (DESIGN.md section 6, PITFALLS.md item 16).
+
+The zygote only imports non-test modules: conftests and test modules execute
+in every run exactly as often as in a cold run, and no project hook
+(pytest_configure, pytest_sessionstart, collection hooks) runs in the zygote.
+Each case here is a pattern from real suites that breaks when a run reuses
+what a warm-up collection left behind. Every case compares zygote runs with
+plain `python -m pytest` test by test ({node id: outcome}), plus the exit
+code, the short test summary and the final summary line: twice in a row, then
+after an edit (right after it, and again once the server has absorbed it).
+"""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pz_util import normalise, wait_until
+
+ARGS = ["-v", "-rA", "-p", "no:cacheprovider"]
+WAIT = 60  # bound on waiting for the server to settle (not a timing assertion)
+
+# --- per-test outcomes ----------------------------------------------------------
+
+# "tests/test_x.py::test_y[1] PASSED      [ 50%]" (-v); a test whose setup
+# passed and whose teardown failed has two such lines.
+_VLINE = re.compile(r"^(?P<id>\S+::\S+) (?P<outcome>PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
+_FINAL = re.compile(r"^=+ (?P<text>.+?) in <T> =+$")  # once normalised
+
+
+class Outcomes:
+    """What a run reported: {node id: outcome}, the short test summary lines
+    (-rA: collection errors, skip reasons and failure messages), the final
+    summary line ("3 passed, 1 failed") and the exit code."""
+
+    def __init__(self, result):
+        self.result = result
+        self.rc = result.rc
+        self.tests = {}
+        self.summary = []
+        self.final = None
+        in_summary = False
+        for line in normalise(result.out).splitlines():
+            m = _VLINE.match(line)
+            if m and not in_summary:
+                prev = self.tests.get(m["id"])
+                self.tests[m["id"]] = m["outcome"] if prev is None else prev + "+" + m["outcome"]
+                continue
+            if re.match(r"^=+ short test summary info =+$", line):
+                in_summary = True
+                continue
+            m = _FINAL.match(line)
+            if m:
+                self.final = m["text"]
+                in_summary = False
+                continue
+            if in_summary:
+                self.summary.append(line)
+
+
+def _show(what, o):
+    r = o.result
+    return "--- %s (rc %d):\n%s\n--- %s stderr:\n%s" % (what, r.rc, r.out[-6000:], what,
+                                                       r.err[-3000:])
+
+
+def assert_same_outcomes(plain, zyg, what=""):
+    """zyg (a zygote run) reported what plain (plain pytest) reported."""
+    __tracebackhide__ = True
+    p, z = Outcomes(plain), Outcomes(zyg)
+    problems = []
+    only_p = sorted(set(p.tests) - set(z.tests))
+    only_z = sorted(set(z.tests) - set(p.tests))
+    differ = sorted(k for k in set(p.tests) & set(z.tests) if p.tests[k] != z.tests[k])
+    if only_p:
+        problems.append("only in plain pytest: %s" % ", ".join(
+            "%s %s" % (k, p.tests[k]) for k in only_p))
+    if only_z:
+        problems.append("only in the zygote run: %s" % ", ".join(
+            "%s %s" % (k, z.tests[k]) for k in only_z))
+    for k in differ:
+        problems.append("%s: plain %s, zygote %s" % (k, p.tests[k], z.tests[k]))
+    if z.rc != p.rc:
+        problems.append("exit code: plain %d, zygote %d" % (p.rc, z.rc))
+    if z.final != p.final:
+        problems.append("summary: plain %r, zygote %r" % (p.final, z.final))
+    if z.summary != p.summary:
+        problems.append("short test summary differs:\nplain:\n  %s\nzygote:\n  %s" % (
+            "\n  ".join(p.summary), "\n  ".join(z.summary)))
+    if problems:
+        pytest.fail("zygote run differs from plain pytest %s:\n%s\n%s\n%s" % (
+            what, "\n".join(problems), _show("plain", p), _show("zygote", z)))
+    return z
+
+
+# --- running ---------------------------------------------------------------------
+
+
+_PYCACHE = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _pycache_prefix(tmp_path_factory):
+    """A bytecode cache for the plain runs of this module, outside the
+    projects: pytest and its plugins compile once, not once per run."""
+    _PYCACHE["dir"] = tmp_path_factory.mktemp("plain-pycache")
+    yield
+    _PYCACHE.clear()
+
+
+def plain_cold(pz, root, args=ARGS, env=None):
+    """Plain pytest compiling every project file afresh: its bytecode cache is
+    moved out of the project (PYTHONPYCACHEPREFIX) and the project's part of
+    it is removed first, so that neither the .pyc files a zygote child wrote
+    nor a same-second, same-size edit can make both agree on stale code."""
+    cache = _PYCACHE["dir"]
+    shutil.rmtree(str(cache) + str(Path(root).resolve()), ignore_errors=True)
+    return pz.run_plain(args, cwd=root, env=dict(env or {}, PYTHONPYCACHEPREFIX=str(cache)))
+
+
+def wait_absorbed(srv):
+    """The server has no pending change and no generation warming: a change
+    it tracks has been absorbed by the current generation."""
+    last = {}
+
+    def settled():
+        last["st"] = st = srv.status()
+        return st["state"] == "ready" and st["warming"] == 0 and st["dirty_count"] == 0
+
+    assert wait_until(settled, timeout=WAIT, interval=0.05), (
+        "server never settled; last status: %r" % (last.get("st"),))
+
+
+def expect(o, final, what=""):
+    __tracebackhide__ = True
+    assert o.final == final, "plain pytest %s: expected %r\n%s" % (what, final, _show("plain", o))
+
+
+def compare_runs(pz, name, edit, before, after, args=ARGS, env=None, start_env=None,
+                 each=None):
+    """The standard case for project tests/projects/NAME: plain pytest must
+    end with the summary `before`; two zygote runs in a row report what it
+    reports; then edit(root) changes files, and a zygote run at once, plain
+    pytest (now ending with `after`), and a zygote run once the server has
+    absorbed the edit must agree again. each(label), when given, runs after
+    every run, plain or zygote (to check and reset what the run left
+    behind). Runs get env; the server is started with start_env. Returns
+    (root, server)."""
+    __tracebackhide__ = True
+    root = pz.project(name)
+    srv = pz.start(root, env=start_env)
+
+    def plain(label):
+        o = Outcomes(plain_cold(pz, root, args, env))
+        if each:
+            each(label)
+        return o
+
+    def zygote(label):
+        r = pz.run_zygote(args, cwd=root, env=env)
+        if each:
+            each(label)
+        return r
+
+    p = plain("plain run before the edit")
+    expect(p, before, "before the edit")
+    for i in (1, 2):
+        assert_same_outcomes(p.result, zygote("zygote run %d" % i), "(run %d)" % i)
+    edit(root)
+    z = zygote("zygote run right after the edit")
+    p = plain("plain run after the edit")
+    expect(p, after, "after the edit")
+    assert_same_outcomes(p.result, z, "(right after the edit)")
+    wait_absorbed(srv)
+    z = zygote("zygote run once the edit was absorbed")
+    assert_same_outcomes(p.result, z, "(after the edit, once absorbed)")
+    return root, srv
+
+
+def replace_in(path, old, new):
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new))
+
+
+# --- 1, 2: parametrize with iterators ----------------------------------------------
+
+
+def test_parametrize_with_iterators(pz):
+    # itertools.chain, a generator expression, zip and map as argvalues.
+    def edit(root):
+        (root / "app" / "data.py").write_text("BASE = [1, 2, 3, 4]\nEXTRA = [10, 20, 30, 40]\n")
+
+    compare_runs(pz, "warm_iterparam", edit, "15 passed", "20 passed")
+
+
+def test_generate_tests_with_an_iterator(pz):
+    # pytest_generate_tests in a conftest parametrizes with an iterator made
+    # when the conftest is executed.
+    def edit(root):
+        (root / "app" / "words.py").write_text('WORDS = ["alpha", "beta", "gamma", "x1"]\n')
+
+    compare_runs(pz, "warm_gentests", edit, "3 passed", "1 failed, 3 passed")
+
+
+# --- 3: generated subclasses set on the test module ------------------------------
+
+
+def test_collection_hook_sets_generated_classes_on_the_module(pz):
+    def edit(root):
+        replace_in(root / "app" / "backends.py", '["sqlite", "memory"]',
+                   '["sqlite", "memory", "postgres"]')
+
+    compare_runs(pz, "warm_subclass", edit, "4 passed", "6 passed")
+
+
+# --- 4: environment and sys.path set by a conftest when it is executed ------------
+
+
+def test_conftest_sets_os_environ(pz):
+    def edit(root):
+        replace_in(root / "conftest.py", '"test"', '"ci"')
+
+    compare_runs(pz, "warm_environ", edit, "2 passed", "1 failed, 1 passed",
+                 env={"WARM_CLIENT": "yes"})
+
+
+def test_conftest_inserts_into_sys_path(pz):
+    def edit(root):
+        replace_in(root / "helpers" / "helperlib.py", '"hello "', '"hi "')
+
+    compare_runs(pz, "warm_syspath", edit, "2 passed", "1 failed, 1 passed")
+
+
+# --- 5: pytest_configure configures a library once per process --------------------
+
+
+def test_pytest_configure_configures_a_library_once(pz):
+    # appconf.configure() raises "Settings already configured" when called
+    # twice in one process, as django.conf.settings.configure() does.
+    def edit(root):
+        replace_in(root / "appconf.py", '{"DEBUG": False}', '{"DEBUG": True}')
+
+    compare_runs(pz, "warm_settings", edit, "2 passed", "1 failed, 1 passed")
+
+
+def test_pytest_configure_configures_django(pz):
+    pytest.importorskip("django")
+
+    def edit(root):
+        with open(root / "tests" / "test_django.py", "a") as f:
+            f.write("\n\ndef test_user_model():\n"
+                    "    from django.contrib.auth.models import User\n\n"
+                    "    assert User._meta.app_label == \"auth\"\n")
+
+    compare_runs(pz, "warm_django", edit, "3 passed", "4 passed")
+
+
+# --- 6: session state in a rootless conftest ------------------------------------
+
+
+def test_rootless_conftest_sees_one_session(pz):
+    def edit(root):
+        with open(root / "tests" / "test_session.py", "a") as f:
+            f.write("\n\ndef test_started(sessions):\n    assert sessions[0].testscollected\n")
+
+    compare_runs(pz, "warm_sessions", edit, "1 passed", "2 passed")
+
+
+# --- 7: exit-time cleanup -----------------------------------------------------------
+
+
+def _log_lines(path):
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    path.write_text("")
+    return lines
+
+
+def test_temporary_directories_are_removed_at_exit(pz, tmp_path):
+    # TemporaryDirectory objects alive until the interpreter exits (one made
+    # at module import, one kept by a test) are removed at exit, by the
+    # weakref.finalize they registered: each run makes two, and after it
+    # neither exists.
+    log = tmp_path / "tmpdirs.log"
+
+    def each(label):
+        made = _log_lines(log)
+        left = [d for d in made if os.path.exists(d)]
+        assert len(made) == 2 and not left, (
+            "%s made %d temporary directories (not 2: %r) and left %r behind"
+            % (label, len(made), made, left))
+
+    def edit(root):
+        replace_in(root / "tests" / "test_tmpdir.py", '"warm-module-"', '"warm-module-v2-"')
+
+    compare_runs(pz, "warm_cleanup", edit, "2 passed", "2 passed",
+                 env={"TMPDIR_LOG": str(log)}, each=each)
+
+
+def test_atexit_handler_of_a_conftest_runs_once_per_run(pz, tmp_path):
+    log = tmp_path / "atexit.log"
+    state = {"edited": False}
+
+    def each(label):
+        lines = _log_lines(log)
+        assert len(lines) == 1, "%s ran the conftest's atexit handler %d times: %r" % (
+            label, len(lines), lines)
+        word = lines[0].split()[0]
+        assert word == ("atexit-v2" if state["edited"] else "atexit"), (label, lines)
+
+    def edit(root):
+        replace_in(root / "conftest.py", '"atexit %d', '"atexit-v2 %d')
+        state["edited"] = True
+
+    compare_runs(pz, "warm_cleanup", edit, "2 passed", "2 passed",
+                 env={"ATEXIT_LOG": str(log)}, each=each)
+
+
+# --- 8: orphaned submodules after a failed import -------------------------------
+
+
+def test_failed_package_import_leaves_no_orphaned_submodules(pz):
+    # pkg/__init__.py does `from . import a`, then `from . import b`; pkg2's
+    # does `from .a import A`, then `from .b import B`. Neither b.py exists:
+    # importing the package fails (the same collection error in every run)
+    # after its submodule a was imported. Once b.py exists, both import,
+    # with their submodules set as attributes, and every test passes.
+    def edit(root):
+        (root / "pkg" / "b.py").write_text("B = 2\n")
+        (root / "pkg2" / "b.py").write_text("B = 2\n")
+
+    compare_runs(pz, "warm_orphan", edit, "2 errors", "4 passed")
+
+
+# --- 9: class attributes mutated at collection ---------------------------------------
+
+
+def test_collection_hook_mutates_a_test_class(pz):
+    def edit(root):
+        path = root / "tests" / "test_registry.py"
+        replace_in(path, '["test_one", "test_two"]', '["test_one", "test_three", "test_two"]')
+        replace_in(path, "len(self.COLLECTED) == 2", "len(self.COLLECTED) == 3")
+        with open(path, "a") as f:
+            f.write('\n    def test_three(self):\n        assert "test_three" in self.COLLECTED\n')
+
+    compare_runs(pz, "warm_classstate", edit, "2 passed", "3 passed")
+
+
+# --- 10: sys.modules and the working directory changed by a conftest ------------------
+
+
+def test_conftest_puts_a_module_into_sys_modules(pz):
+    def edit(root):
+        replace_in(root / "conftest.py", "fake.VALUE = 7", "fake.VALUE = 8")
+
+    compare_runs(pz, "warm_sysmodules", edit, "2 passed", "1 failed, 1 passed")
+
+
+def test_conftest_changes_directory(pz):
+    def edit(root):
+        with open(root / "tests" / "test_cwd.py", "a") as f:
+            f.write("\n\ndef test_listdir():\n    assert os.listdir(\".\") == [\"data.txt\"]\n")
+
+    compare_runs(pz, "warm_chdir", edit, "2 passed", "3 passed")
+
+
+# --- 11: a pytest_collect_file plugin for custom files -----------------------------------
+
+
+def test_custom_files_collected_by_a_conftest(pz):
+    def edit(root):
+        path = root / "tests" / "arith.check"
+        replace_in(path, "calc.add(1, 2) => 3", "calc.add(1, 2) => 4")
+        with open(path, "a") as f:
+            f.write("mul_big: calc.mul(100, 3) => 300\n")
+
+    compare_runs(pz, "warm_collectfile", edit, "4 passed", "1 failed, 4 passed")
+
+
+# --- 12: conftests and test modules execute once per run ---------------------------------
+
+
+def test_conftests_and_test_modules_execute_once_per_run(pz, tmp_path):
+    # Every conftest (rootless ones and one in a package) and test module
+    # logs each execution of itself: one line each per run, zygote or plain.
+    log = tmp_path / "exec.log"
+    names = ["conftest", "tests/conftest", "tests/pkg/conftest", "tests/pkg/test_inpkg",
+             "tests/test_top"]
+    state = {"edited": False}
+
+    def each(label):
+        want = sorted(n + "-v2" if state["edited"] and n == "tests/conftest" else n
+                      for n in names)
+        assert sorted(_log_lines(log)) == want, "%s: executions differ from one each" % label
+
+    def edit(root):
+        replace_in(root / "tests" / "conftest.py", '"tests/conftest\\n"',
+                   '"tests/conftest-v2\\n"')
+        state["edited"] = True
+
+    compare_runs(pz, "warm_execcount", edit, "2 passed", "2 passed",
+                 env={"EXEC_LOG": str(log)}, each=each)

@@ -1,0 +1,4 @@
+import os
+
+with open(os.environ.get("EXEC_LOG", os.devnull), "a") as _f:
+    _f.write("tests/conftest\n")

@@ -1,0 +1,1 @@
+WORDS = ["alpha", "beta", "gamma"]

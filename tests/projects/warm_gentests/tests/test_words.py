@@ -1,0 +1,2 @@
+def test_word(word):
+    assert word.isalpha()

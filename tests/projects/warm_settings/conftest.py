@@ -1,0 +1,5 @@
+import appconf
+
+
+def pytest_configure(config):
+    appconf.configure(NAME="warm")
