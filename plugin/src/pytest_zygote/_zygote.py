@@ -471,15 +471,17 @@ def _import_learned(name, origin, rewritten, hook):
 
 
 def _drop_orphans():
-    """Submodules whose package is not imported (its __init__ failed after
-    importing them): a run that imports the package must import them anew,
-    or it would find them in sys.modules but not as attributes."""
+    """Project submodules whose package is not imported (its __init__ failed
+    after importing them): a run that imports the package must import them
+    anew, or it would find them in sys.modules but not as attributes.
+    Third-party aliases without a parent (vendoring tricks) stay."""
     changed = True
     while changed:
         changed = False
-        for name in list(sys.modules):
+        for name, mod in list(sys.modules.items()):
             parent = name.rpartition(".")[0]
-            if parent and parent not in sys.modules:
+            if parent and parent not in sys.modules and \
+                    _is_project_file(os.path.abspath(getattr(mod, "__file__", None) or "")):
                 del sys.modules[name]
                 changed = True
 
@@ -600,9 +602,9 @@ def _learning_run(w):
     import _pytest.pathlib
     import _pytest.python
 
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
+    # Its output goes where the zygote's does: the server's log.
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
     os.close(null)
     os.environ.pop("PYTEST_ADDOPTS", None)  # the zygote's own; runs bring theirs
     rewriting = _pytest.assertion.rewrite.AssertionRewritingHook
