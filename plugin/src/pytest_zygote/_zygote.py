@@ -188,9 +188,18 @@ def warmup(root):
             for name in imported:
                 if name != importer:
                     _rdeps.setdefault(name, set()).add(importer)
-    # Keep the warnings of modules this process holds: a run that purges
-    # one imports it again and hears its warnings itself.
-    _warm_warnings[:] = [w for w in _warm_warnings if w[2] in sys.modules]
+    # Keep the warnings of modules this process holds (a run that purges
+    # one imports it again and hears its warnings itself) whose category it
+    # has too.
+    kept = []
+    for when, path, module, text, cat_module, cat_name, filename, lineno in _warm_warnings:
+        category = sys.modules.get(cat_module)
+        for part in cat_name.split("."):
+            category = getattr(category, part, None)
+        if module in sys.modules and isinstance(category, type) and \
+                issubclass(category, Warning):
+            kept.append((when, path, module, text, category, filename, lineno))
+    _warm_warnings[:] = kept
     pp = os.environ.get("PYTHONPATH", "")
     _zygote_pythonpath = [os.path.abspath(p) for p in pp.split(os.pathsep) if p]
     gc.collect()
@@ -703,7 +712,11 @@ def _learning_run(w):
             if tag is None or tag[0] in held:
                 return
             m = warning_message
-            send(("w", when, tag[1], tag[0], m.message, m.category, m.filename, m.lineno))
+            # The category by name: unpickling it would import its module
+            # into the zygote, and it may be a test module.
+            cat = m.category
+            send(("w", when, tag[1], tag[0], str(m.message), cat.__module__, cat.__qualname__,
+                  m.filename, m.lineno))
 
     sys.argv = [_pytest_main_file()]
     rc = 1
