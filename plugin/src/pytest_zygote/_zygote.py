@@ -26,6 +26,9 @@ _warm_addopts = []  # the project's ini addopts, as the learning run read them
 # warnings raised in the learning run by imports the zygote made too
 _warm_warnings = []
 _rewrite_marks = []  # names modules marked for assertion rewriting at warm-up
+# path -> (stat key, code): what pytest's rewriter made of each test module
+# and conftest in the learning run
+_rewritten_code = {}
 _env_ops = []  # os.environ writes of warm-up imports: (op, key, value)
 _chdirs = []  # directories warm-up imports changed into
 _path_front = []  # sys.path entries warm-up imports put before the start's
@@ -371,6 +374,7 @@ def _learn_and_import():
     """Fork the learning run and import what it reports as it goes, with
     the import recorder and the side-effect recorder on. Returns the
     warm-up status ("ok", or what went wrong, in words)."""
+    import marshal
     import pickle
     import struct
     import warnings
@@ -401,6 +405,7 @@ def _learn_and_import():
     status = "ok"
     hook = None
     pending = []  # modules reported before the ini values the hook needs
+    plugins = []  # what the learning run registered as plugins
     f = os.fdopen(r, "rb")
     try:
         with warnings.catch_warnings():
@@ -419,6 +424,13 @@ def _learn_and_import():
                     pending.append(rec[1:])
                 elif kind == "w":
                     _warm_warnings.append(rec[1:])
+                elif kind == "c":
+                    try:
+                        _rewritten_code[rec[1]] = (rec[2], marshal.loads(rec[3]))
+                    except (ValueError, EOFError, TypeError):
+                        pass
+                elif kind == "p":
+                    plugins.append(rec[1:])
                 elif kind == "e":
                     for importer, imported in rec[1].items():
                         _edges.setdefault(importer, set()).update(imported)
@@ -445,6 +457,8 @@ def _learn_and_import():
         side_effects.stop()
         unrecord()
         _, wstatus = os.waitpid(pid, 0)
+    plugins.append(("module", "_pytest.hookspec", None))
+    _fill_run_caches(dict.fromkeys(plugins))
     if os.WIFSIGNALED(wstatus):
         status = "learning run killed by signal %d" % os.WTERMSIG(wstatus)
     elif os.WEXITSTATUS(wstatus) == 70 and status == "ok":
@@ -606,7 +620,7 @@ def _learning_run(w):
     import warnings
 
     import pytest
-    import _pytest.assertion.rewrite
+    import _pytest.assertion.rewrite as rewrite
     import _pytest.config
     import _pytest.pathlib
     import _pytest.python
@@ -616,7 +630,7 @@ def _learning_run(w):
     os.dup2(null, 0)
     os.close(null)
     os.environ.pop("PYTEST_ADDOPTS", None)  # the zygote's own; runs bring theirs
-    rewriting = _pytest.assertion.rewrite.AssertionRewritingHook
+    rewriting_hook = rewrite.AssertionRewritingHook
     # Imports that run here and not in the zygote (inside functions that
     # test modules call at import) are edges of the reverse closure too.
     _edges.clear()
@@ -643,7 +657,7 @@ def _learning_run(w):
             if origin in test_files or name == "conftest" or name.endswith(".conftest"):
                 held.add(name)
                 continue
-            send(("m", name, origin, isinstance(getattr(mod, "__loader__", None), rewriting)))
+            send(("m", name, origin, isinstance(getattr(mod, "__loader__", None), rewriting_hook)))
         out.flush()
 
     original = _pytest.pathlib.import_path
@@ -655,6 +669,34 @@ def _learning_run(w):
 
     for module in (_pytest.python, _pytest.config):
         module.import_path = import_path
+
+    # The code pytest's rewriter made or read for each test module and
+    # conftest, for the children (see _refuse_stale_bytecode).
+    import marshal
+
+    read_pyc, rewrite_test = rewrite._read_pyc, rewrite._rewrite_test
+
+    def keep(path, key, co):
+        try:
+            send(("c", str(path), key, marshal.dumps(co)))
+        except (ValueError, OSError):
+            pass
+
+    def reading_pyc(source, pyc, trace=lambda x: None):
+        co = read_pyc(source, pyc, trace)
+        if co is not None:
+            try:
+                keep(source, _key(os.stat(source)), co)
+            except OSError:
+                pass
+        return co
+
+    def rewriting(fn, config):
+        st, co = rewrite_test(fn, config)
+        keep(fn, _key(st), co)
+        return st, co
+
+    rewrite._read_pyc, rewrite._rewrite_test = reading_pyc, rewriting
 
     # Report at least every 20 ms while imports happen, so the zygote
     # imports a module while this run is still busy with the next ones.
@@ -699,13 +741,30 @@ def _learning_run(w):
 
     warnings._showwarnmsg = tagging_show
 
+    # The ini values as soon as pytest has read them, before it imports the
+    # installed plugins: the zygote waits for them to import those.
+    consider_importhook = _pytest.config.Config._consider_importhook
+
+    def considering_importhook(config, args):
+        consider_importhook(config, args)
+        try:
+            ini = {k: config.getini(k) for k in
+                   ("addopts", "python_files", "enable_assertion_pass_hook")}
+        except Exception:  # noqa: BLE001 - the zygote then imports with pytest's defaults
+            ini = {}
+        send(("ini", ini))
+        scan()
+
+    _pytest.config.Config._consider_importhook = considering_importhook
+
     class Learner(_CollectBudget):
-        @pytest.hookimpl(tryfirst=True)
-        def pytest_load_initial_conftests(self, early_config):
-            # As early as the ini values are known: the zygote waits for them.
-            send(("ini", {k: early_config.getini(k) for k in
-                          ("addopts", "python_files", "enable_assertion_pass_hook")}))
-            scan()
+
+        def pytest_plugin_registered(self, plugin, manager):
+            if isinstance(plugin, type(sys)):
+                send(("p", "module", plugin.__name__, None))
+            elif not isinstance(plugin, type):
+                cls = type(plugin)
+                send(("p", "class", cls.__module__, cls.__qualname__))
 
         def pytest_warning_recorded(self, warning_message, when, nodeid, location):
             tag = getattr(warning_message, "_pytest_zygote", None)
@@ -939,6 +998,7 @@ def _cache_run_independent_work():
         return result
 
     pluggy._hooks.varnames = varnames
+    _cached[:] = [varnames]
 
     fixtures = _pytest.fixtures
     builtin_dir = dir
@@ -962,6 +1022,7 @@ def _cache_run_independent_work():
         return list(names)
 
     fixtures.dir = fixture_dir
+    _cached.append(fixture_dir)
 
     parser_class = _pytest.config.argparsing.Parser
     original_getparser = parser_class._getparser
@@ -980,6 +1041,44 @@ def _cache_run_independent_work():
 
     parser_class._getparser = _getparser
     _speculate_get_config()
+
+
+# The caching varnames and fixture dir() of _cache_run_independent_work.
+_cached = []
+
+
+def _fill_run_caches(plugins):
+    """Fill the caches of _cache_run_independent_work for the plugins the
+    learning run registered (modules, and the classes of plugin objects),
+    as a session in this process would have: no session runs here."""
+    if len(_cached) != 2:
+        return
+    import inspect
+    import types
+
+    varnames, fixture_dir = _cached
+    holder = object()
+    for kind, module, qualname in plugins:
+        obj = sys.modules.get(module)
+        if obj is None or _is_project_file(os.path.abspath(getattr(obj, "__file__", "") or "")):
+            continue
+        try:
+            if kind == "module":
+                fixture_dir(obj)
+                for name in dir(obj):
+                    if name.startswith("pytest_") and inspect.isroutine(getattr(obj, name, None)):
+                        varnames(getattr(obj, name))
+                continue
+            for part in qualname.split("."):
+                obj = getattr(obj, part, None)
+            if not isinstance(obj, type):
+                continue
+            for name in dir(obj):
+                f = getattr(obj, name, None)
+                if name.startswith("pytest_") and inspect.isfunction(f):
+                    varnames(types.MethodType(f, holder))  # as registered: bound
+        except Exception:  # noqa: BLE001 - a plugin that resists is scanned by runs
+            continue
 
 
 # What a spare built ahead of its request (spare_speculate): (config, the
@@ -1252,7 +1351,10 @@ def _refuse_stale_bytecode():
     edited within the second after a run cached it, to the same size, would
     run old code. The zygote's own modules are checked against the warm-up
     snapshot; for those a run imports itself, a cache older than its
-    source's last change is not used (one stat of each more per import)."""
+    source's last change is not used (one stat of each more per import).
+    A test module or conftest that is still the file the learning run read
+    (same mtime, size, inode and change time) gets the code pytest's
+    rewriter made of it there, without reading or rewriting it again."""
     import importlib.machinery
     import importlib.util
 
@@ -1262,6 +1364,15 @@ def _refuse_stale_bytecode():
 
     def _read_pyc(source, pyc, trace=lambda x: None):
         __tracebackhide__ = True  # noqa: F841 - not in pytest's tracebacks
+        # The learning run's code for the same file, if it is unchanged:
+        # what pytest would read from its cache (or make, without one).
+        hit = _rewritten_code.get(str(source))
+        if hit is not None:
+            try:
+                if _key(os.stat(source)) == hit[0]:
+                    return hit[1]
+            except OSError:
+                pass
         if _older_than_source(pyc, source):
             return None
         return read_pyc(source, pyc, trace)
