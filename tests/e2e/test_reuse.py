@@ -93,3 +93,37 @@ def test_a_spare_builds_the_config_a_run_would_build(pz, tmp_path):
     assert (tox / ".pytest_cache").is_dir()
     # and the next plain run takes the spare's again
     assert run(["-q"]) is False
+
+
+def _calls(prof, name, file_suffix):
+    import pstats
+
+    stats = pstats.Stats(str(prof)).stats
+    return sum(v[1] for k, v in stats.items() if k[2] == name and k[0].endswith(file_suffix))
+
+
+def test_runs_reuse_the_rewritten_code_of_unchanged_test_modules(pz, tmp_path):
+    # The learning run hands the zygote the code pytest's rewriter made of
+    # every test module and conftest; a run executes it again without
+    # reading or rewriting the file, until the file changes.
+    root = pz.project("basic")
+    srv = pz.start(root)
+    zpid = srv.status()["zygote_pid"]
+    prof = tmp_path / "child.prof"
+    plain = pz.run_plain(["-q"], cwd=root)
+
+    def run():
+        assert pz_util.wait_until(lambda: pz_util.spare_ready(zpid), timeout=30)
+        z = pz.run_zygote(["-q"], cwd=root, env={"PYTEST_ZYGOTE_PROFILE": str(prof)})
+        assert z.rc == plain.rc and normalise(z.out) == normalise(plain.out), (z, plain)
+        # pytest's own cache reads and rewrites (the zygote's wrapper of
+        # _read_pyc lives in _zygote.py, not counted)
+        return sum(_calls(prof, name, "_pytest/assertion/rewrite.py")
+                   for name in ("_read_pyc", "rewrite_asserts"))
+
+    assert run() == 0
+    assert run() == 0
+    test = root / "tests" / "test_scopes.py"
+    test.write_text(test.read_text() + "\n# an edit\n")
+    plain = pz.run_plain(["-q"], cwd=root)
+    assert run() == 1  # the edited module only: plain's cached code, read once
