@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: install the Debian packages, build with
 # --werror, run the C unit tests and the fuzz corpus replay, the same under
-# valgrind, then the end-to-end tests with pytest. pytest runs last so its
+# valgrind, then the end-to-end tests with pytest (after fetching the real
+# suites they compare against, scripts/fetch-real-suites.py). pytest runs last so its
 # summary line ends the output; the script exits with pytest's exit code (5,
 # "no tests collected", is a failure).
 # --sanitize: then also scripts/sanitize.sh (ASan + UBSan build, unit and e2e
@@ -30,6 +31,15 @@ fi
 meson compile -C "$BUILD_DIR"
 meson test -C "$BUILD_DIR" --suite unit --suite fuzz --print-errorlogs
 meson test -C "$BUILD_DIR" --setup valgrind --print-errorlogs
+
+# Real suites from Debian's archive for tests/e2e/test_real_suites.py; without
+# them (no archive reachable) those tests are skipped, and the reason printed.
+suites=${XDG_CACHE_HOME:-$HOME/.cache}/pytest-zygote/real-suites
+if "$PYTHON" scripts/fetch-real-suites.py "$suites"; then
+	export PYTEST_ZYGOTE_REAL_SUITES=$suites
+else
+	echo "test.sh: could not fetch the real suites; test_real_suites.py is skipped" >&2
+fi
 
 bin=$(cd "$BUILD_DIR" && pwd)/pytest-zygote
 rc=0

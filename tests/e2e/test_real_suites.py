@@ -1,0 +1,78 @@
+"""Real suites nobody here wrote, from Debian's archive (fetched by
+scripts/fetch-real-suites.py into $PYTEST_ZYGOTE_REAL_SUITES, as
+scripts/test.sh does): every test id ends the same way through the zygote as
+under plain pytest, twice in a row and after an edit of a test module."""
+
+import os
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+SUITES = {
+    # name: (pytest arguments, a test file to edit)
+    "markupsafe": (["tests"], "tests/test_escape.py"),
+    "jinja2": (["tests"], "tests/test_api.py"),
+}
+
+
+def _suites_dir():
+    d = os.environ.get("PYTEST_ZYGOTE_REAL_SUITES")
+    if not d:
+        pytest.skip("PYTEST_ZYGOTE_REAL_SUITES is not set (scripts/test.sh fetches the suites "
+                    "with scripts/fetch-real-suites.py and sets it)")
+    return Path(d)
+
+
+def outcomes(junit):
+    """{test id: outcome} from a JUnit XML file."""
+    got = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        tid = "%s::%s" % (case.get("classname"), case.get("name"))
+        kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+        outcome = kinds[0] if kinds else "passed"
+        if outcome == "skipped":
+            skip = case.find("skipped")
+            if skip is not None and (skip.get("type") or "").endswith("xfail"):
+                outcome = "xfailed"
+        got.setdefault(tid, []).append(outcome)
+    return got
+
+
+def diff(plain, zyg):
+    ids = sorted(set(plain) | set(zyg))
+    return ["%s: plain %s, zygote %s" % (i, plain.get(i), zyg.get(i))
+            for i in ids if plain.get(i) != zyg.get(i)]
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_real_suite_gives_plain_pytests_outcomes(pz, tmp_path, name):
+    src = _suites_dir() / name
+    assert src.is_dir(), "%s is missing: run /usr/bin/python3 scripts/fetch-real-suites.py %s" % (
+        src, src.parent)
+    root = tmp_path / name
+    shutil.copytree(src, root, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    root = root.resolve()
+    pz.roots.append(str(root))
+    args, edit = SUITES[name]
+
+    def run(side, n):
+        junit = tmp_path / ("%s-%d.xml" % (side, n))
+        argv = ["-q", "-p", "no:cacheprovider", "--junitxml", str(junit)] + args
+        r = (pz.run_plain if side == "plain" else pz.run_zygote)(argv, cwd=root, timeout=300)
+        assert junit.is_file(), r
+        return r.rc, outcomes(junit)
+
+    plain_rc, plain = run("plain", 1)
+    assert len(plain) > 40, plain  # a real suite ran
+    pz.start(root)
+    for n in (1, 2):
+        rc, zyg = run("zygote", n)
+        assert diff(plain, zyg) == [] and rc == plain_rc, (rc, plain_rc, diff(plain, zyg)[:20])
+    path = root / edit
+    path.write_text(path.read_text() + "\n\ndef test_added_by_pytest_zygote():\n    pass\n")
+    plain_rc, plain = run("plain", 2)
+    assert any(k.endswith("::test_added_by_pytest_zygote") for k in plain), sorted(plain)[:5]
+    rc, zyg = run("zygote", 3)
+    assert diff(plain, zyg) == [] and rc == plain_rc, (rc, plain_rc, diff(plain, zyg)[:20])
