@@ -5,7 +5,7 @@ under plain pytest, twice in a row and after an edit of a test module."""
 
 import os
 import shutil
-import xml.etree.ElementTree as ET
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,19 +25,19 @@ def _suites_dir():
     return Path(d)
 
 
-def outcomes(junit):
-    """{test id: outcome} from a JUnit XML file."""
-    got = {}
-    for case in ET.parse(junit).getroot().iter("testcase"):
-        tid = "%s::%s" % (case.get("classname"), case.get("name"))
-        kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
-        outcome = kinds[0] if kinds else "passed"
-        if outcome == "skipped":
-            skip = case.find("skipped")
-            if skip is not None and (skip.get("type") or "").endswith("xfail"):
-                outcome = "xfailed"
-        got.setdefault(tid, []).append(outcome)
-    return got
+def _compare_suite():
+    """scripts/compare-suite.py, whose junit reading the comparison shares."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "compare-suite.py"
+    spec = importlib.util.spec_from_file_location("compare_suite", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look themselves up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+outcomes = _compare_suite().junit_outcomes
 
 
 def diff(plain, zyg):
