@@ -226,13 +226,17 @@ def compare(args, work: str) -> int:
         if code != 0:
             raise StepError(f"`start` failed (exit {code}):\n{out}")
         started = True
-        zygote_runs = []
+        zygote_runs, failed_step = [], None
         for i in range(1, args.runs + 1):
             label = f"zygote-{i}"
             command = [bin_, "run", "--root", root, "--", *pytest_args,
                        f"--junitxml={junit(label)}", *args.pytest_args]
-            zygote_runs.append(run_pytest(label, command, junit(label), root, env, work,
-                                          args.timeout))
+            try:
+                zygote_runs.append(run_pytest(label, command, junit(label), root, env, work,
+                                              args.timeout))
+            except StepError as e:  # still compare the runs that completed
+                failed_step = e
+                break
     finally:
         if started or os.listdir(runtime):
             code, _, out = zygote(bin_, "stop", root, env, args.timeout)
@@ -241,6 +245,8 @@ def compare(args, work: str) -> int:
         if args.keep:
             print(f"kept {work}")
 
+    if not zygote_runs:
+        raise failed_step
     plain = plain_runs[0]
     print()
     for run in plain_runs + zygote_runs:
@@ -275,6 +281,9 @@ def compare(args, work: str) -> int:
             print(f"  {n:6d}  {was} -> {now}  {function}")
         if len(groups) > SHOW:
             print(f"  ... and {len(groups) - SHOW} more groups")
+    if failed_step:
+        print(f"\ncompare-suite: {failed_step}", file=sys.stderr)
+        return 2
     print("\nidentical" if identical else "\nDIFFERENT")
     return 0 if identical else 1
 
