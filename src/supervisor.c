@@ -849,6 +849,9 @@ gen_ready(struct gen *g, const char *text)
 	if (*info_get(g->info, "error", v, sizeof(v))) {
 		log_error("generation %d failed: %s", g->number, v);
 		if (!s.ever_ready) {
+			/* Stop listening before `start` hears of it: a client it
+			 * lets go at once must find no server, not one going away. */
+			begin_stop(0);
 			report("error %s", v);
 			return; /* it exits; reap() gives up */
 		}

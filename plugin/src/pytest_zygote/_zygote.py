@@ -120,7 +120,8 @@ def _prewalk(root):
                 if c.startswith(stem) and c.endswith(".pyc"):
                     cp = os.path.join(dirpath, "__pycache__", c)
                     try:
-                        if os.stat(cp).st_mtime_ns < st.st_ctime_ns:
+                        # <=: file times tick every few ms (_older_than_source)
+                        if os.stat(cp).st_mtime_ns <= st.st_ctime_ns:
                             os.unlink(cp)
                     except OSError:
                         pass
@@ -683,12 +684,19 @@ def _learning_run(w):
             pass
 
     def reading_pyc(source, pyc, trace=lambda x: None):
+        # The file's stat before pytest reads it: an edit in between then
+        # makes the key miss, never labels old code with the new file's key.
+        try:
+            key = _key(os.stat(source))
+        except OSError:
+            key = None
+        # A cache pytest would accept after a same-second, same-size edit
+        # made while this run goes on: rewrite the file instead.
+        if _older_than_source(pyc, source):
+            return None
         co = read_pyc(source, pyc, trace)
-        if co is not None:
-            try:
-                keep(source, _key(os.stat(source)), co)
-            except OSError:
-                pass
+        if co is not None and key is not None:
+            keep(source, key, co)
         return co
 
     def rewriting(fn, config):
@@ -1318,10 +1326,12 @@ def _drop_bytecode(path):
 
 
 def _older_than_source(pyc, source):
-    """Whether a bytecode cache was written before its source last changed
-    (the source's inode change time, which no tool can set back)."""
+    """Whether a bytecode cache may have been written before its source last
+    changed (the source's inode change time, which no tool can set back).
+    File times come from a clock that ticks every few milliseconds, so a
+    cache written in the same tick as the change counts as older."""
     try:
-        return os.stat(pyc).st_mtime_ns < os.stat(source).st_ctime_ns
+        return os.stat(pyc).st_mtime_ns <= os.stat(source).st_ctime_ns
     except OSError:
         return False
 
