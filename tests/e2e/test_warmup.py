@@ -179,6 +179,11 @@ def compare_runs(pz, name, edit, before, after, args=ARGS, env=None, start_env=N
     return root, srv
 
 
+def append(path, text):
+    with open(path, "a") as f:
+        f.write(text)
+
+
 def replace_in(path, old, new):
     text = path.read_text()
     assert old in text, (path, old)
@@ -250,10 +255,9 @@ def test_pytest_configure_configures_django(pz):
     pytest.importorskip("django")
 
     def edit(root):
-        with open(root / "tests" / "test_django.py", "a") as f:
-            f.write("\n\ndef test_user_model():\n"
-                    "    from django.contrib.auth.models import User\n\n"
-                    "    assert User._meta.app_label == \"auth\"\n")
+        append(root / "tests" / "test_django.py", "\n\ndef test_user_model():\n"
+               "    from django.contrib.auth.models import User\n\n"
+               "    assert User._meta.app_label == \"auth\"\n")
 
     compare_runs(pz, "warm_django", edit, "3 passed", "4 passed")
 
@@ -263,8 +267,8 @@ def test_pytest_configure_configures_django(pz):
 
 def test_rootless_conftest_sees_one_session(pz):
     def edit(root):
-        with open(root / "tests" / "test_session.py", "a") as f:
-            f.write("\n\ndef test_started(sessions):\n    assert sessions[0].testscollected\n")
+        append(root / "tests" / "test_session.py",
+               "\n\ndef test_started(sessions):\n    assert sessions[0].testscollected\n")
 
     compare_runs(pz, "warm_sessions", edit, "1 passed", "2 passed")
 
@@ -345,8 +349,7 @@ def test_collection_hook_mutates_a_test_class(pz):
         path = root / "tests" / "test_registry.py"
         replace_in(path, '["test_one", "test_two"]', '["test_one", "test_three", "test_two"]')
         replace_in(path, "len(self.COLLECTED) == 2", "len(self.COLLECTED) == 3")
-        with open(path, "a") as f:
-            f.write('\n    def test_three(self):\n        assert "test_three" in self.COLLECTED\n')
+        append(path, '\n    def test_three(self):\n        assert "test_three" in self.COLLECTED\n')
 
     compare_runs(pz, "warm_classstate", edit, "2 passed", "3 passed")
 
@@ -363,8 +366,8 @@ def test_conftest_puts_a_module_into_sys_modules(pz):
 
 def test_conftest_changes_directory(pz):
     def edit(root):
-        with open(root / "tests" / "test_cwd.py", "a") as f:
-            f.write("\n\ndef test_listdir():\n    assert os.listdir(\".\") == [\"data.txt\"]\n")
+        append(root / "tests" / "test_cwd.py",
+               "\n\ndef test_listdir():\n    assert os.listdir(\".\") == [\"data.txt\"]\n")
 
     compare_runs(pz, "warm_chdir", edit, "2 passed", "3 passed")
 
@@ -376,8 +379,7 @@ def test_custom_files_collected_by_a_conftest(pz):
     def edit(root):
         path = root / "tests" / "arith.check"
         replace_in(path, "calc.add(1, 2) => 3", "calc.add(1, 2) => 4")
-        with open(path, "a") as f:
-            f.write("mul_big: calc.mul(100, 3) => 300\n")
+        append(path, "mul_big: calc.mul(100, 3) => 300\n")
 
     compare_runs(pz, "warm_collectfile", edit, "4 passed", "1 failed, 4 passed")
 
