@@ -64,6 +64,7 @@ static const char usage_text[] =
 	"PYTEST_ZYGOTE_WATCH_GLOBS, PYTEST_ZYGOTE_IGNORE_GLOBS, PYTEST_ZYGOTE_SPARE,\n"
 	"PYTEST_ZYGOTE_SANDBOX, PYTEST_ZYGOTE_START_IF_NEEDED, PYTEST_ZYGOTE_MAX_RUNS,\n"
 	"PYTEST_ZYGOTE_STABLE_LAYOUT, PYTEST_ZYGOTE_INTERRUPT_TIMEOUT, PYTEST_ZYGOTE_DEBUG,\n"
+	"PYTEST_ZYGOTE_LEARN_SECONDS (how long warm-up's learning run collects),\n"
 	"PYTEST_ZYGOTE_PYDIR (where the pytest_zygote package is),\n"
 	"PYTEST_ZYGOTE_SERVER (the pytest-zygote-server that start runs; default: the\n"
 	"one next to this program), NO_COLOR. For measuring, in the environment of run:\n"
