@@ -78,7 +78,12 @@ def test_a_new_generation_prepares_what_the_last_one_learned(pz):
     assert pz_util.wait_until(pages.is_file, timeout=30)
     assert pages.stat().st_mode & 0o777 == 0o600
     zpid = _next_generation(pz, root, srv)
-    assert _run(pz, root, zpid) < first / 4
+    # Without the carried pages a new generation's first run takes about
+    # `first` (test_stable_layout_off_keeps_randomisation). It was < first/4
+    # while warm-up was one process; the zygote now imports alongside its
+    # learning run, and some allocations still land elsewhere from one
+    # generation to the next: measured 0.2-0.45 of first.
+    assert _run(pz, root, zpid) < first / 2
     srv.stop()
     assert not pages.exists()
 

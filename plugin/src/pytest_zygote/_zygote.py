@@ -41,18 +41,20 @@ _workaround_pending = None
 _edges = {}  # project module -> modules it imported at warm-up
 _rdeps = {}  # module -> project modules that import it
 _progress_phase = ["starting"]  # warm-up phase, for `start`'s progress line
-_progress_due = [0.0]  # monotonic time when progress may be sent again
+# len(sys.modules) at which progress is sent again: by count, not time, so
+# that warm-up allocates the same from one generation to the next
+_progress_due = [0]
 
 
 def _progress(phase=None):
     """Tell a waiting `start` the warm-up phase and how many modules are
-    imported: at each new phase and at most every 100 ms in between (the
+    imported: at each new phase and every 25 new modules in between (the
     import recorder calls this as imports happen)."""
     if _progress_phase[0] is None:  # the learning run: the zygote reports
         return
     if phase is not None:
         _progress_phase[0] = phase
-    _progress_due[0] = time.monotonic() + 0.1
+    _progress_due[0] = len(sys.modules) + 25
     try:
         import _pytest_zygote_c
     except ImportError:  # not in the zygote binary
@@ -448,7 +450,7 @@ def _learn_and_import():
                     for name, origin, rewritten in pending:
                         _import_learned(name, origin, rewritten, hook)
                     pending.clear()
-                if time.monotonic() >= _progress_due[0]:
+                if len(sys.modules) >= _progress_due[0]:
                     _progress()
     finally:
         f.close()
@@ -601,9 +603,8 @@ class _CollectBudget:
 _REPORTING_IMPORT = """
 def reporting_import(*args, **kwargs):
     module = original_import(*args, **kwargs)
-    now = monotonic()
-    if now >= due[0]:
-        due[0] = now + 0.02
+    if len(modules) >= due[0]:
+        due[0] = len(modules) + 8
         scan()
     return module
 """
@@ -706,14 +707,18 @@ def _learning_run(w):
 
     rewrite._read_pyc, rewrite._rewrite_test = reading_pyc, rewriting
 
-    # Report at least every 20 ms while imports happen, so the zygote
-    # imports a module while this run is still busy with the next ones.
+    # Report every 8 new modules while imports happen, so the zygote
+    # imports a module while this run is still busy with the next ones. By
+    # count, not by time: the stream is then the same from one generation
+    # to the next, and so is the order of the zygote's allocations (the
+    # spare prepares the pages the last generation's runs wrote, at the
+    # same addresses).
     import builtins
 
     # Compiled under an importlib._bootstrap name, as the recorder is (see
     # _record_imports): warnings must not point at this wrapper.
-    ns = {"original_import": builtins.__import__, "monotonic": time.monotonic,
-          "scan": scan, "due": [0.0]}
+    ns = {"original_import": builtins.__import__, "modules": sys.modules,
+          "scan": scan, "due": [0]}
     exec(compile(_REPORTING_IMPORT, "<pytest_zygote importlib._bootstrap reporter>", "exec"), ns)
     builtins.__import__ = ns["reporting_import"]
 
@@ -806,7 +811,7 @@ _RECORDING_IMPORT = """
 def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
     module = original_import(name, globals, locals, fromlist, level)
     try:
-        if monotonic() >= progress_due[0]:
+        if len(sys.modules) >= progress_due[0]:
             progress()
         f = globals.get("__file__") if globals else None
         if f and f.startswith(prefix):
@@ -867,7 +872,7 @@ def _record_imports():
     # under such a name: otherwise an import-time warning would be reported
     # at the wrapper instead of at the importing line.
     ns = {"original_import": original_import, "prefix": prefix, "add": add, "sys": sys,
-          "importlib": importlib, "monotonic": time.monotonic, "progress": _progress,
+          "importlib": importlib, "progress": _progress,
           "progress_due": _progress_due}
     exec(compile(_RECORDING_IMPORT, "<pytest_zygote importlib._bootstrap recorder>", "exec"), ns)
     recording_import = ns["recording_import"]
