@@ -35,6 +35,7 @@ _path_front = []  # sys.path entries warm-up imports put before the start's
 _path_back = []  # and after it
 _exit_handlers = []  # atexit handlers standard-library imports registered
 _blas_limited = []  # thread-count variables warm-up set to 1
+_blas_lib = []  # [the loaded OpenBLAS (ctypes), or None], found at warm-up
 # In a child that re-imports modules: generators of workarounds to finish
 # after the session (pytest_zygote.workaround); None elsewhere.
 _workaround_pending = None
@@ -185,6 +186,7 @@ def warmup(root):
         if os.environ.get(name) == "1":
             del os.environ[name]
     _progress("freezing")
+    _find_openblas()
     _drop_orphans()
     _freeze_distributions()
     _snapshot = _take_snapshot(before)
@@ -245,13 +247,7 @@ def _limit_blas_threads():
 def _restore_blas_threads(env):
     """In a child: the thread count OpenBLAS would have chosen in a cold run
     with this environment (its variables, else one per CPU it may use)."""
-    if not _blas_limited:
-        return
-    lib = None
-    for mod in ("numpy.core._multiarray_umath", "numpy._core._multiarray_umath"):
-        if mod in sys.modules:
-            lib = _openblas()
-            break
+    lib = _blas_lib[0] if _blas_lib else None
     if lib is None:
         return
     want = None
@@ -273,6 +269,14 @@ def _restore_blas_threads(env):
             want = os.cpu_count() or 1
     if want > 1:
         lib.openblas_set_num_threads(want)
+
+
+def _find_openblas():
+    """At the end of warm-up, when BLAS was limited and numpy is imported:
+    find OpenBLAS once, so children need not read /proc/self/maps."""
+    if _blas_limited and any(m in sys.modules for m in (
+            "numpy.core._multiarray_umath", "numpy._core._multiarray_umath")):
+        _blas_lib[:] = [_openblas()]
 
 
 def _openblas():
