@@ -9,6 +9,7 @@ import gc
 import io
 import os
 import pathlib
+import stat
 import sys
 import time
 
@@ -40,6 +41,15 @@ _blas_lib = []  # [the loaded OpenBLAS (ctypes), or None], found at warm-up
 # after the session (pytest_zygote.workaround); None elsewhere.
 _workaround_pending = None
 _edges = {}  # project module -> modules it imported at warm-up
+# Inputs of imports other than code (DESIGN.md section 4): a module imported
+# here is stale for a run whose inputs differ from what its import read.
+_env_reads = {}  # module -> {variable: value, or None when unset}, as first read
+_env_project = {}  # the same for project modules (a child imports them again)
+_data_reads = {}  # project file read at import -> [stat key, {modules}]
+# Project modules pytest or a plugin imported at its own import (pytest on
+# a project that is one of its dependencies): they hold the objects, and a
+# child cannot import them again.
+_early = set()
 _rdeps = {}  # module -> project modules that import it
 _progress_phase = ["starting"]  # warm-up phase, for `start`'s progress line
 # len(sys.modules) at which progress is sent again: by count, not time, so
@@ -75,6 +85,9 @@ def _is_project_file(path):
     parts = path[len(_root):].split(os.sep)
     return not any(p in _NOT_PROJECT for p in parts)
 
+
+# Files a module's import reads as code, not as data.
+_CODE_SUFFIXES = (".py", ".pyc", ".pyi", ".so", ".pth", ".pyd")
 
 # Directories the project walk skips: third-party code, caches, VCS.
 _WALK_SKIP = frozenset(_NOT_PROJECT + (".git", ".hg", "__pycache__", "build", "dist",
@@ -196,6 +209,9 @@ def warmup(root):
             for name in imported:
                 if name != importer:
                     _rdeps.setdefault(name, set()).add(importer)
+    for defining, holders in _registry_edges().items():
+        _rdeps.setdefault(defining, set()).update(holders)
+    _sort_inputs()
     # Keep the warnings of modules this process holds (a run that purges
     # one imports it again and hears its warnings itself) whose category it
     # has too.
@@ -224,6 +240,121 @@ def warmup(root):
         "status": status,
         "project_files": len(_snapshot),
     }
+
+
+def _sort_inputs():
+    """What imports here read besides their code, sorted by who can follow
+    a difference: project modules are imported again by a child whose
+    environment differs from what they read (_env_project); for the others
+    the supervisor sends the run to a zygote warmed with its environment
+    (the E lines of _outside_files). With reload = fresh, project modules
+    are not imported again in children either."""
+    fresh = os.environ.get("PYTEST_ZYGOTE_RELOAD") == "fresh"
+    ignore = set(_blas_limited)
+    _env_project.clear()
+    for name in list(_env_reads):
+        reads = {k: v for k, v in _env_reads[name].items()
+                 if k not in ignore and not k.startswith("PYTEST_ZYGOTE_")}
+        if name not in sys.modules or not reads:
+            del _env_reads[name]
+        elif name in _snapshot and not fresh:
+            _env_project[name] = reads
+            del _env_reads[name]
+        else:
+            _env_reads[name] = reads
+    # And what those import: a change there reaches them.
+    stack = [n for n in _early if n in _snapshot]
+    _early.clear()
+    while stack:
+        name = stack.pop()
+        if name in _early or name not in _snapshot:
+            continue
+        _early.add(name)
+        stack.extend(_edges.get(name, ()))
+        dotted = name + "."
+        stack.extend(m for m in _snapshot if m.startswith(dotted) and "." not in m[len(dotted):])
+
+
+def _registry_edges():
+    """Project modules that hold what another project module defined:
+    {defining module: {holding modules}}. A registry (a dict a decorator
+    fills, a click group, SQLAlchemy's declarative registry) keeps the
+    classes and functions other modules gave it at import; when those
+    modules are imported again in a child, the registry must be too, or it
+    keeps the old objects (or refuses the new ones). Found by following
+    each project module's own globals (not what it imported by name) two or
+    three containers deep, a bounded number of objects per module."""
+    import types
+    import weakref
+
+    project = {}
+    for name in _snapshot:
+        mod = sys.modules.get(name)
+        if mod is not None:
+            project[name] = mod
+    simple = (str, bytes, int, float, complex, bool, type(None), types.ModuleType,
+              types.BuiltinFunctionType, types.MethodDescriptorType, types.GetSetDescriptorType)
+    held = {}
+    for rname, rmod in project.items():
+        imported = [project[m] for m in _edges.get(rname, ()) if m in project and m != rname]
+        try:
+            items = list(vars(rmod).items())
+        except TypeError:
+            continue
+        stack = []
+        for key, obj in items:
+            if issubclass(type(obj), simple) or key.startswith("__"):
+                continue
+            if any(getattr(m, key, None) is obj for m in imported):
+                continue  # from m import key: m's, not rname's
+            owner = getattr(obj, "__module__", None) if issubclass(type(obj), type) else None
+            if owner and owner != rname and getattr(sys.modules.get(owner), key, None) is obj:
+                continue  # a class imported from a library
+            stack.append((obj, 0))
+        seen = set()
+        budget = 2000
+        while stack and budget:
+            obj, depth = stack.pop()
+            # type(obj), never isinstance(): that asks a lazy proxy for its
+            # __class__, and Django's settings would set themselves up.
+            t = type(obj)
+            if id(obj) in seen or issubclass(t, simple):
+                continue
+            seen.add(id(obj))
+            budget -= 1
+            if issubclass(t, (types.FunctionType, type)):
+                owner = getattr(obj, "__module__", None)
+                if owner != rname and owner in project:
+                    held.setdefault(owner, set()).add(rname)
+                    continue
+                if issubclass(t, types.FunctionType) or depth >= 3:
+                    continue
+                try:
+                    children = list(type.__dict__["__dict__"].__get__(obj).values())
+                except Exception:  # noqa: BLE001
+                    continue
+            elif depth >= 3:
+                continue
+            elif issubclass(t, dict):
+                children = [v for kv in dict.items(obj) for v in kv]
+            elif issubclass(t, (list, tuple, set, frozenset)):
+                children = list(obj)
+            elif issubclass(t, (weakref.WeakValueDictionary, weakref.WeakKeyDictionary)):
+                try:
+                    children = [v for kv in list(obj.items()) for v in kv]
+                except Exception:  # noqa: BLE001
+                    continue
+            else:
+                try:
+                    # Not getattr: a lazy proxy (Django's settings) would set itself up.
+                    d = object.__getattribute__(obj, "__dict__")
+                except Exception:  # noqa: BLE001 - no __dict__
+                    continue
+                if type(d) is not dict:
+                    continue
+                children = list(d.values())
+            stack.extend((c, depth + 1) for c in children)
+    return held
 
 
 # Thread-count variables of the BLAS and OpenMP runtimes: each starts its
@@ -299,34 +430,80 @@ def _openblas():
     return None
 
 
+# Callers of os.environ[key] that read the whole environment (a copy, an
+# items() loop, a comparison): not reads of one variable by a module.
+_WHOLE_ENV_READERS = frozenset(("copy", "__iter__", "__eq__", "__or__", "__ror__", "__repr__"))
+
+
+def _note_env_read(key, value):
+    """Note that the module whose body is executing (the innermost module
+    frame on the stack: a helper it calls counts as it) read variable key;
+    and so did the module whose code read it, which may keep what it made
+    of it (Django's settings, configured when a project module's body
+    first reads one, belong to django.conf)."""
+    f = sys._getframe(2)
+    if f.f_code.co_name in _WHOLE_ENV_READERS:
+        return
+    reader = None
+    while f is not None and f.f_code.co_name != "<module>":
+        if reader is None and f.f_globals.get("__name__") not in ("os", "_collections_abc"):
+            reader = f.f_globals.get("__name__")
+        f = f.f_back
+    if f is None:
+        return
+    name = f.f_globals.get("__name__")
+    for n in (name, reader):
+        if isinstance(n, str) and n != "__main__" and \
+                not n.startswith(("pytest_zygote", "_pytest_zygote")):
+            _env_reads.setdefault(n, {}).setdefault(key, value)
+
+
 class _SideEffects:
     """What importing modules here did to the process beyond defining them:
     os.environ writes, os.chdir calls, sys.path entries. A child, whose
     environment, cwd and sys.path are the client's, does the same again
-    after setting them, as a cold run whose imports did it would have."""
+    after setting them, as a cold run whose imports did it would have.
+    It also notes the variables each import read (_env_reads), unless an
+    import here wrote them first."""
 
     def __init__(self):
         self._path_before = list(sys.path)
         environ = os.environ
         ops = _env_ops
         self._cls = cls = type(environ)
+        written = self.written = set()
 
         class Recording(cls):
+            def __getitem__(self, key):
+                try:
+                    value = cls.__getitem__(self, key)
+                except KeyError:
+                    if key not in written:
+                        _note_env_read(key, None)
+                    raise
+                if key not in written:
+                    _note_env_read(key, value)
+                return value
+
             def __setitem__(self, key, value):
                 ops.append(("set", key, value))
+                written.add(key)
                 super().__setitem__(key, value)
 
             def __delitem__(self, key):
                 ops.append(("del", key, None))
+                written.add(key)
                 super().__delitem__(key)
 
             def pop(self, key, *default):
                 # A key the zygote lacks may be one the run's environment has.
                 ops.append(("del", key, None))
+                written.add(key)
                 return cls.pop(self, key, *default)
 
             def setdefault(self, key, value=None):
                 ops.append(("setdefault", key, value))
+                written.add(key)
                 if key not in self:
                     cls.__setitem__(self, key, value)
                 return self[key]
@@ -413,6 +590,7 @@ def _learn_and_import():
     hook = None
     pending = []  # modules reported before the ini values the hook needs
     plugins = []  # what the learning run registered as plugins
+    _early.update(sys.modules)  # pytest's own imports
     f = os.fdopen(r, "rb")
     try:
         with warnings.catch_warnings():
@@ -429,6 +607,8 @@ def _learn_and_import():
                 kind = rec[0]
                 if kind == "m":
                     pending.append(rec[1:])
+                elif kind == "f":
+                    _data_reads.setdefault(rec[2], [rec[3], set()])[1].add(rec[1])
                 elif kind == "w":
                     _warm_warnings.append(rec[1:])
                 elif kind == "c":
@@ -673,6 +853,41 @@ def _learning_run(w):
         scan()  # what came before belongs to others
         return original(path, *args, **kwargs)
 
+    def auditing(event, args):
+        """Project files other than code that a module's import opens for
+        reading (a configuration read at import): they are inputs of that
+        module, as its source is."""
+        if event != "open":
+            return
+        try:
+            path, mode, flags = args
+            if isinstance(path, bytes):
+                path = os.fsdecode(path)
+            if not isinstance(path, str):
+                return
+            if mode is None:
+                if flags & os.O_ACCMODE != os.O_RDONLY:
+                    return
+            elif any(c in mode for c in "wax+"):
+                return
+            path = os.path.abspath(path)
+            if path.endswith(_CODE_SUFFIXES) or not _is_project_file(path):
+                return
+            f = sys._getframe(1)
+            while f is not None and f.f_code.co_name != "<module>":
+                f = f.f_back
+            if f is None or f.f_globals.get("__file__") in test_files or \
+                    f.f_globals.get("__name__") == "__main__":
+                return
+            name = f.f_globals.get("__name__")
+            st = os.stat(path)
+            if isinstance(name, str) and stat.S_ISREG(st.st_mode):
+                send(("f", name, path, _key(st)))
+        except Exception:  # noqa: BLE001 - never in the way of an open
+            pass
+
+    sys.addaudithook(auditing)  # this process ends with the learning run
+
     for module in (_pytest.python, _pytest.config):
         module.import_path = import_path
 
@@ -818,7 +1033,15 @@ def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
         if len(sys.modules) >= progress_due[0]:
             progress()
         f = globals.get("__file__") if globals else None
-        if f and f.startswith(prefix):
+        if not (f and f.startswith(prefix)):
+            # A module outside the project importing a project module at
+            # its own import (pytest, on a project it depends on).
+            mf = getattr(module, "__file__", None)
+            if mf and mf.startswith(prefix) and sys._getframe(1).f_code.co_name == "<module>":
+                pinned.add(module.__name__)
+                for item in fromlist or ():
+                    pinned.add("%s.%s" % (module.__name__, item))
+        elif f and f.startswith(prefix):
             importer = globals["__name__"]
             if level:
                 package = globals.get("__package__") or importer.rpartition(".")[0]
@@ -877,7 +1100,7 @@ def _record_imports():
     # at the wrapper instead of at the importing line.
     ns = {"original_import": original_import, "prefix": prefix, "add": add, "sys": sys,
           "importlib": importlib, "progress": _progress,
-          "progress_due": _progress_due}
+          "progress_due": _progress_due, "pinned": _early}
     exec(compile(_RECORDING_IMPORT, "<pytest_zygote importlib._bootstrap recorder>", "exec"), ns)
     recording_import = ns["recording_import"]
 
@@ -1242,7 +1465,36 @@ def _outside_files():
     except Exception:
         sites = []
     dirs.update(d for d in sites if os.path.isdir(d))
-    return "".join("X\t%s\n" % d for d in sorted(dirs))
+    lines = ["X\t%s\n" % d for d in sorted(dirs)]
+    # Inputs of imports (_sort_inputs): a change of a P or F file needs a
+    # fresh generation; a D file is the child's to follow, like code. E: a
+    # variable a module outside the project read, with a digest of its
+    # value ("-": unset); a run whose value differs goes to another zygote.
+    lines += ["P\t%s\n" % _snapshot[n][0] for n in sorted(_early)]
+    lines += ["M\t%s\n" % p for p in sorted({e[0] for e in _snapshot.values()})]
+    for path, (key, mods) in sorted(_data_reads.items()):
+        if any(m in _snapshot for m in mods) and \
+                os.environ.get("PYTEST_ZYGOTE_RELOAD") != "fresh":
+            lines.append("D\t%s\n" % path)
+        elif any(m in sys.modules for m in mods):
+            lines.append("F\t%s\n" % path)
+    env = {}
+    for reads in _env_reads.values():
+        for k, v in reads.items():
+            env.setdefault(k, v)
+    for k, v in sorted(env.items()):
+        if "\t" not in k and "\n" not in k:
+            lines.append("E\t%s\t%s\n" % (k, "-" if v is None else _digest(v)))
+    return "".join(l for l in lines if l.count("\n") == 1)
+
+
+def _digest(value):
+    """FNV-1a (64 bits) of a value's bytes, as the supervisor computes it
+    (supervisor.c, env_digest)."""
+    h = 0xcbf29ce484222325
+    for b in os.fsencode(value):
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return "%016x" % h
 
 
 def _pytest_main_file():
@@ -1254,8 +1506,9 @@ def _pytest_main_file():
     return spec.origin if spec and spec.origin else "pytest"
 
 
-def _new_stdio():
-    """Recreate sys.std* on fds 0/1/2 (now the client's), as CPython's create_stdio does."""
+def _new_stdio(unbuffered=False):
+    """Recreate sys.std* on fds 0/1/2 (now the client's), as CPython's
+    create_stdio does (PYTHONUNBUFFERED: stdout and stderr write through)."""
     old_out = sys.__stdout__ or sys.stdout
     enc = getattr(old_out, "encoding", None) or "utf-8"
     errors = getattr(old_out, "errors", None) or "strict"
@@ -1265,7 +1518,13 @@ def _new_stdio():
     def make(fd, mode, name, errs, line):
         raw = io.FileIO(fd, mode, closefd=False)
         raw.name = name
-        buf = io.BufferedReader(raw) if mode == "rb" else io.BufferedWriter(raw)
+        if mode == "rb":
+            buf = io.BufferedReader(raw)
+        elif unbuffered:
+            return io.TextIOWrapper(raw, encoding=enc, errors=errs, line_buffering=line,
+                                    write_through=True)
+        else:
+            buf = io.BufferedWriter(raw)
         return io.TextIOWrapper(buf, encoding=enc, errors=errs, line_buffering=line)
 
     sys.stdin = sys.__stdin__ = make(0, "rb", "<stdin>", in_errors, False)
@@ -1285,6 +1544,13 @@ def _apply_interpreter_env(old, new):
     """The few interpreter-start variables that can still follow the client,
     and the time zone, which libc read from the zygote's TZ."""
     sys.dont_write_bytecode = bool(new.get("PYTHONDONTWRITEBYTECODE"))
+    if bool(new.get("PYTHONFAULTHANDLER")) != bool(old.get("PYTHONFAULTHANDLER")):
+        import faulthandler
+
+        if new.get("PYTHONFAULTHANDLER"):
+            faulthandler.enable()
+        else:
+            faulthandler.disable()
     if os.environ.get("TZ") != old.get("TZ"):
         time.tzset()
     if new.get("PYTHONWARNINGS") != old.get("PYTHONWARNINGS"):
@@ -1307,6 +1573,26 @@ def _dirty_modules():
         if _key(st) != entry[1:]:
             dirty.append(name)
     return dirty
+
+
+def _inputs_changed(env):
+    """Project modules whose import read something this run has otherwise:
+    an environment variable with another value (or set where it was not),
+    or a project data file changed since."""
+    changed = set()
+    for name, reads in _env_project.items():
+        for key, value in reads.items():
+            if env.get(key) != value:
+                changed.add(name)
+                break
+    for path, (key, mods) in _data_reads.items():
+        try:
+            same = _key(os.stat(path)) == key
+        except OSError:
+            same = False
+        if not same:
+            changed.update(m for m in mods if m in _snapshot)
+    return changed
 
 
 def _drop_bytecode(path):
@@ -1432,14 +1718,44 @@ def _forget_django_models(modules):
         pass
 
 
-def _purge(dirty):
-    """Remove the dirty modules and their reverse import closure from
-    sys.modules (and from their parent packages), so pytest's collection
-    imports them afresh. Returns the purged names."""
+def _forget_registrations(modules):
+    """Take what the modules about to be imported again registered out of
+    registries that live outside the project, as a fresh process never had
+    it: marshmallow's class registry (it keeps the first class registered
+    under a name), SQLAlchemy MetaData (it refuses a table defined twice)."""
+    cr = sys.modules.get("marshmallow.class_registry")
+    reg = getattr(cr, "_registry", None)
+    if isinstance(reg, dict):
+        for key, classes in list(reg.items()):
+            keep = [c for c in classes if getattr(c, "__module__", None) not in modules]
+            if keep:
+                reg[key] = keep
+            else:
+                del reg[key]
+    if "sqlalchemy" in sys.modules:
+        for name in modules:
+            mod = sys.modules.get(name)
+            for obj in list(getattr(mod, "__dict__", {}).values()):
+                table = obj if type(obj).__name__ == "Table" else \
+                    (getattr(obj, "__table__", None) if isinstance(obj, type) else None)
+                if type(table).__module__.startswith("sqlalchemy.") and \
+                        type(table).__name__ == "Table":
+                    try:
+                        table.metadata.remove(table)
+                    except Exception:  # noqa: BLE001 - a registry we do not understand
+                        pass
+
+
+def _purge(dirty, inputs=()):
+    """Remove the dirty modules (changed on disk), those whose inputs
+    changed, and their reverse import closure from sys.modules (and from
+    their parent packages), so pytest's collection imports them afresh.
+    Returns the purged names."""
     for name in dirty:
         _drop_bytecode(_snapshot[name][0])
-    closure = _closure(dirty)
+    closure = _closure(set(dirty) | set(inputs))
     _forget_django_models(closure)
+    _forget_registrations(closure)
     for name in closure:
         sys.modules.pop(name, None)
         parent, _, child = name.rpartition(".")
@@ -1508,7 +1824,7 @@ def child_run(argv, cwd, env):
     # Python's own SIGINT handler, so Ctrl-C becomes KeyboardInterrupt. C reset
     # the dispositions; these two are what CPython sets at start-up.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    _new_stdio()
+    _new_stdio(bool(env.get("PYTHONUNBUFFERED")))
     zygote_env = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
@@ -1524,14 +1840,24 @@ def child_run(argv, cwd, env):
     _reset_exit_handlers()
     try:
         dirty = _dirty_modules()
+        inputs = _inputs_changed(env)
+        stale = sorted(_early.intersection(dirty).union(_early.intersection(inputs)))
+        if stale:
+            # pytest holds objects of these: importing them again here
+            # would leave it running the old ones.
+            sys.stderr.write(
+                "pytest-zygote: %s changed, and pytest or a plugin imported it before "
+                "the project: this zygote cannot run the new code; run again (the "
+                "server warms a fresh one when it sees the change)\n" % _snapshot[stale[0]][0])
+            return _finish(75)
         if _measures_coverage(argv, env):
             # pytest-cov starts measuring before conftests and test modules
             # are imported; module-level lines of modules imported at
             # warm-up would count as never run. Import the project afresh.
             dirty = list(_snapshot)
-        if dirty:
+        if dirty or inputs:
             global _reloaded, _workaround_pending
-            _reloaded = len(_purge(dirty))
+            _reloaded = len(_purge(dirty, inputs))
             _workaround_pending = []
             wa = sys.modules.get("pytest_zygote.workaround")
             if wa is not None:
