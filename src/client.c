@@ -24,6 +24,8 @@
 
 extern char **environ;
 
+char client_redirect[1024];
+
 int
 client_connect(const char *sock)
 {
@@ -230,7 +232,8 @@ client_run(const struct zpaths *p, int nargs, char **args)
 	int code = -1;
 	int error_seen = 0;
 	struct interrupt intr = { .next_ms = -1, .timeout_ms = interrupt_timeout_ms() };
-	while (code < 0) {
+	int redirected = 0;
+	while (code < 0 && !redirected) {
 		struct pollfd pfd[2] = {
 			{ .fd = fd, .events = POLLIN },
 			{ .fd = sigfd, .events = POLLIN },
@@ -282,7 +285,7 @@ client_run(const struct zpaths *p, int nargs, char **args)
 		}
 		struct proto_hdr h;
 		const char *payload;
-		while (code < 0 && fdpass_reader_next(&rd, &h, &payload) > 0) {
+		while (code < 0 && !redirected && fdpass_reader_next(&rd, &h, &payload) > 0) {
 			int32_t v;
 			switch (h.type) {
 			case PROTO_MSG_EXIT:
@@ -296,6 +299,12 @@ client_run(const struct zpaths *p, int nargs, char **args)
 			case PROTO_MSG_NOTICE:
 				log_info("%.*s", (int)h.len, payload);
 				break;
+			case PROTO_MSG_REDIRECT:
+				/* Before the run started: nothing of it happened. */
+				snprintf(client_redirect, sizeof(client_redirect), "%.*s",
+					 (int)h.len, payload);
+				redirected = 1;
+				break;
 			default:
 				break;
 			}
@@ -303,5 +312,5 @@ client_run(const struct zpaths *p, int nargs, char **args)
 	}
 	fdpass_reader_finish(&rd);
 	sigprocmask(SIG_SETMASK, &old, NULL);
-	return code;
+	return redirected ? CLIENT_REDIRECT : code;
 }

@@ -35,7 +35,7 @@ conf_init(struct zconf *c)
 	memset(c, 0, sizeof(*c));
 	c->settle_ms = c->poll_ms = c->grace_ms = -1;
 	c->spare = c->sandbox = c->start_if_needed = c->stable_layout = -1;
-	c->max_runs = -1;
+	c->max_runs = c->reload_fresh = -1;
 }
 
 int
@@ -187,6 +187,11 @@ handler(void *user, const char *section, const char *name, const char *raw)
 		snprintf(c->watch_globs, sizeof(c->watch_globs), "%s", v);
 	} else if (strcmp(name, "ignore_globs") == 0) {
 		snprintf(c->ignore_globs, sizeof(c->ignore_globs), "%s", v);
+	} else if (strcmp(name, "reload") == 0) {
+		if (strcmp(v, "child") != 0 && strcmp(v, "fresh") != 0)
+			problem(l, "bad value for %s: '%s' is not child or fresh", name, v);
+		else
+			c->reload_fresh = v[0] == 'f';
 	} else if (strcmp(name, "sandbox") == 0) {
 		if ((b = conf_parse_sandbox(v)) < 0)
 			problem(l, "bad value for %s: '%s' is not on, off or no-network", name, v);
@@ -205,7 +210,7 @@ handler(void *user, const char *section, const char *name, const char *raw)
 	} else {
 		problem(l, "unknown key '%s' in [%s]; known keys: python, settle_ms, poll_ms, "
 			   "watch_globs, ignore_globs, spare, sandbox, grace, start_if_needed, max_runs, "
-			   "stable_layout",
+			   "stable_layout, reload",
 			name, l->section);
 	}
 	return 1;

@@ -179,6 +179,8 @@ apply_start_env(const struct zconf *c)
 		snprintf(v, sizeof(v), "%d", c->max_runs);
 		setenv_default("PYTEST_ZYGOTE_MAX_RUNS", v);
 	}
+	if (c->reload_fresh >= 0)
+		setenv_default("PYTEST_ZYGOTE_RELOAD", c->reload_fresh ? "fresh" : "child");
 }
 
 /* Colour on stdout (asked once: status asks for every row). */
@@ -447,6 +449,11 @@ do_start(const struct opts *o, const struct zpaths *p)
 		log_error("PYTEST_ZYGOTE_SANDBOX='%s' is not on, off or no-network", log_escape(sb));
 		return ZEXIT_USAGE;
 	}
+	const char *rl = getenv("PYTEST_ZYGOTE_RELOAD");
+	if (rl && *rl && strcmp(rl, "child") != 0 && strcmp(rl, "fresh") != 0) {
+		log_error("PYTEST_ZYGOTE_RELOAD='%s' is not child or fresh", log_escape(rl));
+		return ZEXIT_USAGE;
+	}
 	if (!HAVE_SECCOMP && mode == SANDBOX_NO_NETWORK) {
 		log_error("sandbox = no-network needs seccomp, but this pytest-zygote was built "
 			  "with -Dseccomp=disabled; rebuild it with libseccomp or use sandbox = on");
@@ -615,10 +622,57 @@ cmd_stop(const struct opts *o, const struct zpaths *p, int quiet_absent)
 	return 0;
 }
 
+/*
+ * The server sent the run to a zygote warmed with its environment (an
+ * interpreter setting, or a variable a module outside the project read at
+ * import, differs): run it in that variant instance, "INSTANCE~ID", which
+ * is started with this environment when it is not running yet.
+ */
+static int
+run_variant(const struct opts *o, int nargs, char **args)
+{
+	char id[32], reason[800], inst[192];
+	proto_kv_get(client_redirect, "variant", id, sizeof(id));
+	proto_kv_get(client_redirect, "reason", reason, sizeof(reason));
+	if (!*id || strspn(id, "0123456789abcdef") != strlen(id)) {
+		log_error("the server sent the run to a zygote it did not name; run again");
+		return ZEXIT_INTERNAL;
+	}
+	snprintf(inst, sizeof(inst), "%s~%s", o->instance ? o->instance : "", id);
+	struct opts vo = *o;
+	vo.instance = inst;
+	vo.quiet = 1;
+	struct zpaths vp;
+	if (resolve_paths(&vo, &vp) < 0)
+		return ZEXIT_USAGE;
+	int code = client_run(&vp, nargs, args);
+	if (code == -ENOENT || code == -ECONNREFUSED) {
+		log_info("this run's environment differs from the zygote's in %s; starting a "
+			 "zygote for this environment",
+			 reason);
+		int r = do_start(&vo, &vp);
+		if (r != 0)
+			return r;
+		code = client_run(&vp, nargs, args);
+	}
+	if (code == CLIENT_REDIRECT) {
+		log_error("the zygote for this environment sent the run elsewhere again; run "
+			  "'pytest-zygote stop' and run again");
+		return ZEXIT_INTERNAL;
+	}
+	if (code < 0) {
+		log_error("cannot reach the server at %s: %s", vp.sock, strerror(-code));
+		return ZEXIT_INTERNAL;
+	}
+	return code;
+}
+
 static int
 cmd_run(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 {
 	int code = client_run(p, nargs, args);
+	if (code == CLIENT_REDIRECT)
+		return run_variant(o, nargs, args);
 	if ((code == -ENOENT || code == -ECONNREFUSED) && o->start_if_needed) {
 		struct opts so = *o;
 		so.quiet = 1;
@@ -626,6 +680,8 @@ cmd_run(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 		if (r != 0)
 			return r;
 		code = client_run(p, nargs, args);
+		if (code == CLIENT_REDIRECT)
+			return run_variant(o, nargs, args);
 	}
 	if (code == -ENOENT || code == -ECONNREFUSED)
 		return no_server(p);

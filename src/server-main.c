@@ -123,6 +123,7 @@ supervise(int argc, char **argv)
 		.report_fd = report_fd,
 	};
 	char err[PATHS_ERR_MAX];
+	so.instance = instance;
 	if (paths_for_root(&so.paths, root, instance, err, sizeof(err)) < 0)
 		return refuse(report_fd, ZEXIT_NOSTART, "%s", err);
 	log_init(foreground ? "pytest-zygote" : "supervisor", 1);

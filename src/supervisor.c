@@ -69,6 +69,14 @@ struct gen {
 	char progress[256]; /* the last Z_PROGRESS text, while warming */
 	long long started_ms;
 	double warmup_s;
+	int seed_used; /* a run was forked from it: its hash seed is not new */
+};
+
+/* Zygotes for other environments (variants, started by clients we sent there). */
+#define MAX_VARIANTS 16
+struct variant {
+	char id[20];
+	long long used_ms;
 };
 
 #define MAX_GENS 8
@@ -114,6 +122,23 @@ static struct {
 	long long start_ms;
 	long long accept_paused_until;
 	long long respawn_at;
+	int reload_fresh;     /* reload = fresh: every edit waits for a fresh generation */
+	/* directories of project files imports read (D and F lines), on ext_fd */
+	struct data_dir {
+		int wd;
+		char *dir;
+	} *data_dirs;
+	int ndata_dirs;
+	/* variants: the zygotes for other environments this server sent runs to */
+	struct variant variants[MAX_VARIANTS];
+	int nvariants;
+	int max_variants;
+	int variant_fds[MAX_VARIANTS]; /* STOP requests to variants, until they answer */
+	int nvariant_fds;
+	long long variants_deadline; /* stopping: when to stop waiting for them */
+	int is_variant;       /* this server is one (its instance has a '~') */
+	long long idle_ms;    /* a variant stops after this long without runs */
+	long long last_run_ms;
 } s = { .listen_fd = -1, .sigfd = -1, .cur = -1, .next = -1, .ext_fd = -1 };
 
 /* One line to the `start` process that waits for us, then close the pipe. */
@@ -238,7 +263,7 @@ status_text(char *buf, size_t size)
 		 "runs=%ld\nrunning=%d\nrss_kb=%ld\nthreads=%s\nstate=%s\nsandbox=%s\n"
 		 "version=%s\nrefreshes=%ld\nwarming=%d\ndirty_count=%ld\nwatching=%s\n"
 		 "fresh_reason=%s\nlast_refresh_s=%.3f\nwarm_phase=%s\nwarm_modules=%s\n"
-		 "queued=%d\nmax_runs=%d\n",
+		 "queued=%d\nmax_runs=%d\nvariants=%d\nreload=%s\n",
 		 (int)getpid(), s.o->paths.root, s.o->python, s.o->paths.sock, s.o->paths.log,
 		 (double)(now_ms() - s.start_ms) / 1000.0, g->number, (int)g->pid,
 		 info_get(g->info, "modules", v, sizeof(v)),
@@ -250,7 +275,7 @@ status_text(char *buf, size_t size)
 		 s.fresh_needed ? s.fresh_reason : "", s.refreshes ? g->warmup_s : 0.0,
 		 s.next >= 0 ? info_get(s.gens[s.next].progress, "phase", p, sizeof(p)) : "",
 		 s.next >= 0 ? info_get(s.gens[s.next].progress, "modules", m, sizeof(m)) : "",
-		 s.queued, s.max_runs);
+		 s.queued, s.max_runs, s.nvariants, s.reload_fresh ? "fresh" : "child");
 	for (int i = 0; len >= 0 && (size_t)len < size && i < s.ndirty; i++)
 		len += snprintf(buf + len, size - (size_t)len, "dirty=%s\n", s.dirty[i]);
 	if (len < 0 || (size_t)len >= size)
@@ -328,6 +353,8 @@ hand_over(int i)
 	s.runs++;
 	s.running++;
 	g->running++;
+	g->seed_used = 1;
+	s.last_run_ms = now_ms();
 	/* The zygote holds the connection and the fds now: a plain close, since
 	 * shutdown() would act on the socket the zygote shares. */
 	close(c->fd);
@@ -338,11 +365,231 @@ hand_over(int i)
 static void begin_stop(int grace_ms);
 static void watch_settle(void);
 static void ext_drain(void);
+static int spawn_generation(void);
+static void on_change(const char *path, void *arg);
+
+/* The value of name in a request's environment, or NULL. */
+static const char *
+req_env(const struct proto_request *r, const char *name)
+{
+	size_t n = strlen(name);
+	for (size_t i = 0; i < r->envc; i++)
+		if (strncmp(r->env[i], name, n) == 0 && r->env[i][n] == '=')
+			return r->env[i] + n + 1;
+	return NULL;
+}
+
+/*
+ * Interpreter settings CPython reads once, when it starts: a run gets a
+ * zygote started with the same. (The child applies PYTHONPATH,
+ * PYTHONWARNINGS, PYTHONDONTWRITEBYTECODE, PYTHONUNBUFFERED and
+ * PYTHONFAULTHANDLER itself.)
+ */
+static const char *const interp_vars[] = {
+	"PYTHONHASHSEED",	 "PYTHONDEVMODE",      "PYTHONOPTIMIZE",
+	"PYTHONMALLOC",		 "PYTHONUTF8",	       "PYTHONINTMAXSTRDIGITS",
+	"PYTHONWARNDEFAULTENCODING", "PYTHONTRACEMALLOC", "PYTHONNODEBUGRANGES",
+	"PYTHONPROFILEIMPORTTIME", "PYTHONNOUSERSITE",  "PYTHONUSERBASE",
+	"PYTHONHOME",		 "PYTHONPLATLIBDIR",   "PYTHONSAFEPATH",
+	"PYTHONPYCACHEPREFIX",	 "PYTHONCOERCECLOCALE", "PYTHONVERBOSE",
+	"PYTHONDEBUG",		 "PYTHONMALLOCSTATS",  "PYTHONIOENCODING",
+};
+
+/* A setting as CPython takes it: empty is unset, and so is a random hash seed. */
+static const char *
+interp_value(const char *name, const char *v)
+{
+	if (!v || !*v)
+		return NULL;
+	if (strcmp(name, "PYTHONHASHSEED") == 0 && strcmp(v, "random") == 0)
+		return NULL;
+	return v;
+}
+
+static unsigned long long
+fnv1a_bytes(unsigned long long h, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)p[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+/* A value's digest as the zygote writes it in E lines (_zygote._digest). */
+static void
+env_digest(const char *v, char *buf, size_t size)
+{
+	if (!v)
+		snprintf(buf, size, "-");
+	else
+		snprintf(buf, size, "%016llx", fnv1a_bytes(14695981039346656037ULL, v, strlen(v)));
+}
+
+static void
+why_add(char *why, size_t size, const char *name, const char *what)
+{
+	size_t l = strlen(why);
+	if (l + strlen(name) + strlen(what) + 16 >= size) {
+		if (l + 10 < size && !strstr(why, ", ..."))
+			strcat(why, ", ...");
+		return;
+	}
+	snprintf(why + l, size - l, "%s%s (%s)", l ? ", " : "", name, what);
+}
+
+/*
+ * Whether a run's environment differs from what the serving generation
+ * started with (interpreter settings) or what its imports outside the
+ * project read (the E lines of its file list). If so, returns 1 with the
+ * run's variant id (a digest of its values of all those variables, so
+ * equal inputs find the same zygote) and the names that differ in why.
+ */
+static int
+env_differs(const struct gen *g, const struct proto_request *r, char *id, size_t idsize,
+	    char *why, size_t whysize)
+{
+	unsigned long long h = 14695981039346656037ULL;
+	int differ = 0;
+	why[0] = '\0';
+	for (size_t i = 0; i < ARRAY_SIZE(interp_vars); i++) {
+		const char *mine = interp_value(interp_vars[i], getenv(interp_vars[i]));
+		const char *theirs = interp_value(interp_vars[i], req_env(r, interp_vars[i]));
+		h = fnv1a_bytes(h, interp_vars[i], strlen(interp_vars[i]) + 1);
+		h = theirs ? fnv1a_bytes(h, theirs, strlen(theirs) + 1) : fnv1a_bytes(h, "\x01", 1);
+		if (mine != theirs && !(mine && theirs && strcmp(mine, theirs) == 0)) {
+			differ = 1;
+			why_add(why, whysize, interp_vars[i], "an interpreter setting");
+		}
+	}
+	for (const char *p = g->files ? g->files : ""; *p;) {
+		size_t l = strcspn(p, "\n");
+		const char *tab = l > 2 && p[0] == 'E' && p[1] == '\t' ? memchr(p + 2, '\t', l - 2)
+								       : NULL;
+		if (tab) {
+			char name[256], want[24], have[24];
+			snprintf(name, sizeof(name), "%.*s", (int)(tab - p - 2), p + 2);
+			snprintf(want, sizeof(want), "%.*s", (int)(p + l - tab - 1), tab + 1);
+			const char *theirs = req_env(r, name);
+			env_digest(theirs, have, sizeof(have));
+			h = fnv1a_bytes(h, name, strlen(name) + 1);
+			h = theirs ? fnv1a_bytes(h, theirs, strlen(theirs) + 1)
+				   : fnv1a_bytes(h, "\x01", 1);
+			if (strcmp(want, have) != 0) {
+				differ = 1;
+				why_add(why, whysize, name, "read at import outside the project");
+			}
+		}
+		p += l;
+		if (*p)
+			p++;
+	}
+	snprintf(id, idsize, "%012llx", h & 0xffffffffffffULL);
+	return differ;
+}
+
+/* Tell the variant server id to stop; its answer is awaited before we exit. */
+static void
+stop_variant(const char *id)
+{
+	char inst[192], err[256];
+	struct zpaths vp;
+	snprintf(inst, sizeof(inst), "%s~%s", s.o->instance ? s.o->instance : "", id);
+	if (paths_for_root(&vp, s.o->paths.root, inst, err, sizeof(err)) < 0)
+		return;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s.sock", s.o->paths.dir,
+			     vp.name) >= sizeof(sa.sun_path))
+		return;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(fd); /* not running */
+		return;
+	}
+	struct proto_request req = { .kind = PROTO_KIND_STOP, .flags = DEFAULT_GRACE_MS };
+	struct proto_buf b = { 0 };
+	if (proto_request_encode(&b, &req, NULL) == 0 && write(fd, b.data, b.len) == (ssize_t)b.len &&
+	    s.nvariant_fds < MAX_VARIANTS) {
+		s.variant_fds[s.nvariant_fds++] = fd;
+		log_info("stopping the zygote for another environment (instance %s)", inst);
+	} else {
+		close(fd);
+	}
+	proto_buf_free(&b);
+}
+
+/* A run goes to variant id: remember it, least recently used out. */
+static void
+variant_used(const char *id)
+{
+	int lru = 0;
+	for (int i = 0; i < s.nvariants; i++) {
+		if (strcmp(s.variants[i].id, id) == 0) {
+			s.variants[i].used_ms = now_ms();
+			return;
+		}
+		if (s.variants[i].used_ms < s.variants[lru].used_ms)
+			lru = i;
+	}
+	int slot = s.nvariants;
+	if (s.nvariants >= s.max_variants) {
+		stop_variant(s.variants[lru].id);
+		slot = lru;
+	} else {
+		s.nvariants++;
+	}
+	snprintf(s.variants[slot].id, sizeof(s.variants[slot].id), "%s", id);
+	s.variants[slot].used_ms = now_ms();
+}
+
+/*
+ * A run whose environment this generation cannot serve: tell the client
+ * which zygote can (it starts it if needed). Returns 1 when the run was
+ * sent away or refused.
+ */
+static int
+route_elsewhere(int i)
+{
+	struct conn *c = s.conns[i];
+	char id[20], why[400], text[700];
+	if (!env_differs(serving(), &c->dec.req, id, sizeof(id), why, sizeof(why)))
+		return 0;
+	if (s.is_variant || s.max_variants <= 0) {
+		snprintf(text, sizeof(text),
+			 "this run's environment differs from the zygote's in %s%s", why,
+			 s.is_variant ? ", and this zygote was started for another environment: "
+					"run 'pytest-zygote stop' and run again"
+				      : ", and PYTEST_ZYGOTE_VARIANTS=0 allows no other zygote: "
+					"run with the server's environment, or restart it with this one");
+		conn_reply(i, PROTO_MSG_ERROR, text);
+		return 1;
+	}
+	variant_used(id);
+	snprintf(text, sizeof(text), "variant=%s\nreason=%s\n", id, why);
+	conn_reply(i, PROTO_MSG_REDIRECT, text);
+	return 1;
+}
+
+/* PYTEST_ZYGOTE_HASH_SEED=per-run in a run's environment, without a fixed
+ * PYTHONHASHSEED: it needs a generation no run was forked from. -1: a bad value. */
+static int
+wants_new_seed(const struct proto_request *r)
+{
+	const char *v = req_env(r, "PYTEST_ZYGOTE_HASH_SEED");
+	if (!v || !*v || strcmp(v, "generation") == 0)
+		return 0;
+	if (strcmp(v, "per-run") != 0)
+		return -1;
+	return !interp_value("PYTHONHASHSEED", req_env(r, "PYTHONHASHSEED"));
+}
 
 static void
 request_complete(int i)
 {
 	struct conn *c = s.conns[i];
+	int new_seed = 0;
 	switch (c->dec.req.kind) {
 	case PROTO_KIND_STATUS:
 		watch_settle(); /* the changes made before asking are in the answer */
@@ -362,6 +609,28 @@ request_complete(int i)
 			conn_reply(i, PROTO_MSG_ERROR, "the server is stopping; start it again");
 			return;
 		}
+		new_seed = wants_new_seed(&c->dec.req);
+		if (new_seed < 0) {
+			conn_reply(i, PROTO_MSG_ERROR,
+				   "PYTEST_ZYGOTE_HASH_SEED must be per-run or generation");
+			return;
+		}
+		if (serving() && !s.fresh_needed && route_elsewhere(i))
+			return;
+		if (new_seed && serving() && !s.fresh_needed && serving()->seed_used) {
+			/* Every run of this kind gets a generation of its own, so a
+			 * hash seed of its own, as a cold run would. */
+			if (!c->noticed) {
+				const char *t = "waiting for a zygote with a new hash seed "
+						"(PYTEST_ZYGOTE_HASH_SEED=per-run)";
+				fdpass_send_msg(c->fd, PROTO_MSG_NOTICE, t, strlen(t) + 1);
+				c->noticed = 1;
+			}
+			c->waiting = 1;
+			if (s.next < 0)
+				spawn_generation();
+			return;
+		}
 		/* fall through */
 	case PROTO_KIND_WAIT:
 		if (serving() && !(s.fresh_needed && c->dec.req.kind == PROTO_KIND_RUN)) {
@@ -374,10 +643,14 @@ request_complete(int i)
 				s.queued++;
 				return;
 			}
-			if (c->dec.req.kind == PROTO_KIND_RUN)
+			if (c->dec.req.kind == PROTO_KIND_RUN) {
 				hand_over(i);
-			else
+				/* The next such run's generation warms meanwhile. */
+				if (new_seed > 0 && s.next < 0 && !s.stopping)
+					spawn_generation();
+			} else {
 				reply_status(i);
+			}
 			return;
 		}
 		if (s.fresh_needed && c->dec.req.kind == PROTO_KIND_RUN) {
@@ -706,6 +979,11 @@ ext_rebuild(const char *files)
 	if (s.ext_fd >= 0)
 		close(s.ext_fd);
 	s.ext_fd = -1;
+	for (int i = 0; i < s.ndata_dirs; i++)
+		free(s.data_dirs[i].dir);
+	free(s.data_dirs);
+	s.data_dirs = NULL;
+	s.ndata_dirs = 0;
 	if (!files || s.poll_ms > 0)
 		return;
 	s.ext_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
@@ -726,12 +1004,58 @@ ext_rebuild(const char *files)
 						      IN_CREATE | IN_DELETE | IN_DELETE_SELF |
 						      IN_MOVE_SELF | IN_ONLYDIR) >= 0)
 				n++;
+		} else if (l > 2 && (p[0] == 'D' || p[0] == 'F') && p[1] == '\t') {
+			/* A project file an import read: watch its directory. */
+			char dir[PATH_MAX];
+			snprintf(dir, sizeof(dir), "%.*s", (int)(l - 2), p + 2);
+			char *slash = strrchr(dir, '/');
+			if (slash && slash != dir)
+				*slash = '\0';
+			int wd = inotify_add_watch(s.ext_fd, dir,
+						   IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
+							   IN_CREATE | IN_DELETE | IN_ATTRIB |
+							   IN_ONLYDIR | IN_MASK_ADD);
+			int known = 0;
+			for (int i = 0; i < s.ndata_dirs && !known; i++)
+				known = s.data_dirs[i].wd == wd;
+			struct data_dir *d = wd < 0 || known ? NULL
+				: realloc(s.data_dirs, sizeof(*d) * (size_t)(s.ndata_dirs + 1));
+			if (d) {
+				s.data_dirs = d;
+				d[s.ndata_dirs].wd = wd;
+				d[s.ndata_dirs].dir = strdup(dir);
+				if (d[s.ndata_dirs].dir)
+					s.ndata_dirs++;
+			}
 		}
 		p += l;
 		if (*p)
 			p++;
 	}
-	log_debug("watching %d directories outside the project", n);
+	log_debug("watching %d directories outside the project and %d of files imports read", n,
+		  s.ndata_dirs);
+}
+
+/* Is there a line "KIND<TAB>path" in a generation's file list? */
+static int
+files_has(const char *files, char kind, const char *path)
+{
+	size_t pl = strlen(path);
+	for (const char *p = files ? files : ""; *p;) {
+		size_t l = strcspn(p, "\n");
+		if (l == pl + 2 && p[0] == kind && p[1] == '\t' && memcmp(p + 2, path, pl) == 0)
+			return 1;
+		p += l;
+		if (*p)
+			p++;
+	}
+	return 0;
+}
+
+static const char *
+current_files(void)
+{
+	return s.cur >= 0 && s.gens[s.cur].pid ? s.gens[s.cur].files : NULL;
 }
 
 /* Ask for a fresh generation; runs wait for it. */
@@ -773,7 +1097,20 @@ ext_drain(void)
 				need_fresh("too many changes outside the project to follow");
 				continue;
 			}
-			if (!ext_relevant(ev))
+			const char *ddir = NULL;
+			for (int i = 0; i < s.ndata_dirs && !ddir; i++)
+				if (s.data_dirs[i].wd == ev->wd)
+					ddir = s.data_dirs[i].dir;
+			if (ddir && ev->len) {
+				/* A file an import read: the child follows a project
+				 * module's (D), a fresh generation the others' (F). */
+				char path[PATH_MAX];
+				snprintf(path, sizeof(path), "%s/%s", ddir, ev->name);
+				if (files_has(current_files(), 'D', path) ||
+				    files_has(current_files(), 'F', path))
+					on_change(path, NULL);
+			}
+			if (ddir || !ext_relevant(ev))
 				continue;
 			char why[400];
 			snprintf(why, sizeof(why), "'%s' changed outside the project",
@@ -803,9 +1140,29 @@ static void
 on_change(const char *path, void *arg)
 {
 	(void)arg;
+	char why[PATH_MAX + 128];
+	const char *files = current_files();
 	if (is_config(path)) {
-		char why[PATH_MAX + 64];
 		snprintf(why, sizeof(why), "the pytest configuration '%s' changed", path);
+		need_fresh(why);
+		return;
+	}
+	/* Modules a child cannot import again: pytest holds objects of them,
+	 * or their importer is outside the project. */
+	if (files_has(files, 'P', path)) {
+		snprintf(why, sizeof(why),
+			 "'%s' changed, and pytest or a plugin imported it before the project", path);
+		need_fresh(why);
+		return;
+	}
+	if (files_has(files, 'F', path)) {
+		snprintf(why, sizeof(why),
+			 "'%s' changed, and a module outside the project read it at import", path);
+		need_fresh(why);
+		return;
+	}
+	if (s.reload_fresh && files_has(files, 'M', path)) {
+		snprintf(why, sizeof(why), "'%s' changed (reload = fresh)", path);
 		need_fresh(why);
 		return;
 	}
@@ -973,6 +1330,18 @@ finish_and_exit(void)
 	exit(0);
 }
 
+/* Stopping: exit once the generations are gone and the variants answered. */
+static void
+maybe_finish(void)
+{
+	for (int i = 0; i < MAX_GENS; i++)
+		if (s.gens[i].pid)
+			return;
+	if (s.nvariant_fds > 0 && now_ms() < s.variants_deadline)
+		return;
+	finish_and_exit();
+}
+
 static void
 begin_stop(int grace_ms)
 {
@@ -983,6 +1352,10 @@ begin_stop(int grace_ms)
 	close(s.listen_fd); /* new clients see "no zygote running" */
 	s.listen_fd = -1;
 	unlink(s.o->paths.sock);
+	for (int i = 0; i < s.nvariants; i++)
+		stop_variant(s.variants[i].id);
+	s.nvariants = 0;
+	s.variants_deadline = now_ms() + grace_ms + 10000;
 	int alive = 0;
 	for (int i = 0; i < MAX_GENS; i++) {
 		struct gen *g = &s.gens[i];
@@ -995,7 +1368,7 @@ begin_stop(int grace_ms)
 		g->draining = 1;
 	}
 	if (!alive)
-		finish_and_exit();
+		maybe_finish();
 }
 
 /*
@@ -1042,11 +1415,7 @@ reap(void)
 		if (idx == s.next)
 			s.next = -1;
 		if (s.stopping) {
-			int alive = 0;
-			for (int i = 0; i < MAX_GENS; i++)
-				alive += s.gens[i].pid != 0;
-			if (!alive)
-				finish_and_exit();
+			maybe_finish();
 			continue;
 		}
 		if (was_draining) {
@@ -1169,6 +1538,12 @@ watch_start(void)
 	s.max_runs = env_int("PYTEST_ZYGOTE_MAX_RUNS", supervisor_default_max_runs(), 0,
 			     SUPERVISOR_MAX_RUNS_LIMIT);
 	s.poll_ms = env_int("PYTEST_ZYGOTE_POLL_MS", 0, 0, 3600000);
+	s.max_variants = env_int("PYTEST_ZYGOTE_VARIANTS", 3, 0, MAX_VARIANTS);
+	s.idle_ms = env_int("PYTEST_ZYGOTE_VARIANT_IDLE", 1800, 1, 7 * 86400) * 1000LL;
+	const char *rl = getenv("PYTEST_ZYGOTE_RELOAD");
+	s.reload_fresh = rl && strcmp(rl, "fresh") == 0;
+	if (rl && *rl && !s.reload_fresh && strcmp(rl, "child") != 0)
+		log_warn("PYTEST_ZYGOTE_RELOAD=%s is not child or fresh; using child", rl);
 	struct watch_opts wo = {
 		.root = s.o->paths.root,
 		.globs = globs,
@@ -1199,6 +1574,8 @@ supervisor_main(const struct supervisor_opts *o)
 {
 	s.o = o;
 	s.start_ms = now_ms();
+	s.last_run_ms = s.start_ms;
+	s.is_variant = o->instance && strchr(o->instance, '~');
 	pid_t other = 0;
 
 	s.pfh = pidfile_open(o->paths.pid, 0600, &other);
@@ -1246,7 +1623,7 @@ supervisor_main(const struct supervisor_opts *o)
 
 	enum { P_SIG, P_LISTEN, P_WATCH, P_EXT, P_GENS };
 	for (;;) {
-		struct pollfd pfd[P_GENS + MAX_GENS + MAX_CONNS];
+		struct pollfd pfd[P_GENS + MAX_GENS + MAX_VARIANTS + MAX_CONNS];
 		int n = 0;
 		long long now = now_ms();
 		long long wake = -1; /* absolute ms, -1: none */
@@ -1261,6 +1638,9 @@ supervisor_main(const struct supervisor_opts *o)
 		for (int i = 0; i < MAX_GENS; i++)
 			pfd[n++] = (struct pollfd){ .fd = s.gens[i].pid ? s.gens[i].ctl : -1,
 						    .events = POLLIN };
+		int first_variant = n;
+		for (int i = 0; i < s.nvariant_fds; i++)
+			pfd[n++] = (struct pollfd){ .fd = s.variant_fds[i], .events = POLLIN };
 		int first_conn = n;
 		for (int i = 0; i < s.nconns; i++)
 			/* Parked requests are watched for hang-up and Ctrl-C. */
@@ -1290,6 +1670,19 @@ supervisor_main(const struct supervisor_opts *o)
 				s.next_poll_ms = now + s.poll_ms;
 			}
 			wake = wake < 0 || s.next_poll_ms < wake ? s.next_poll_ms : wake;
+		}
+		if (s.stopping && s.nvariant_fds > 0)
+			wake = wake < 0 || s.variants_deadline < wake ? s.variants_deadline : wake;
+		if (s.is_variant && !s.stopping && s.running == 0 && s.nconns == 0) {
+			/* A zygote for another environment stops when unused. */
+			long long due = s.last_run_ms + s.idle_ms;
+			if (now >= due) {
+				log_info("no runs for %lld s: stopping (a zygote for another environment)",
+					 s.idle_ms / 1000);
+				begin_stop(0);
+				continue;
+			}
+			wake = wake < 0 || due < wake ? due : wake;
 		}
 		if (s.queued > 0) {
 			long long due = notice_queued(now);
@@ -1322,6 +1715,19 @@ supervisor_main(const struct supervisor_opts *o)
 				break;
 			}
 		}
+		/* Variants we asked to stop: their answer (or hang-up) means gone. */
+		for (int j = first_conn - 1; j >= first_variant; j--) {
+			if (!pfd[j].revents)
+				continue;
+			for (int i = 0; i < s.nvariant_fds; i++)
+				if (s.variant_fds[i] == pfd[j].fd) {
+					close(s.variant_fds[i]);
+					s.variant_fds[i] = s.variant_fds[--s.nvariant_fds];
+					break;
+				}
+		}
+		if (s.stopping && (s.nvariant_fds == 0 || now_ms() >= s.variants_deadline))
+			maybe_finish();
 		if (pfd[P_LISTEN].revents & POLLIN)
 			accept_clients();
 		for (int i = 0; i < MAX_GENS; i++)

@@ -5,6 +5,7 @@
 #ifndef ZYGOTE_CLIENT_H
 #define ZYGOTE_CLIENT_H
 
+#include <errno.h>
 #include <stdint.h>
 
 #include "zygote/paths.h"
@@ -13,7 +14,14 @@
  * -ECONNREFUSED mean no server is listening). */
 int client_connect(const char *sock);
 
-/* Run pytest with args in the zygote at p. Returns the exit code to use. */
+/*
+ * Run pytest with args in the zygote at p. Returns the exit code to use, or
+ * -errno when the server cannot be reached, or CLIENT_REDIRECT when the run
+ * needs a zygote warmed with its environment: client_redirect holds the
+ * server's "variant=ID\nreason=..." text then.
+ */
+#define CLIENT_REDIRECT (-EXDEV)
+extern char client_redirect[1024];
 int client_run(const struct zpaths *p, int nargs, char **args);
 
 /*

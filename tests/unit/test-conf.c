@@ -48,7 +48,7 @@ main(void)
 	put("pytest.ini", "[pytest]\naddopts = -q\n\n[pytest-zygote]\nsettle_ms = 250\n"
 			  "poll_ms=100\nwatch_globs = src/**/*.py:tests/*.py\nspare = off\n"
 			  "sandbox = TRUE\ngrace = 1.5\nstart_if_needed = yes\nmax_runs = 12\n"
-			  "python = /usr/bin/python3\nstable_layout = no\n");
+			  "python = /usr/bin/python3\nstable_layout = no\nreload = fresh\n");
 	conf_init(&c);
 	is_int(conf_load(&c, base), 0, "pytest.ini section: no problems");
 	is_int(c.settle_ms, 250, "settle_ms");
@@ -60,6 +60,7 @@ main(void)
 	is_int(c.start_if_needed, 1, "start_if_needed = yes");
 	is_int(c.stable_layout, 0, "stable_layout = no (and start_if_needed stays yes)");
 	is_int(c.max_runs, 12, "max_runs");
+	is_int(c.reload_fresh, 1, "reload = fresh");
 	is_str(c.python, "/usr/bin/python3", "python");
 	snprintf(want, sizeof(want), "%s/pytest.ini", base);
 	is_str(c.file, want, "the file read is named");
@@ -82,9 +83,10 @@ main(void)
 	is_int(c.spare, 0, "a TOML boolean");
 
 	put("tox.ini", "[tox]\nenvlist = py311\n[pytest-zygote]\nsettle = 5\n"
-		       "poll_ms = soon\nspare = maybe\ngrace = -1\npython = python3\nmax_runs = -2\n");
+		       "poll_ms = soon\nspare = maybe\ngrace = -1\npython = python3\nmax_runs = -2\n"
+		       "reload = always\n");
 	conf_init(&c);
-	is_int(conf_load(&c, base), 6, "tox.ini wins over pyproject.toml; six problems");
+	is_int(conf_load(&c, base), 7, "tox.ini wins over pyproject.toml; seven problems");
 	snprintf(want, sizeof(want), "%s/tox.ini:4: unknown key 'settle'", base);
 	has_str(c.errors, want, "unknown key with file and line");
 	snprintf(want, sizeof(want), "%s/tox.ini:5: bad value for poll_ms: 'soon'", base);
@@ -96,6 +98,9 @@ main(void)
 	has_str(c.errors, "tox.ini:9: bad value for max_runs: '-2' is not a whole number from 0 to 256",
 		"a negative max_runs");
 	is_int(c.max_runs, -1, "and it sets nothing");
+	has_str(c.errors, "tox.ini:10: bad value for reload: 'always' is not child or fresh",
+		"a reload that is neither child nor fresh");
+	is_int(c.reload_fresh, -1, "and it sets nothing either");
 	is_int(c.poll_ms, -1, "a bad value sets nothing");
 
 	is_int(conf_parse_bool("On"), 1, "bool On");
