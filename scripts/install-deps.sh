@@ -15,6 +15,7 @@ packages=(
 	shellcheck python3-mesonpy python3-pip
 	clang libclang-rt-14-dev valgrind python3-seccomp python3-debugpy
 	python3-numpy libopenblas0-pthread
+	python3-marshmallow python3-sqlalchemy python3-click
 )
 heavy_packages=(python3-pandas python3-scipy)
 bench_packages=(python3-numpy python3-pandas python3-scipy python3-sqlalchemy python3-matplotlib hyperfine)

@@ -2,10 +2,16 @@
 # Run a test suite many times from one warm pytest-zygote and report which
 # tests failed in which runs.
 #
-# usage: flaky-hunt.sh [-n RUNS] [--until-failure] [--root DIR] [-- PYTEST-ARGS...]
+# usage: flaky-hunt.sh [-n RUNS] [--until-failure] [--same-hash-seed] [--root DIR]
+#                      [-- PYTEST-ARGS...]
 #
 #   -n RUNS          how many runs (default 10; with --until-failure, the most)
 #   --until-failure  stop after the first run that fails
+#   --same-hash-seed let runs share a zygote's hash seed: faster, but a test
+#                    that depends on set or dict order of strings is not found
+#                    (by default each run gets a zygote with a new hash seed,
+#                    PYTEST_ZYGOTE_HASH_SEED=per-run, as each cold run does;
+#                    with PYTHONHASHSEED set, every run uses that seed)
 #   --root DIR       project root; the runs start in DIR, so PYTEST-ARGS paths
 #                    are relative to it (default: the root pytest-zygote finds
 #                    from the current directory, and runs start here)
@@ -30,7 +36,7 @@ PROG=${0##*/}
 PYTHON=${PYTHON:-/usr/bin/python3}
 
 usage() {
-	echo "usage: $PROG [-n RUNS] [--until-failure] [--root DIR] [-- PYTEST-ARGS...]"
+	echo "usage: $PROG [-n RUNS] [--until-failure] [--same-hash-seed] [--root DIR] [-- PYTEST-ARGS...]"
 }
 die() {
 	local code=$1
@@ -77,6 +83,7 @@ trap 'exit 143' TERM
 
 runs=10
 until_failure=0
+same_hash_seed=0
 root=""
 pytest_args=()
 while (($#)); do
@@ -96,6 +103,10 @@ while (($#)); do
 		;;
 	--until-failure)
 		until_failure=1
+		shift
+		;;
+	--same-hash-seed)
+		same_hash_seed=1
 		shift
 		;;
 	--root)
@@ -166,6 +177,12 @@ else
 		die 71 "could not start a server (pytest-zygote start exited $rc)"
 	fi
 	sed "s/^/$PROG: /" "$work/start.log" >&2
+fi
+
+# A cold run draws a new hash seed each time; so does each run here, from a
+# zygote warmed (while the previous run goes on) for it alone.
+if ((!same_hash_seed)); then
+	export PYTEST_ZYGOTE_HASH_SEED=per-run
 fi
 
 failed_runs=()
