@@ -74,9 +74,10 @@ static const char usage_text[] =
 	"PYTEST_ZYGOTE_TIMING=1 (the child's CPU time and page faults on stderr),\n"
 	"PYTEST_ZYGOTE_PROFILE=FILE (the child's cProfile statistics). In the environment\n"
 	"of run, PYTEST_ZYGOTE_HASH_SEED=per-run gives the run a zygote (so a hash seed)\n"
-	"of its own, as each cold run has. A run whose interpreter settings (PYTHONHASHSEED, PYTHONDEVMODE, ...) or whose\n"
-	"variables read at import by libraries differ from the zygote's runs in a zygote\n"
-	"started with its environment (the first such run waits for its warm-up).\n"
+	"of its own, as each cold run has. A run whose interpreter settings\n"
+	"(PYTHONHASHSEED, PYTHONDEVMODE, ...) or whose variables read at import by\n"
+	"libraries differ from the zygote's runs in a zygote started with its\n"
+	"environment (the first such run waits for its warm-up).\n"
 	"\n"
 	"Sandbox (key 'sandbox', PYTEST_ZYGOTE_SANDBOX, read by start): on (default) keeps\n"
 	"tests from signalling, tracing or writing the memory of the server; no-network\n"
@@ -521,7 +522,7 @@ cmd_status(const struct opts *o, const struct zpaths *p)
 					 "modules",  "project_files", "warmup_s", "runs",
 					 "running",  "rss_kb",	      "threads",	 "refreshes",
 					 "warming",  "dirty_count",   "last_refresh_s", "queued",
-					 "max_runs" };
+					 "max_runs", "variants" };
 	if (o->json) {
 		printf("{\"server\": true");
 		int dirty_open = 0;
@@ -589,6 +590,8 @@ cmd_status(const struct opts *o, const struct zpaths *p)
 		{ "watching", "watching", "" },	    { "fresh_reason", "waiting for", "" },
 		{ "last_refresh_s", "last refresh", " s" },
 		{ "warm_phase", "warming now", "" }, { "warm_modules", "warmed modules", "" },
+		{ "variants", "variants", " (zygotes for other environments)" },
+		{ "reload", "reload", "" },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
 		char *v = client_status_get(text, rows[i].key);
