@@ -11,89 +11,15 @@ after an edit (right after it, and again once the server has absorbed it).
 """
 
 import os
-import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from pz_util import normalise, wait_until
+from pz_util import Outcomes, assert_same_outcomes, show_run, wait_until
 
 ARGS = ["-v", "-rA", "-p", "no:cacheprovider"]
 WAIT = 60  # bound on waiting for the server to settle (not a timing assertion)
-
-# --- per-test outcomes ----------------------------------------------------------
-
-# "tests/test_x.py::test_y[1] PASSED      [ 50%]" (-v); a test whose setup
-# passed and whose teardown failed has two such lines.
-_VLINE = re.compile(r"^(?P<id>\S+::\S+) (?P<outcome>PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
-_FINAL = re.compile(r"^=+ (?P<text>.+?) in <T> =+$")  # once normalised
-
-
-class Outcomes:
-    """What a run reported: {node id: outcome}, the short test summary lines
-    (-rA: collection errors, skip reasons and failure messages), the final
-    summary line ("3 passed, 1 failed") and the exit code."""
-
-    def __init__(self, result):
-        self.result = result
-        self.rc = result.rc
-        self.tests = {}
-        self.summary = []
-        self.final = None
-        in_summary = False
-        for line in normalise(result.out).splitlines():
-            m = _VLINE.match(line)
-            if m and not in_summary:
-                prev = self.tests.get(m["id"])
-                self.tests[m["id"]] = m["outcome"] if prev is None else prev + "+" + m["outcome"]
-                continue
-            if re.match(r"^=+ short test summary info =+$", line):
-                in_summary = True
-                continue
-            m = _FINAL.match(line)
-            if m:
-                self.final = m["text"]
-                in_summary = False
-                continue
-            if in_summary:
-                self.summary.append(line)
-
-
-def _show(what, o):
-    r = o.result
-    return "--- %s (rc %d):\n%s\n--- %s stderr:\n%s" % (what, r.rc, r.out[-6000:], what,
-                                                       r.err[-3000:])
-
-
-def assert_same_outcomes(plain, zyg, what=""):
-    """zyg (a zygote run) reported what plain (plain pytest) reported."""
-    __tracebackhide__ = True
-    p, z = Outcomes(plain), Outcomes(zyg)
-    problems = []
-    only_p = sorted(set(p.tests) - set(z.tests))
-    only_z = sorted(set(z.tests) - set(p.tests))
-    differ = sorted(k for k in set(p.tests) & set(z.tests) if p.tests[k] != z.tests[k])
-    if only_p:
-        problems.append("only in plain pytest: %s" % ", ".join(
-            "%s %s" % (k, p.tests[k]) for k in only_p))
-    if only_z:
-        problems.append("only in the zygote run: %s" % ", ".join(
-            "%s %s" % (k, z.tests[k]) for k in only_z))
-    for k in differ:
-        problems.append("%s: plain %s, zygote %s" % (k, p.tests[k], z.tests[k]))
-    if z.rc != p.rc:
-        problems.append("exit code: plain %d, zygote %d" % (p.rc, z.rc))
-    if z.final != p.final:
-        problems.append("summary: plain %r, zygote %r" % (p.final, z.final))
-    if z.summary != p.summary:
-        problems.append("short test summary differs:\nplain:\n  %s\nzygote:\n  %s" % (
-            "\n  ".join(p.summary), "\n  ".join(z.summary)))
-    if problems:
-        pytest.fail("zygote run differs from plain pytest %s:\n%s\n%s\n%s" % (
-            what, "\n".join(problems), _show("plain", p), _show("zygote", z)))
-    return z
-
 
 # --- running ---------------------------------------------------------------------
 
@@ -135,7 +61,8 @@ def wait_absorbed(srv):
 
 def expect(o, final, what=""):
     __tracebackhide__ = True
-    assert o.final == final, "plain pytest %s: expected %r\n%s" % (what, final, _show("plain", o))
+    assert o.final == final, "plain pytest %s: expected %r\n%s" % (
+        what, final, show_run("plain", o))
 
 
 def compare_runs(pz, name, edit, before, after, args=ARGS, env=None, start_env=None,

@@ -1,0 +1,3 @@
+import os
+
+SKIP_DB = os.environ.get("SKIP_DB")

@@ -1,0 +1,3 @@
+import os
+
+SLOW = os.environ.get("RUN_SLOW") == "1"

@@ -1,0 +1,5 @@
+from marshmallow import Schema, fields
+
+
+class UserSchema(Schema):
+    name = fields.Str()

@@ -1,0 +1,6 @@
+from pkg.registry import register
+
+
+@register
+class Foo:
+    value = 1
