@@ -380,6 +380,42 @@ req_env(const struct proto_request *r, const char *name)
 }
 
 /*
+ * Options plugins put into the environment when pytest configures, before
+ * what they configure reads it: pytest-django's --ds and --dc win over
+ * DJANGO_SETTINGS_MODULE and DJANGO_CONFIGURATION.
+ */
+static const struct {
+	const char *opt, *var;
+} option_vars[] = {
+	{ "--ds", "DJANGO_SETTINGS_MODULE" },
+	{ "--dc", "DJANGO_CONFIGURATION" },
+};
+
+/* A variable as the run's session will have it: its option's value, else the environment's. */
+static const char *
+run_env(const struct proto_request *r, const char *name)
+{
+	for (size_t k = 0; k < ARRAY_SIZE(option_vars); k++) {
+		if (strcmp(option_vars[k].var, name) != 0)
+			continue;
+		const char *found = NULL;
+		size_t ol = strlen(option_vars[k].opt);
+		for (size_t i = 0; i < r->argc; i++) {
+			const char *a = r->argv[i];
+			if (strcmp(a, "--") == 0)
+				break;
+			if (strcmp(a, option_vars[k].opt) == 0 && i + 1 < r->argc)
+				found = r->argv[++i];
+			else if (strncmp(a, option_vars[k].opt, ol) == 0 && a[ol] == '=')
+				found = a + ol + 1;
+		}
+		if (found)
+			return found;
+	}
+	return req_env(r, name);
+}
+
+/*
  * Interpreter settings CPython reads once, when it starts: a run gets a
  * zygote started with the same. (The child applies PYTHONPATH,
  * PYTHONWARNINGS, PYTHONDONTWRITEBYTECODE, PYTHONUNBUFFERED and
@@ -470,7 +506,7 @@ env_differs(const struct gen *g, const struct proto_request *r, char *id, size_t
 			char name[256], want[24], have[24];
 			snprintf(name, sizeof(name), "%.*s", (int)(tab - p - 2), p + 2);
 			snprintf(want, sizeof(want), "%.*s", (int)(p + l - tab - 1), tab + 1);
-			const char *theirs = req_env(r, name);
+			const char *theirs = run_env(r, name);
 			env_digest(theirs, have, sizeof(have));
 			h = fnv1a_bytes(h, name, strlen(name) + 1);
 			h = theirs ? fnv1a_bytes(h, theirs, strlen(theirs) + 1)

@@ -45,9 +45,14 @@ def _exchange(sock_path, data, fds=(), fds_at=None, shut=False):
             os.close(fd)
 
 
+# The environment of a raw request: a real client's has HOME, which the
+# standard library reads at import (sysconfig's user base); a request without
+# it would be sent to a zygote warmed without it (a REDIRECT).
+RAW_ENV = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/")}
+
+
 def _run_request(root, nfds=3):
-    return run_request(["-q", "tests/test_scopes.py"], str(root), {"PATH": "/usr/bin:/bin"},
-                       nfds=nfds)
+    return run_request(["-q", "tests/test_scopes.py"], str(root), RAW_ENV, nfds=nfds)
 
 
 def _cases(root):
@@ -135,7 +140,7 @@ def test_working_directory_that_is_gone(pz, tmp_path):
     srv = pz.start(root)
     # Raw: the child cannot enter it; the client hears why and exit code 70.
     gone = tmp_path / "gone"
-    head, tail = run_request(["-q"], str(gone), {"PATH": "/usr/bin:/bin"})
+    head, tail = run_request(["-q"], str(gone), RAW_ENV)
     msgs = _exchange(srv.socket, head + tail, _fds(3), len(head))
     assert [t for t, _ in msgs] == [MSG_ERROR, MSG_EXIT], msgs
     assert ("cannot enter the working directory '%s': No such file or directory" % gone) \

@@ -369,4 +369,6 @@ def test_django_settings_module_of_the_run(pz, where):
           what="(--ds)")
     check(pz, root, "3 passed", {"DJANGO_SETTINGS_MODULE": "proj.settings"},
           what="(DJANGO_SETTINGS_MODULE=proj.settings)")
+    check(pz, root, "2 failed, 1 passed", {"DJANGO_SETTINGS_MODULE": "proj.settings"},
+          ARGS + ["--ds", "proj.other_settings"], what="(--ds over the environment)")
     check(pz, root, "3 passed", default, what="(pytest.ini's settings, afterwards)")

@@ -433,6 +433,8 @@ def _openblas():
 # Callers of os.environ[key] that read the whole environment (a copy, an
 # items() loop, a comparison): not reads of one variable by a module.
 _WHOLE_ENV_READERS = frozenset(("copy", "__iter__", "__eq__", "__or__", "__ror__", "__repr__"))
+# Modules of os.environ's own machinery (Mapping.get is collections.abc's).
+_ENV_MACHINERY = frozenset(("os", "_collections_abc", "collections.abc"))
 
 
 def _note_env_read(key, value):
@@ -446,7 +448,7 @@ def _note_env_read(key, value):
         return
     reader = None
     while f is not None and f.f_code.co_name != "<module>":
-        if reader is None and f.f_globals.get("__name__") not in ("os", "_collections_abc"):
+        if reader is None and f.f_globals.get("__name__") not in _ENV_MACHINERY:
             reader = f.f_globals.get("__name__")
         f = f.f_back
     if f is None:
