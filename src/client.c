@@ -24,7 +24,7 @@
 
 extern char **environ;
 
-char client_redirect[1024];
+char client_redirect[1024 + 4096];
 
 int
 client_connect(const char *sock)

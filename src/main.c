@@ -642,8 +642,10 @@ static int
 run_variant(const struct opts *o, int nargs, char **args)
 {
 	char id[32], reason[800], inst[192];
+	static char python[PATH_MAX];
 	proto_kv_get(client_redirect, "variant", id, sizeof(id));
 	proto_kv_get(client_redirect, "reason", reason, sizeof(reason));
+	proto_kv_get(client_redirect, "python", python, sizeof(python));
 	if (!*id || strspn(id, "0123456789abcdef") != strlen(id)) {
 		log_error("the server sent the run to a zygote it did not name; run again");
 		return ZEXIT_INTERNAL;
@@ -652,6 +654,8 @@ run_variant(const struct opts *o, int nargs, char **args)
 	struct opts vo = *o;
 	vo.instance = inst;
 	vo.quiet = 1;
+	if (python[0] == '/')
+		vo.python = python; /* the server's interpreter, whatever this client would pick */
 	struct zpaths vp;
 	if (resolve_paths(&vo, &vp) < 0)
 		return ZEXIT_USAGE;

@@ -589,7 +589,7 @@ static int
 route_elsewhere(int i)
 {
 	struct conn *c = s.conns[i];
-	char id[20], why[400], text[700];
+	char id[20], why[400], text[700 + PATH_MAX];
 	if (!env_differs(serving(), &c->dec.req, id, sizeof(id), why, sizeof(why)))
 		return 0;
 	if (s.is_variant || s.max_variants <= 0) {
@@ -603,7 +603,7 @@ route_elsewhere(int i)
 		return 1;
 	}
 	variant_used(id);
-	snprintf(text, sizeof(text), "variant=%s\nreason=%s\n", id, why);
+	snprintf(text, sizeof(text), "variant=%s\nreason=%s\npython=%s\n", id, why, s.o->python);
 	conn_reply(i, PROTO_MSG_REDIRECT, text);
 	return 1;
 }
@@ -1690,7 +1690,11 @@ supervisor_main(const struct supervisor_opts *o)
 			}
 			wake = wake < 0 || s.respawn_at < wake ? s.respawn_at : wake;
 		}
-		if (!s.stopping && s.dirty_total > 0 && s.next < 0 && s.cur >= 0) {
+		/* A variant refreshes only once a run came after the change (its
+		 * children re-import meanwhile): several variants of an idle
+		 * environment do not all warm up after every save. */
+		if (!s.stopping && s.dirty_total > 0 && s.next < 0 && s.cur >= 0 &&
+		    (!s.is_variant || s.last_run_ms >= s.last_change_ms)) {
 			long long due = s.last_change_ms + s.settle_ms;
 			if (now >= due) {
 				log_info("files changed (%ld); warming a fresh generation",

@@ -21,7 +21,7 @@ int client_connect(const char *sock);
  * server's "variant=ID\nreason=..." text then.
  */
 #define CLIENT_REDIRECT (-EXDEV)
-extern char client_redirect[1024];
+extern char client_redirect[1024 + 4096];
 int client_run(const struct zpaths *p, int nargs, char **args);
 
 /*

@@ -38,7 +38,7 @@ enum proto_msg {
 	PROTO_MSG_ERROR = 41,  /* text: a refusal, shown to the user; then close */
 	PROTO_MSG_NOTICE = 42, /* text for the client's stderr; more follows */
 	PROTO_MSG_STATUS = 43, /* text: key=value lines; then close */
-	PROTO_MSG_REDIRECT = 44, /* text: "variant=ID\nreason=..\n": the run needs a
+	PROTO_MSG_REDIRECT = 44, /* text: "variant=ID\nreason=..\npython=..\n": the run needs a
 				  * zygote warmed with its environment (the
 				  * instance NAME~ID); then close */
 

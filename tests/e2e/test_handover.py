@@ -162,3 +162,23 @@ def test_pytest_hot_reloading_project_runs_unchanged(pz, module):
     assert _pytest(pz, root, "--stop-daemon").rc == 0
     plain = _pytest(pz, root, "-q", "-s", "--daemon-disable")
     assert plain.rc == 0 and "IN-PROCESS" in plain.out, plain
+
+
+def test_interpreter_flags_are_never_dropped(pz):
+    """The client sends the environment, not the interpreter's own flags:
+    `python -X dev -m pytest` runs in its own process (dev mode on, as plain
+    pytest), saying why; PYTHONDEVMODE=1 is handed over, and the run is
+    served by a zygote started with it (dev mode on, in the zygote)."""
+    root = pz.project("handover")
+    pz.start(root)
+    args = ("-q", "-s", "-p", "no:cacheprovider", "-k", "where or dev")
+    (root / "tests" / "test_dev.py").write_text(
+        "import sys\n\ndef test_dev():\n    print('DEV=%d' % sys.flags.dev_mode)\n")
+    r = _pytest(pz, root, *args, pre=("-X", "dev"))
+    assert r.rc == 0 and "IN-PROCESS" in r.out and "DEV=1" in r.out, r
+    assert "runs with -X dev" in r.err, r
+    r = _pytest(pz, root, *args, env={"PYTHONDEVMODE": "1"})
+    assert r.rc == 0 and "IN-ZYGOTE" in r.out and "DEV=1" in r.out, r
+    assert "PYTHONDEVMODE (an interpreter setting)" in r.err, r
+    r = _pytest(pz, root, *args)
+    assert r.rc == 0 and "IN-ZYGOTE" in r.out and "DEV=0" in r.out, r

@@ -181,6 +181,38 @@ def test_environment_read_by_a_library_outside_the_project(pz, where):
         "sockets left in the runtime dir after stop: %r" % sockets())
 
 
+def test_zygotes_for_other_environments_are_few_and_go_away(pz):
+    # At most PYTEST_ZYGOTE_VARIANTS of them (here 1): the least recently used
+    # is stopped when another is needed. One unused for
+    # PYTEST_ZYGOTE_VARIANT_IDLE seconds (a variant takes it from the
+    # environment of the run that started it) stops by itself. Each run still
+    # gets what plain pytest gets.
+    ext = pz.tmp_path / "ext"
+    ext.mkdir()
+    (ext / "envlib.py").write_text(
+        'import os\n\nMODE = os.environ.get("ENVLIB_MODE", "default")\n')
+    root = pz.project("inputs_env_library")
+    base = {"PYTHONPATH": str(ext), "ENVLIB_MODE": None}
+    srv = pz.start(root, env=dict(base, PYTEST_ZYGOTE_VARIANTS="1"))
+
+    def sockets():
+        return sorted(p.name for p in Path(pz.runtime_dir).glob("*.sock"))
+
+    main = sockets()
+    assert len(main) == 1, main
+    check(pz, root, "1 failed, 1 passed", dict(base, ENVLIB_MODE="a"))
+    first = sorted(set(sockets()) - set(main))
+    assert len(first) == 1 and srv.status()["variants"] == 1, (sockets(), srv.status())
+    check(pz, root, "1 failed, 1 passed",
+          dict(base, ENVLIB_MODE="b", PYTEST_ZYGOTE_VARIANT_IDLE="1"))
+    # the first variant was stopped to make room for the second
+    assert wait_until(lambda: first[0] not in sockets(), timeout=WAIT), sockets()
+    assert srv.status()["variants"] == 1
+    # and the second stops after a second without runs
+    assert wait_until(lambda: sockets() == main, timeout=WAIT), sockets()
+    check(pz, root, "2 passed", base)
+
+
 # --- 3. interpreter-start settings --------------------------------------------------
 
 # Each setting makes one test of inputs_interp fail in a cold run.

@@ -67,6 +67,41 @@ def _debugger_active():
     return sys.gettrace() is not None or "debugpy" in sys.modules or "pydevd" in sys.modules
 
 
+def _env_level(name):
+    v = os.environ.get(name, "")
+    return int(v) if v.isdigit() else (1 if v else 0)
+
+
+def _interpreter_flags():
+    """Command-line settings of this interpreter that its environment does
+    not give (python -X dev, -O, -B, -W ...): the client sends the
+    environment, and a zygote started from it would not have them. The
+    environment variables (PYTHONDEVMODE=1, PYTHONOPTIMIZE=1, ...) are
+    handed over, and a zygote with them serves the run."""
+    f, env = sys.flags, os.environ
+    found = []
+    if sys._xoptions:
+        found.append("-X " + ",".join(sorted(sys._xoptions)))
+    if f.isolated or f.ignore_environment:
+        found.append("-I" if f.isolated else "-E")
+    if f.optimize != _env_level("PYTHONOPTIMIZE"):
+        found.append("-O")
+    if f.verbose != _env_level("PYTHONVERBOSE"):
+        found.append("-v")
+    for flag, var, opt in (("dont_write_bytecode", "PYTHONDONTWRITEBYTECODE", "-B"),
+                           ("no_user_site", "PYTHONNOUSERSITE", "-s"),
+                           ("safe_path", "PYTHONSAFEPATH", "-P")):
+        if getattr(f, flag, 0) and not env.get(var):
+            found.append(opt)
+    if f.bytes_warning:
+        found.append("-b")
+    # Dev mode puts "default" among the warning options itself.
+    given = [o for o in sys.warnoptions if not (f.dev_mode and o == "default")]
+    if given != [o for o in env.get("PYTHONWARNINGS", "").split(",") if o]:
+        found.append("-W " + ",".join(given))
+    return found
+
+
 def _plugin_objects(early_config):
     """Plugins given to pytest.main(plugins=...) (IDE runners do this): names
     and modules travel to the child as ``-p NAME``; other objects (class
@@ -359,6 +394,12 @@ def _decide(early_config, ns, args):
     if not admin and _debugger_active() and not ns.zygote_force:
         _say(early_config, "pytest-zygote: a debugger is active; running in this process "
              "(--zygote-force hands over anyway)\n")
+        return
+    flags = [] if admin or ns.zygote_force else _interpreter_flags()
+    if flags:
+        _say(early_config, "pytest-zygote: this Python runs with %s, which the hand-over cannot "
+             "pass on (it sends the environment: PYTHONDEVMODE=1 and the like are); running in "
+             "this process\n" % " ".join(flags))
         return
     plugin_names, plugin_objects = _plugin_objects(early_config)
     if not admin and plugin_objects and not ns.zygote_force:
