@@ -585,3 +585,16 @@ def run_as(pw, env, argv, cwd):
                           + ["%s=%s" % kv for kv in env.items()] + [str(a) for a in argv],
                           capture_output=True, text=True, timeout=TIMEOUT,
                           stdin=subprocess.DEVNULL, cwd=cwd)
+
+
+def wait_absorbed(srv, timeout):
+    """The server has no pending change and no generation warming: a change
+    it tracks has been absorbed by the current generation."""
+    last = {}
+
+    def settled():
+        last["st"] = st = srv.status()
+        return st["state"] == "ready" and st["warming"] == 0 and st["dirty_count"] == 0
+
+    assert wait_until(settled, timeout=timeout, interval=0.05), (
+        "server never settled; last status: %r" % (last.get("st"),))

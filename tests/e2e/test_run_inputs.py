@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 import pz_util
-from pz_util import REPO, TIMEOUT, Outcomes, assert_same_outcomes, show_run, wait_until
+from pz_util import (REPO, TIMEOUT, Outcomes, assert_same_outcomes, show_run, wait_absorbed,
+                     wait_until)
 
 ARGS = ["-v", "-rA", "-p", "no:cacheprovider"]
 WAIT = 60  # bound on waiting for the server (not a timing assertion)
@@ -75,18 +76,6 @@ def replace_in(path, old, new):
     path.write_text(text.replace(old, new, 1))
 
 
-def absorbed(srv):
-    """Wait until the server has no pending change and no generation warming."""
-    last = {}
-
-    def settled():
-        last["st"] = st = srv.status()
-        return st["state"] == "ready" and st["warming"] == 0 and st["dirty_count"] == 0
-
-    assert wait_until(settled, timeout=WAIT, interval=0.05), (
-        "server never settled; last status: %r" % (last.get("st"),))
-
-
 def assert_fresh(zyg):
     """The run said it waited for a fresh zygote."""
     __tracebackhide__ = True
@@ -99,7 +88,7 @@ def edit_and_check(pz, srv, root, edit, expected, env=None):
     __tracebackhide__ = True
     edit()
     _, zyg = check(pz, root, expected, env, what="(right after the edit)")
-    absorbed(srv)
+    wait_absorbed(srv, WAIT)
     check(pz, root, expected, env, what="(after the edit, once absorbed)")
     return zyg
 

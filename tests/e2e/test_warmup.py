@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pz_util import Outcomes, assert_same_outcomes, show_run, wait_until
+from pz_util import Outcomes, assert_same_outcomes, show_run, wait_absorbed
 
 ARGS = ["-v", "-rA", "-p", "no:cacheprovider"]
 WAIT = 60  # bound on waiting for the server to settle (not a timing assertion)
@@ -44,19 +44,6 @@ def plain_cold(pz, root, args=ARGS, env=None):
     cache = _PYCACHE["dir"]
     shutil.rmtree(str(cache) + str(Path(root).resolve()), ignore_errors=True)
     return pz.run_plain(args, cwd=root, env=dict(env or {}, PYTHONPYCACHEPREFIX=str(cache)))
-
-
-def wait_absorbed(srv):
-    """The server has no pending change and no generation warming: a change
-    it tracks has been absorbed by the current generation."""
-    last = {}
-
-    def settled():
-        last["st"] = st = srv.status()
-        return st["state"] == "ready" and st["warming"] == 0 and st["dirty_count"] == 0
-
-    assert wait_until(settled, timeout=WAIT, interval=0.05), (
-        "server never settled; last status: %r" % (last.get("st"),))
 
 
 def expect(o, final, what=""):
@@ -100,7 +87,7 @@ def compare_runs(pz, name, edit, before, after, args=ARGS, env=None, start_env=N
     p = plain("plain run after the edit")
     expect(p, after, "after the edit")
     assert_same_outcomes(p.result, z, "(right after the edit)")
-    wait_absorbed(srv)
+    wait_absorbed(srv, WAIT)
     z = zygote("zygote run once the edit was absorbed")
     assert_same_outcomes(p.result, z, "(after the edit, once absorbed)")
     return root, srv
