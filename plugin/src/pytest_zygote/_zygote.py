@@ -1724,7 +1724,9 @@ def _forget_registrations(modules):
     """Take what the modules about to be imported again registered out of
     registries that live outside the project, as a fresh process never had
     it: marshmallow's class registry (it keeps the first class registered
-    under a name), SQLAlchemy MetaData (it refuses a table defined twice)."""
+    under a name), SQLAlchemy MetaData (it refuses a table defined twice),
+    Django admin sites (they refuse a model registered twice; only where
+    Django was set up at import, since runs otherwise set it up)."""
     cr = sys.modules.get("marshmallow.class_registry")
     reg = getattr(cr, "_registry", None)
     if isinstance(reg, dict):
@@ -1734,6 +1736,14 @@ def _forget_registrations(modules):
                 reg[key] = keep
             else:
                 del reg[key]
+    sites = sys.modules.get("django.contrib.admin.sites")
+    for site in list(getattr(sites, "all_sites", ())):
+        registry = getattr(site, "_registry", None)
+        if isinstance(registry, dict):
+            for model in list(registry):
+                if getattr(model, "__module__", None) in modules or \
+                        type(registry[model]).__module__ in modules:
+                    del registry[model]
     if "sqlalchemy" in sys.modules:
         for name in modules:
             mod = sys.modules.get(name)
@@ -1811,7 +1821,6 @@ def child_run(argv, cwd, env):
 
     C has already set up fds 0/1/2, the session, signals and the cwd.
     """
-    import atexit
     import resource
     import signal
 
