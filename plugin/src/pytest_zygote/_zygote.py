@@ -855,27 +855,33 @@ def _learning_run(w):
         scan()  # what came before belongs to others
         return original(path, *args, **kwargs)
 
-    def auditing(event, args):
+    import builtins
+    import io
+
+    original_open = io.open
+
+    def noting_open(file, mode="r", *args, **kwargs):
         """Project files other than code that a module's import opens for
         reading (a configuration read at import): they are inputs of that
-        module, as its source is."""
-        if event != "open":
-            return
+        module, as its source is. (An open() wrapper, not an audit hook:
+        those see every attribute pytest's collection inspects.)"""
         try:
-            path, mode, flags = args
-            if isinstance(path, bytes):
-                path = os.fsdecode(path)
-            if not isinstance(path, str):
-                return
-            if mode is None:
-                if flags & os.O_ACCMODE != os.O_RDONLY:
-                    return
-            elif any(c in mode for c in "wax+"):
-                return
+            note_open(file, mode)
+        except Exception:  # noqa: BLE001 - never in the way of an open
+            pass
+        return original_open(file, mode, *args, **kwargs)
+
+    def note_open(path, mode):
+        if isinstance(path, os.PathLike):
+            path = os.fspath(path)
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if isinstance(path, str) and isinstance(mode, str) and \
+                not any(c in mode for c in "wax+"):
             path = os.path.abspath(path)
             if path.endswith(_CODE_SUFFIXES) or not _is_project_file(path):
                 return
-            f = sys._getframe(1)
+            f = sys._getframe(2)
             while f is not None and f.f_code.co_name != "<module>":
                 f = f.f_back
             if f is None or f.f_globals.get("__file__") in test_files or \
@@ -885,10 +891,8 @@ def _learning_run(w):
             st = os.stat(path)
             if isinstance(name, str) and stat.S_ISREG(st.st_mode):
                 send(("f", name, path, _key(st)))
-        except Exception:  # noqa: BLE001 - never in the way of an open
-            pass
 
-    sys.addaudithook(auditing)  # this process ends with the learning run
+    builtins.open = io.open = noting_open  # this process ends with the learning run
 
     for module in (_pytest.python, _pytest.config):
         module.import_path = import_path
@@ -934,7 +938,6 @@ def _learning_run(w):
     # to the next, and so is the order of the zygote's allocations (the
     # spare prepares the pages the last generation's runs wrote, at the
     # same addresses).
-    import builtins
 
     # Compiled under an importlib._bootstrap name, as the recorder is (see
     # _record_imports): warnings must not point at this wrapper.
