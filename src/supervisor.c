@@ -137,6 +137,7 @@ static struct {
 	int nvariant_fds;
 	long long variants_deadline; /* stopping: when to stop waiting for them */
 	int is_variant;       /* this server is one (its instance has a '~') */
+	int spawn_replay;     /* the next generation may replay the last learning run */
 	long long idle_ms;    /* a variant stops after this long without runs */
 	long long last_run_ms;
 } s = { .listen_fd = -1, .sigfd = -1, .cur = -1, .next = -1, .ext_fd = -1 };
@@ -207,11 +208,20 @@ pages_path(char *buf, size_t size)
 	snprintf(buf, size, "%s/%s.pages", s.o->paths.dir, s.o->paths.name);
 }
 
+/* What the last learning run reported (_zygote._learn_and_import), beside it. */
+static void
+learned_path(char *buf, size_t size)
+{
+	snprintf(buf, size, "%s/%s.learned", s.o->paths.dir, s.o->paths.name);
+}
+
 static void
 unlink_pages(void)
 {
 	char pages[PATH_MAX + 128];
 	pages_path(pages, sizeof(pages));
+	unlink(pages);
+	learned_path(pages, sizeof(pages));
 	unlink(pages);
 }
 
@@ -663,8 +673,10 @@ request_complete(int i)
 				c->noticed = 1;
 			}
 			c->waiting = 1;
-			if (s.next < 0)
+			if (s.next < 0) {
+				s.spawn_replay = 1;
 				spawn_generation();
+			}
 			return;
 		}
 		/* fall through */
@@ -682,8 +694,10 @@ request_complete(int i)
 			if (c->dec.req.kind == PROTO_KIND_RUN) {
 				hand_over(i);
 				/* The next such run's generation warms meanwhile. */
-				if (new_seed > 0 && s.next < 0 && !s.stopping)
+				if (new_seed > 0 && s.next < 0 && !s.stopping) {
+					s.spawn_replay = 1;
 					spawn_generation();
+				}
 			} else {
 				reply_status(i);
 			}
@@ -925,6 +939,8 @@ spawn_generation(void)
 		return -1;
 	}
 	int number = ++s.generations;
+	int replay = s.spawn_replay && s.dirty_total == 0 && !s.fresh_needed;
+	s.spawn_replay = 0;
 	pid_t sup = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
@@ -943,10 +959,17 @@ spawn_generation(void)
 		if (logfd >= 0)
 			dup2(logfd, 1);
 		dup2(sv[1], 3);
-		char gen[16], supbuf[16], pages[PATH_MAX + 128];
+		char gen[16], supbuf[16], pages[PATH_MAX + 128], learned[PATH_MAX + 128];
 		snprintf(gen, sizeof(gen), "%d", number);
 		snprintf(supbuf, sizeof(supbuf), "%d", (int)sup);
 		pages_path(pages, sizeof(pages));
+		/* Where warm-up keeps what its learning run reported; a
+		 * generation started only for a new hash seed (nothing changed)
+		 * replays that instead of running it again. */
+		learned_path(learned, sizeof(learned));
+		setenv("PYTEST_ZYGOTE_LEARNED", learned, 1);
+		if (replay)
+			setenv("PYTEST_ZYGOTE_REPLAY", "1", 1);
 		/*
 		 * Every generation (and server) of a project gets the same
 		 * address-space layout, so a new generation can prepare its first

@@ -232,6 +232,30 @@ def test_interpreter_start_setting(pz, name, where):
     assert printed[1] == printed[2], "two runs with the same environment differ: %r" % printed
 
 
+def test_each_run_gets_a_hash_seed_of_its_own(pz):
+    # PYTEST_ZYGOTE_HASH_SEED=per-run: every such run is forked from a
+    # generation no run came from (a cold run's seed is its own too); the
+    # generations after the first replay the first one's learning run, as
+    # nothing changed. Runs without it share their generation's seed.
+    root = pz.project("inputs_interp")
+    srv = pz.start(root)
+    per_run = {"PYTEST_ZYGOTE_HASH_SEED": "per-run"}
+
+    def hash_of(env):
+        r = check(pz, root, "4 passed", env)[1]
+        lines = [ln for ln in interp_lines(r, True) if ln.startswith("INTERP hash=")]
+        assert len(lines) == 1, r
+        return lines[0]
+
+    seeds = [hash_of(per_run) for _ in range(3)]
+    assert len(set(seeds)) == 3, seeds
+    assert hash_of({}) == hash_of({}), "two runs of one generation differ"
+    log = Path(srv.status()["log"]).read_text()
+    assert log.count("replayed the learning run") >= 2, log
+    r = pz.run_zygote(ARGS, cwd=root, env={"PYTEST_ZYGOTE_HASH_SEED": "sometimes"})
+    assert r.rc == 70 and "PYTEST_ZYGOTE_HASH_SEED must be per-run or generation" in r.err, r
+
+
 # --- 4. hash-order flakiness found by the flake hunt ---------------------------------
 
 HUNT = REPO / "examples" / "ci" / "flaky-hunt.sh"

@@ -556,15 +556,9 @@ def _replay_side_effects():
             pass
 
 
-def _learn_and_import():
-    """Fork the learning run and import what it reports as it goes, with
-    the import recorder and the side-effect recorder on. Returns the
-    warm-up status ("ok", or what went wrong, in words)."""
-    import marshal
-    import pickle
-    import struct
-    import warnings
-
+def _fork_learning_run():
+    """Fork the learning run; returns (the file to read its records from,
+    its pid)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the learning run
@@ -582,6 +576,46 @@ def _learn_and_import():
         finally:
             os._exit(code)
     os.close(w)
+    return os.fdopen(r, "rb"), pid
+
+
+def _learn_and_import():
+    """Fork the learning run and import what it reports as it goes, with
+    the import recorder and the side-effect recorder on. Returns the
+    warm-up status ("ok", or what went wrong, in words).
+
+    What it reported is kept in the file PYTEST_ZYGOTE_LEARNED names; a
+    generation the supervisor starts only for a new hash seed, with no
+    change since (PYTEST_ZYGOTE_REPLAY=1), reads that instead of running
+    it again. Replayed records are checked as fresh ones are: a module is
+    imported only from the file it was found in, rewritten code is used
+    only for a file with the same stat, a data file's stat is compared."""
+    import marshal
+    import pickle
+    import struct
+    import warnings
+
+    learned = os.environ.pop("PYTEST_ZYGOTE_LEARNED", None)
+    replay = os.environ.pop("PYTEST_ZYGOTE_REPLAY", None) == "1" and learned
+    f = tee = pid = None
+    if replay:
+        try:
+            f = open(learned, "rb")
+        except OSError:
+            f = None
+        else:
+            # (into the server's log)
+            print("pytest-zygote: generation for a new hash seed: replayed the learning run "
+                  "of the last generation", flush=True)
+    if f is None:
+        f, pid = _fork_learning_run()
+        if learned:
+            tee_path = "%s.%d" % (learned, os.getpid())
+            try:
+                tee = os.fdopen(os.open(tee_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
+                                        os.O_CLOEXEC, 0o600), "wb")
+            except OSError:
+                tee = None
     # No collections while importing: what they free depends on timing, and
     # the next generation should lay out its heap as this one (the spare
     # prepares the pages the last generation's runs wrote).
@@ -589,11 +623,11 @@ def _learn_and_import():
     unrecord = _record_imports()
     side_effects = _SideEffects()
     status = "ok"
+    ended = False
     hook = None
     pending = []  # modules reported before the ini values the hook needs
     plugins = []  # what the learning run registered as plugins
     _early.update(sys.modules)  # pytest's own imports
-    f = os.fdopen(r, "rb")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the learning run's to report
@@ -602,6 +636,8 @@ def _learn_and_import():
                 if len(head) < 4:
                     break
                 data = f.read(struct.unpack("<I", head)[0])
+                if tee is not None:
+                    tee.write(head + data)
                 try:
                     rec = pickle.loads(data)
                 except Exception:  # noqa: BLE001 - a warning class this process lacks
@@ -627,8 +663,10 @@ def _learn_and_import():
                     _warm_addopts[:] = rec[1].get("addopts", [])
                     hook = _zygote_rewrite_hook(rec[1])
                     sys.meta_path.insert(0, hook)
-                elif kind == "end" and rec[1] not in (0, 5):
-                    status = "collection exit code %d" % rec[1]
+                elif kind == "end":
+                    ended = True
+                    if rec[1] not in (0, 5):
+                        status = "collection exit code %d" % rec[1]
                 if pending and (hook is not None or kind == "end"):
                     if hook is None:
                         hook = _zygote_rewrite_hook({})
@@ -645,7 +683,16 @@ def _learn_and_import():
             _rewrite_marks[:] = sorted(hook.marked_later())
         side_effects.stop()
         unrecord()
-        _, wstatus = os.waitpid(pid, 0)
+        wstatus = os.waitpid(pid, 0)[1] if pid else 0
+        if tee is not None:
+            tee.close()
+            try:
+                if ended and status == "ok":
+                    os.replace(tee_path, learned)
+                else:
+                    os.unlink(tee_path)
+            except OSError:
+                pass
     plugins.append(("module", "_pytest.hookspec", None))
     _fill_run_caches(dict.fromkeys(plugins))
     if os.WIFSIGNALED(wstatus):
