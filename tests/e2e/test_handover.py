@@ -3,6 +3,7 @@ project's addopts) hands the run to the zygote for its rootdir, with the
 predecessor's flags and PYTEST_DAEMON_* variables as aliases."""
 
 import os
+import re
 import sys
 
 import pytest
@@ -30,11 +31,24 @@ def _runs(pz, root, *extra):
     return json.loads(r.out)["runs"]
 
 
-def test_no_zygote_names_the_flag_that_starts_one(pz):
+def test_no_zygote_runs_in_process_as_plain_pytest(pz):
+    # The plugin in committed addopts, on a machine without a server (CI):
+    # pytest runs in its own process, with plain pytest's output and exit
+    # code, and says once (not with -q) how to start a zygote.
+    # --zygote-require makes it an error instead.
     root = pz.project("handover")
-    r = _pytest(pz, root, "-q")
-    assert r.rc == 69, r
-    assert "pytest --zygote-start" in r.err, r
+    (root / "tests" / "test_fails.py").write_text("def test_fails():\n    assert 0\n")
+    for args in (("-p", "no:cacheprovider"), ("-q", "-p", "no:cacheprovider")):
+        plain = pz.call([sys.executable, "-m", "pytest", *args, "-p", "no:pytest_zygote",
+                         "-o", "addopts="], cwd=root, env=_env(pz))
+        r = _pytest(pz, root, *args)
+        assert (r.rc, plain.rc) == (1, 1), (r, plain)
+        assert pz_util.normalise(r.out) == pz_util.normalise(plain.out), (r, plain)
+        said = "no zygote is running for %s; running in this process" % root
+        assert (said in r.err) == ("-q" not in args), r
+        assert "IN-PROCESS" in _pytest(pz, root, *args, "-s", "-k", "where").out
+    r = _pytest(pz, root, "-q", "--zygote-require")
+    assert r.rc == 69 and "pytest --zygote-start" in r.err, r
 
 
 def test_start_run_stop(pz):
@@ -182,3 +196,30 @@ def test_interpreter_flags_are_never_dropped(pz):
     assert "PYTHONDEVMODE (an interpreter setting)" in r.err, r
     r = _pytest(pz, root, *args)
     assert r.rc == 0 and "IN-ZYGOTE" in r.out and "DEV=0" in r.out, r
+
+
+def test_xdist_with_the_plugin_active(pz):
+    # pytest -n 2 with the plugin in addopts: xdist's workers load the plugin
+    # too and must run where they are. Without a server everything runs in
+    # process; with one the controller is handed over as one run. Both end
+    # as plain pytest -n 2 does, test by test.
+    pytest.importorskip("xdist")
+    root = pz.project("plugin_xdist")
+    (root / "pytest.ini").write_text(
+        "[pytest]\ntestpaths = tests\naddopts = -p pytest_zygote.plugin\n")
+    args = ("-n", "2", "-v", "-p", "no:cacheprovider")
+
+    def outcomes(r):
+        # "[gw0] [ 50%] PASSED tests/test_work.py::test_a"
+        return sorted(re.findall(r"\b(PASSED|FAILED|ERROR|SKIPPED) (\S+::\S+)", r.out))
+
+    plain = pz.call([sys.executable, "-m", "pytest", *args, "-p", "no:pytest_zygote",
+                     "-o", "addopts="], cwd=root, env=_env(pz))
+    assert plain.rc == 1 and outcomes(plain), plain
+    r = _pytest(pz, root, *args)
+    assert (r.rc, outcomes(r)) == (plain.rc, outcomes(plain)), (r, plain)
+    pz.start(root)
+    r = _pytest(pz, root, *args)
+    assert (r.rc, outcomes(r)) == (plain.rc, outcomes(plain)), r.out + r.err
+    assert "waiting:" not in r.err, r
+    assert _runs(pz, root) == 1, r

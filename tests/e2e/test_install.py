@@ -201,11 +201,14 @@ def test_entry_point_hands_over_only_to_a_project_that_uses_a_zygote(pz, venv):
     r = _vpytest(pz, venv, root, "-q", "-s")
     assert r.rc == 0 and "IN-PROCESS" in r.out and "zygote" not in r.err, r
 
-    # A project with a [pytest-zygote] section is told, once, why it runs slow.
+    # A project with a [pytest-zygote] section is told, once, why it runs
+    # slow (not with -q).
     (root / ".pytest-zygote.ini").write_text("[pytest-zygote]\nsettle_ms = 300\n")
-    r = _vpytest(pz, venv, root, "-q", "-s")
+    r = _vpytest(pz, venv, root, "-s")
     assert r.rc == 0 and "IN-PROCESS" in r.out, r
     assert r.err.count("no zygote is running for %s" % root) == 1, r
+    r = _vpytest(pz, venv, root, "-q", "-s")
+    assert r.rc == 0 and "IN-PROCESS" in r.out and "zygote" not in r.err, r
     # ... and start_if_needed there starts one.
     (root / ".pytest-zygote.ini").write_text("[pytest-zygote]\nstart_if_needed = true\n")
     r = _vpytest(pz, venv, root, "-q", "-s")
@@ -218,6 +221,8 @@ def test_named_plugin_and_entry_point_register_once(pz, venv):
     pz.zbin = str(venv / "bin" / "pytest-zygote")
     root = pz.project("handover")
     r = _vpytest(pz, venv, root, "-q", "-s")
+    assert r.rc == 0 and "IN-PROCESS" in r.out, r
+    r = _vpytest(pz, venv, root, "-q", "-s", "--zygote-require")
     assert r.rc == 69 and "pytest --zygote-start" in r.err, r
     r = _vpytest(pz, venv, root, "-q", "-s", "--zygote-start-if-needed",
                  env={"PYTEST_ADDOPTS": "-p pytest_zygote.plugin"})

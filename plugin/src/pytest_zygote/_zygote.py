@@ -1115,7 +1115,13 @@ def _reset_libraries(cwd):
     """Libraries that compute a default from the process at import time.
     hypothesis puts its example database under the cwd it was imported in
     (the root, in the zygote) and caches HYPOTHESIS_STORAGE_DIRECTORY once
-    read: point both back at this run's cwd and environment."""
+    read: point both back at this run's cwd and environment. pytest-xdist
+    freezes sys.path when its plugin is imported and gives that to its
+    workers: give it this run's (with the client's PYTHONPATH)."""
+    xp = sys.modules.get("xdist.plugin")
+    frozen = getattr(xp, "_sys_path", None)
+    if isinstance(frozen, list):
+        frozen[:] = sys.path  # in place: xdist.workermanage imported the list
     hc = sys.modules.get("hypothesis.configuration")
     if hc is not None:
         if hasattr(hc, "__hypothesis_home_directory_default"):

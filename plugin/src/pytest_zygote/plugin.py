@@ -230,6 +230,8 @@ def pytest_addoption(parser):
         help="run in this process, as if the plugin were absent")
     add("--zygote-force", dest="zygote_force", action="store_true",
         help="hand over even when a debugger is active")
+    add("--zygote-require", dest="zygote_require", action="store_true",
+        help="fail (exit 69) instead of running in this process when no zygote is running")
     add("--zygote-instance", "--daemon-port", dest="zygote_instance", default=None,
         help="select a separate zygote for the same project (any name or number)")
     add("--daemon-watch-globs", dest="daemon_watch_globs", default=None,
@@ -379,18 +381,26 @@ def _decide(early_config, ns, args):
     start_if_needed = ns.zygote_start_if_needed or _env_bool(
         "PYTEST_DAEMON_START_IF_NEEDED") or _env_bool("PYTEST_ZYGOTE_START_IF_NEEDED")
     instance = _setting(ns, "zygote_instance", "PYTEST_DAEMON_PORT", "PYTEST_ZYGOTE_INSTANCE")
-    if not _named_explicitly(args) and not (admin or start_if_needed or ns.zygote_force):
-        # Not asked for by name: hand over only to a zygote that is running
-        # (or that the project's section says to start); never break a plain
-        # pytest run in a project that has no zygote.
-        if not _zygote_running(early_config.rootpath, instance):
-            section, section_start = _project_section(early_config.rootpath)
-            if not section_start:
-                if section:
-                    _say(early_config, "pytest-zygote: no zygote is running for %s; running "
-                         "in this process (pytest --zygote-start starts one)\n"
-                         % early_config.rootpath)
-                return
+    if os.environ.get("PYTEST_XDIST_WORKER") and not admin:
+        # An xdist worker: its controller was handed over already, or runs
+        # in its own process; either way the worker runs where it is.
+        return
+    if not (admin or start_if_needed or ns.zygote_force) and \
+            not _zygote_running(early_config.rootpath, instance):
+        # No zygote (and none to start): run here, exactly as without the
+        # plugin, so that a committed addopts never breaks plain pytest.
+        section, section_start = _project_section(early_config.rootpath)
+        if not section_start:
+            if ns.zygote_require or _env_bool("PYTEST_ZYGOTE_REQUIRE"):
+                _say(early_config, "pytest-zygote: no zygote is running for %s; start one with: "
+                     "pytest --zygote-start (--zygote-require asks for one)\n"
+                     % early_config.rootpath)
+                os._exit(69)
+            if (section or _named_explicitly(args)) and getattr(ns, "verbose", 0) >= 0:
+                _say(early_config, "pytest-zygote: no zygote is running for %s; running in "
+                     "this process (pytest --zygote-start starts one)\n"
+                     % early_config.rootpath)
+            return
     if not admin and _debugger_active() and not ns.zygote_force:
         _say(early_config, "pytest-zygote: a debugger is active; running in this process "
              "(--zygote-force hands over anyway)\n")
