@@ -223,3 +223,20 @@ def test_xdist_with_the_plugin_active(pz):
     assert (r.rc, outcomes(r)) == (plain.rc, outcomes(plain)), r.out + r.err
     assert "waiting:" not in r.err, r
     assert _runs(pz, root) == 1, r
+
+
+def test_daemon_use_os_events_is_a_flag(pz):
+    # pytest-hot-reloading's start command passes it alone; followed by a
+    # path, the path is still the path to run (it used to be taken as the
+    # option's value, and the whole suite ran).
+    root = pz.project("handover")
+    (root / "tests" / "test_other.py").write_text("def test_other():\n    pass\n")
+    r = _pytest(pz, root, "--zygote-start", "--daemon-use-os-events")
+    assert r.rc == 0 and pz_util.READY_RE.match(r.out.strip().splitlines()[-1]), r
+    r = _pytest(pz, root, "--daemon-use-os-events", "tests/test_other.py", "-q",
+                "-p", "no:cacheprovider")
+    assert r.rc == 0 and "1 passed" in r.out, r
+    assert _runs(pz, root) == 1
+    import json
+    st = json.loads(pz.cli("status", "--root", root, "--json").out)
+    assert st["watching"] == "inotify", st

@@ -37,10 +37,10 @@ _TRUE = ("1", "true", "yes", "on")
 # Our options that take a value, and the flags, as they may appear in argv.
 _VALUE_OPTS = ("--zygote-instance", "--daemon-port", "--daemon-watch-globs",
                "--daemon-ignore-watch-globs", "--pytest-name", "--daemon-timeout",
-               "--daemon-poll-throttle", "--daemon-use-os-events")
+               "--daemon-poll-throttle")
 _FLAG_OPTS = ("--zygote-start", "--zygote-stop", "--zygote-status", "--zygote-start-if-needed",
-              "--zygote-disable", "--zygote-force", "--daemon", "--stop-daemon",
-              "--daemon-start-if-needed", "--daemon-disable",
+              "--zygote-disable", "--zygote-force", "--zygote-require", "--daemon", "--stop-daemon",
+              "--daemon-start-if-needed", "--daemon-disable", "--daemon-use-os-events",
               "--daemon-do-not-autowatch-fixtures")
 # Accepted for pytest-hot-reloading users, meaningless here: (option, env, why).
 _NO_MEANING = (
@@ -238,8 +238,9 @@ def pytest_addoption(parser):
         help="colon-separated globs of files to watch (when starting)")
     add("--daemon-ignore-watch-globs", dest="daemon_ignore_watch_globs", default=None,
         help="colon-separated globs never to watch (when starting)")
-    add("--daemon-use-os-events", dest="daemon_use_os_events", default=None,
-        help="'false' polls the tree instead of inotify (when starting)")
+    add("--daemon-use-os-events", dest="daemon_use_os_events", action="store_true",
+        help="watch with OS events (inotify), as pytest-hot-reloading's flag; the default "
+             "here (PYTEST_DAEMON_USE_OS_EVENTS=false polls instead)")
     add("--daemon-poll-throttle", dest="daemon_poll_throttle", default=None,
         help="seconds between polls when polling (when starting)")
     add("--pytest-name", dest="pytest_name", default=None, help="accepted; has no meaning here")
