@@ -238,3 +238,20 @@ def test_pytest_hot_reloading_project_in_the_virtualenv(pz, venv):
         return _vpytest(pz, venv, root, *args, env=env)
 
     pz_util.hot_reloading_flow(pytest_, root, "workarounds")
+
+
+def test_another_interpreters_zygote_is_not_used(pz, venv):
+    """A zygote started for the system interpreter serves /usr/bin/python3's
+    pytest; the virtualenv's `python -m pytest` (other packages) runs in its
+    own process and says why, until a zygote of its own runs."""
+    root = pz.project("handover")
+    pz.start(root)  # the build's interpreter
+    r = pz.call([PY, "-m", "pytest", "-q", "-s"], cwd=root,
+                env={"PYTHONPATH": str(pz_util.REPO / "plugin" / "src"),
+                     "PYTEST_ZYGOTE_BIN": pz.zbin})
+    assert r.rc == 0 and "IN-ZYGOTE" in r.out, r
+    r = _vpytest(pz, venv, root, "-q", "-s")
+    assert r.rc == 0 and "IN-PROCESS" in r.out, r
+    assert "runs %s" % venv in r.err and "running in this process" in r.err, r
+    r = _vpytest(pz, venv, root, "-q", "-s", "--zygote-require")
+    assert r.rc == 69, r

@@ -183,6 +183,52 @@ def _zygote_running(root, instance):
     return False
 
 
+def _server_status(root, instance):
+    """The running server's status ({key: value}, src/supervisor.c
+    status_text), or None: one round trip on its socket (about a
+    millisecond), only when a server holds the pid file."""
+    import socket
+    import struct
+
+    path = _pid_file(root, instance)[:-len(b".pid")] + b".sock"
+    hello = struct.pack("=IIIIII", 1, 16, 0x47595a50, 1, 2, 0)  # HELLO: magic, v1, STATUS
+    done = struct.pack("=II", 6, 0)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            s.connect(path)
+            s.sendall(hello + done)
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return None
+    if len(data) < 8:
+        return None
+    kind, n = struct.unpack("=II", data[:8])
+    if kind != 43:  # STATUS
+        return None
+    text = data[8:8 + n].rstrip(b"\0").decode("utf-8", "replace")
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def _interpreter_of(python):
+    """What makes two interpreters the same for a run: the binary and the
+    virtualenv (None outside one)."""
+    python = os.path.abspath(python)
+    env = os.path.dirname(os.path.dirname(python))
+    venv = os.path.realpath(env) if os.path.exists(os.path.join(env, "pyvenv.cfg")) else None
+    return os.path.realpath(python), venv
+
+
+def _this_interpreter():
+    venv = os.path.realpath(sys.prefix) if sys.prefix != sys.base_prefix else None
+    return os.path.realpath(sys.executable), venv
+
+
 _SECTIONS = ((".pytest-zygote.ini", "[pytest-zygote]"), ("pytest.ini", "[pytest-zygote]"),
              ("tox.ini", "[pytest-zygote]"), ("setup.cfg", "[pytest-zygote]"),
              ("pyproject.toml", "[tool.pytest-zygote]"))
@@ -412,6 +458,19 @@ def _decide(early_config, ns, args):
              "pass on (it sends the environment: PYTHONDEVMODE=1 and the like are); running in "
              "this process\n" % " ".join(flags))
         return
+    if not admin:
+        # A zygote of another interpreter (the system's, where this is a
+        # virtualenv's) would run the tests with other packages.
+        st = _server_status(early_config.rootpath, instance)
+        theirs = st.get("python") if st else None
+        if theirs and _interpreter_of(theirs) != _this_interpreter():
+            _say(early_config, "pytest-zygote: the zygote for %s runs %s, this pytest runs %s; "
+                 "running in this process (start one for this interpreter: %s -m pytest "
+                 "--zygote-start)\n" % (early_config.rootpath, theirs, sys.executable,
+                                        sys.executable))
+            if ns.zygote_require or _env_bool("PYTEST_ZYGOTE_REQUIRE"):
+                os._exit(69)
+            return
     plugin_names, plugin_objects = _plugin_objects(early_config)
     if not admin and plugin_objects and not ns.zygote_force:
         _say(early_config, "pytest-zygote: pytest.main() was given plugin objects that cannot "
