@@ -240,3 +240,30 @@ def test_daemon_use_os_events_is_a_flag(pz):
     import json
     st = json.loads(pz.cli("status", "--root", root, "--json").out)
     assert st["watching"] == "inotify", st
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a directory to another user")
+def test_a_runtime_directory_of_another_user_is_no_server(pz, tmp_path):
+    # Another user made the runtime directory first (/tmp/pytest-zygote-UID
+    # when XDG_RUNTIME_DIR is unset) and holds a locked pid file in it: the
+    # plugin must not hand over to a client that refuses the directory; pytest
+    # runs in its own process, as plain pytest.
+    import fcntl
+    root = pz.project("handover")
+    planted = tmp_path / "planted"
+    planted.mkdir(mode=0o755)
+    env = {"PYTEST_ZYGOTE_RUNTIME_DIR": str(planted)}
+    # the pid file's name, as the plugin computes it
+    r = pz.call([sys.executable, "-c", "import sys; from pytest_zygote import plugin; "
+                 "sys.stdout.buffer.write(plugin._pid_file(sys.argv[1], None))", str(root)],
+                env=_env(pz, env))
+    assert r.rc == 0, r
+    pid_file = planted / os.path.basename(r.out)
+    pid_file.write_text("1\n")
+    nobody = 65534
+    os.chown(planted, nobody, nobody)
+    os.chown(pid_file, nobody, nobody)
+    with open(pid_file) as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        r = _pytest(pz, root, "-q", "-s", "-p", "no:cacheprovider", env=env)
+    assert r.rc == 0 and "IN-PROCESS" in r.out and "2 passed" in r.out, r

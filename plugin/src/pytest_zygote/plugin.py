@@ -166,11 +166,21 @@ def _pid_file(root, instance):
 
 
 def _zygote_running(root, instance):
-    """Does a server hold the lock on root's pid file? Reads nothing, connects
-    to nothing: a project without a zygote pays a stat and an open."""
+    """Does a server of ours hold the lock on root's pid file? Reads
+    nothing, connects to nothing: a project without a zygote pays a stat and
+    an open. A runtime directory or pid file that is not ours, or that others
+    may write (another user made /tmp/pytest-zygote-UID first), is no server
+    of ours: pytest then runs in its own process instead of handing over to
+    a client that would refuse the directory."""
+    path = _pid_file(root, instance)
     try:
-        fd = os.open(_pid_file(root, instance), os.O_RDONLY | os.O_CLOEXEC)
+        d = os.stat(os.path.dirname(path))
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
+        return False
+    st = os.fstat(fd)
+    if d.st_uid != os.getuid() or d.st_mode & 0o077 or st.st_uid != os.getuid():
+        os.close(fd)
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
