@@ -267,3 +267,27 @@ def test_a_runtime_directory_of_another_user_is_no_server(pz, tmp_path):
         fcntl.flock(f, fcntl.LOCK_EX)
         r = _pytest(pz, root, "-q", "-s", "-p", "no:cacheprovider", env=env)
     assert r.rc == 0 and "IN-PROCESS" in r.out and "2 passed" in r.out, r
+
+
+def test_a_runner_scripts_sys_path_reaches_the_child(pz, tmp_path):
+    # As IDE runners do: a script puts its helper directory on sys.path and
+    # calls pytest.main() with the plugin named; the test imports a module
+    # from there. Handed over, it imports it as in the script's process.
+    root = pz.project("handover")
+    helpers = tmp_path / "helpers"
+    helpers.mkdir()
+    (helpers / "runner_helper.py").write_text("MARK = 'from-the-runner'\n")
+    (root / "tests" / "test_helper.py").write_text(
+        "import os\n\ndef test_helper():\n    import runner_helper\n"
+        "    print('HELPER', runner_helper.MARK)\n"
+        "    print('SENT', 'PYTEST_ZYGOTE_SYS_PATH' in os.environ)\n")
+    script = tmp_path / "run_tests.py"
+    script.write_text(
+        "import sys\nsys.path.insert(0, %r)\nimport pytest\n"
+        "sys.exit(pytest.main(['-q', '-s', '-p', 'no:cacheprovider', 'tests']))\n"
+        % str(helpers))
+    assert _pytest(pz, root, "--zygote-start").rc == 0
+    r = pz.call([sys.executable, str(script)], cwd=root, env=_env(pz))
+    assert r.rc == 0 and "IN-ZYGOTE" in r.out and "HELPER from-the-runner" in r.out, r
+    assert "SENT False" in r.out, r  # how it travelled is not the tests' to see
+    assert _runs(pz, root) == 1

@@ -1598,6 +1598,24 @@ def _apply_path(cwd, env):
     sys.path[:] = [cwd] + extra + [p for p in base if p not in extra]
 
 
+def _add_runner_path(text):
+    """The plugin's hand-over sends the sys.path of the process it replaced
+    (PYTEST_ZYGOTE_SYS_PATH, JSON): directories a runner script added before
+    calling pytest.main() go in after the first entry, in their order, so
+    that the tests import what they would have imported there."""
+    if not text:
+        return
+    import json
+
+    try:
+        entries = json.loads(text)
+    except ValueError:
+        return
+    have = set(sys.path)
+    extra = [p for p in entries if isinstance(p, str) and p and p not in have]
+    sys.path[1:1] = list(dict.fromkeys(extra))
+
+
 def _apply_interpreter_env(old, new):
     """The few interpreter-start variables that can still follow the client,
     and the time zone, which libc read from the zygote's TZ."""
@@ -1892,10 +1910,12 @@ def child_run(argv, cwd, env):
     # the dispositions; these two are what CPython sets at start-up.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     _new_stdio(bool(env.get("PYTHONUNBUFFERED")))
+    runner_path = env.pop("PYTEST_ZYGOTE_SYS_PATH", None)
     zygote_env = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
     _apply_path(cwd, env)
+    _add_runner_path(runner_path)
     _replay_side_effects()
     _apply_interpreter_env(zygote_env, env)
     try:

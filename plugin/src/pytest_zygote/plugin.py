@@ -517,6 +517,12 @@ def _decide(early_config, ns, args):
         argv.append("--start-if-needed")
     env = _start_env(ns)
     env["PYTEST_ZYGOTE_HINT"] = "pytest --zygote-start (or add --zygote-start-if-needed)"
+    # A runner script (an IDE's) may have put directories on sys.path before
+    # it called pytest.main(): the child adds those it lacks (and takes the
+    # variable out of its environment).
+    import json
+
+    env["PYTEST_ZYGOTE_SYS_PATH"] = json.dumps([p for p in sys.path if isinstance(p, str)])
     plugin_args = [a for name in plugin_names for a in ("-p", name)]
     argv += ["--", *plugin_args, *_strip_own(list(early_config.invocation_params.args))]
     os.execve(binary, argv, env)
