@@ -1659,7 +1659,11 @@ supervisor_main(const struct supervisor_opts *o)
 		return ZEXIT_NOSTART;
 	}
 	pidfile_write(s.pfh);
-	setproctitle("supervisor %s", o->paths.root);
+	if (s.is_variant)
+		setproctitle("supervisor %s (for another environment, %s)", o->paths.root,
+			     o->instance);
+	else
+		setproctitle("supervisor %s", o->paths.root);
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	watch_start();
 

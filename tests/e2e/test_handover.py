@@ -142,6 +142,22 @@ def test_under_a_debugger_runs_in_process(pz):
     assert r.rc == 0 and "IN-ZYGOTE" in r.out, r
 
 
+def test_under_coverage_runs_in_process_and_says_so(pz, tmp_path):
+    # `coverage run -m pytest` traces this process; the zygote's child would
+    # not be measured. The notice names coverage, not a debugger.
+    pytest.importorskip("coverage")
+    root = pz.project("handover")
+    assert _pytest(pz, root, "--zygote-start").rc == 0
+    data = tmp_path / "cov.data"
+    r = pz.call([sys.executable, "-m", "coverage", "run", "--data-file", str(data), "-m",
+                 "pytest", "-q", "-s", "-p", "no:cacheprovider"], cwd=root, env=_env(pz))
+    assert r.rc == 0 and "IN-PROCESS" in r.out, r
+    assert "pytest-zygote: coverage is measuring this process; running in this process" \
+        in r.err, r
+    assert data.exists()
+    assert _runs(pz, root) == 0
+
+
 def test_ide_plugin_from_the_clients_pythonpath(pz, tmp_path):
     """VS Code's test explorer passes its own plugin with -p from a directory
     only its PYTHONPATH has, and names a pipe in the environment."""

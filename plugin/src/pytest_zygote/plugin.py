@@ -63,8 +63,18 @@ def _in_zygote():
     return z is not None and getattr(z, "_root", None) is not None
 
 
-def _debugger_active():
-    return sys.gettrace() is not None or "debugpy" in sys.modules or "pydevd" in sys.modules
+def _tracer_active():
+    """Why this process must keep its run (a tracer would not follow it into
+    the zygote), in words, or None."""
+    if "debugpy" in sys.modules or "pydevd" in sys.modules:
+        return "a debugger is active"
+    tracer = sys.gettrace()
+    if tracer is None:
+        return None
+    owner = getattr(type(tracer), "__module__", "") or getattr(tracer, "__module__", "") or ""
+    if owner.partition(".")[0] == "coverage":
+        return "coverage is measuring this process"
+    return "a trace function is set (a debugger, coverage or a profiler)"
 
 
 def _env_level(name):
@@ -458,9 +468,10 @@ def _decide(early_config, ns, args):
                      "this process (pytest --zygote-start starts one)\n"
                      % early_config.rootpath)
             return
-    if not admin and _debugger_active() and not ns.zygote_force:
-        _say(early_config, "pytest-zygote: a debugger is active; running in this process "
-             "(--zygote-force hands over anyway)\n")
+    why = None if admin or ns.zygote_force else _tracer_active()
+    if why:
+        _say(early_config, "pytest-zygote: %s; running in this process "
+             "(--zygote-force hands over anyway)\n" % why)
         return
     flags = [] if admin or ns.zygote_force else _interpreter_flags()
     if flags:
