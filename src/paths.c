@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "zygote/common.h"
 #include "zygote/paths.h"
 
 int
@@ -221,16 +222,6 @@ paths_find_rootdir(const char *cwd, char *buf, size_t size)
 	return 0;
 }
 
-/* FNV-1a, 64 bits: a stable, short name for a root. */
-static unsigned long long
-fnv1a(const char *s, unsigned long long h)
-{
-	for (; *s; s++) {
-		h ^= (unsigned char)*s;
-		h *= 1099511628211ULL;
-	}
-	return h;
-}
 
 int
 paths_for_root(struct zpaths *p, const char *root, const char *instance, char *err,
@@ -253,9 +244,10 @@ paths_for_root(struct zpaths *p, const char *root, const char *instance, char *e
 
 	const char *base = strrchr(p->root, '/');
 	base = base && base[1] ? base + 1 : "root";
-	unsigned long long h = fnv1a(p->root, 1469598103934665603ULL);
+	/* A stable, short name for a root (the basis is not FNV's, and stays). */
+	unsigned long long h = fnv1a(1469598103934665603ULL, p->root, strlen(p->root));
 	if (instance && *instance)
-		h = fnv1a(instance, fnv1a("\x01", h));
+		h = fnv1a(fnv1a(h, "\x01", 1), instance, strlen(instance));
 	char safe[25];
 	size_t k = 0;
 	for (; base[k] && k < sizeof(safe) - 1; k++)

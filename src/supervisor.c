@@ -137,7 +137,6 @@ static struct {
 	int nvariant_fds;
 	long long variants_deadline; /* stopping: when to stop waiting for them */
 	int is_variant;       /* this server is one (its instance has a '~') */
-	int spawn_replay;     /* the next generation may replay the last learning run */
 	long long idle_ms;    /* a variant stops after this long without runs */
 	long long last_run_ms;
 } s = { .listen_fd = -1, .sigfd = -1, .cur = -1, .next = -1, .ext_fd = -1 };
@@ -375,7 +374,7 @@ hand_over(int i)
 static void begin_stop(int grace_ms);
 static void watch_settle(void);
 static void ext_drain(void);
-static int spawn_generation(void);
+static int spawn_generation(int replay);
 static void on_change(const char *path, void *arg);
 
 /* The value of name in a request's environment, or NULL. */
@@ -452,16 +451,6 @@ interp_value(const char *name, const char *v)
 	return v;
 }
 
-static unsigned long long
-fnv1a_bytes(unsigned long long h, const char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		h ^= (unsigned char)p[i];
-		h *= 1099511628211ULL;
-	}
-	return h;
-}
-
 /* A value's digest as the zygote writes it in E lines (_zygote._digest). */
 static void
 env_digest(const char *v, char *buf, size_t size)
@@ -469,7 +458,7 @@ env_digest(const char *v, char *buf, size_t size)
 	if (!v)
 		snprintf(buf, size, "-");
 	else
-		snprintf(buf, size, "%016llx", fnv1a_bytes(14695981039346656037ULL, v, strlen(v)));
+		snprintf(buf, size, "%016llx", fnv1a(FNV1A_BASIS, v, strlen(v)));
 }
 
 static void
@@ -495,14 +484,14 @@ static int
 env_differs(const struct gen *g, const struct proto_request *r, char *id, size_t idsize,
 	    char *why, size_t whysize)
 {
-	unsigned long long h = 14695981039346656037ULL;
+	unsigned long long h = FNV1A_BASIS;
 	int differ = 0;
 	why[0] = '\0';
 	for (size_t i = 0; i < ARRAY_SIZE(interp_vars); i++) {
 		const char *mine = interp_value(interp_vars[i], getenv(interp_vars[i]));
 		const char *theirs = interp_value(interp_vars[i], req_env(r, interp_vars[i]));
-		h = fnv1a_bytes(h, interp_vars[i], strlen(interp_vars[i]) + 1);
-		h = theirs ? fnv1a_bytes(h, theirs, strlen(theirs) + 1) : fnv1a_bytes(h, "\x01", 1);
+		h = fnv1a(h, interp_vars[i], strlen(interp_vars[i]) + 1);
+		h = theirs ? fnv1a(h, theirs, strlen(theirs) + 1) : fnv1a(h, "\x01", 1);
 		if (mine != theirs && !(mine && theirs && strcmp(mine, theirs) == 0)) {
 			differ = 1;
 			why_add(why, whysize, interp_vars[i], "an interpreter setting");
@@ -518,9 +507,9 @@ env_differs(const struct gen *g, const struct proto_request *r, char *id, size_t
 			snprintf(want, sizeof(want), "%.*s", (int)(p + l - tab - 1), tab + 1);
 			const char *theirs = run_env(r, name);
 			env_digest(theirs, have, sizeof(have));
-			h = fnv1a_bytes(h, name, strlen(name) + 1);
-			h = theirs ? fnv1a_bytes(h, theirs, strlen(theirs) + 1)
-				   : fnv1a_bytes(h, "\x01", 1);
+			h = fnv1a(h, name, strlen(name) + 1);
+			h = theirs ? fnv1a(h, theirs, strlen(theirs) + 1)
+				   : fnv1a(h, "\x01", 1);
 			if (strcmp(want, have) != 0) {
 				differ = 1;
 				why_add(why, whysize, name, "read at import outside the project");
@@ -673,10 +662,8 @@ request_complete(int i)
 				c->noticed = 1;
 			}
 			c->waiting = 1;
-			if (s.next < 0) {
-				s.spawn_replay = 1;
-				spawn_generation();
-			}
+			if (s.next < 0)
+				spawn_generation(1);
 			return;
 		}
 		/* fall through */
@@ -694,10 +681,8 @@ request_complete(int i)
 			if (c->dec.req.kind == PROTO_KIND_RUN) {
 				hand_over(i);
 				/* The next such run's generation warms meanwhile. */
-				if (new_seed > 0 && s.next < 0 && !s.stopping) {
-					s.spawn_replay = 1;
-					spawn_generation();
-				}
+				if (new_seed > 0 && s.next < 0 && !s.stopping)
+					spawn_generation(1);
 			} else {
 				reply_status(i);
 			}
@@ -921,9 +906,13 @@ accept_clients(void)
 	}
 }
 
-/* Start a new generation warming up in the background; it becomes s.next. */
+/*
+ * Start a new generation warming up in the background; it becomes s.next.
+ * replay: it is only for a new hash seed, so if nothing changed since the
+ * last warm-up it may replay that one's learning run.
+ */
 static int
-spawn_generation(void)
+spawn_generation(int replay)
 {
 	int slot = -1;
 	for (int i = 0; i < MAX_GENS && slot < 0; i++)
@@ -939,8 +928,7 @@ spawn_generation(void)
 		return -1;
 	}
 	int number = ++s.generations;
-	int replay = s.spawn_replay && s.dirty_total == 0 && !s.fresh_needed;
-	s.spawn_replay = 0;
+	replay = replay && s.dirty_total == 0 && !s.fresh_needed;
 	pid_t sup = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
@@ -1138,7 +1126,7 @@ need_fresh(const char *why)
 		}
 	}
 	if (s.next < 0 && !s.stopping)
-		spawn_generation();
+		spawn_generation(0);
 }
 
 static void
@@ -1676,7 +1664,7 @@ supervisor_main(const struct supervisor_opts *o)
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	s.sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (s.sigfd < 0 || spawn_generation() < 0) {
+	if (s.sigfd < 0 || spawn_generation(0) < 0) {
 		report("error cannot start the zygote: %s", strerror(errno));
 		unlink(o->paths.sock);
 		unlink_pages();
@@ -1712,7 +1700,7 @@ supervisor_main(const struct supervisor_opts *o)
 		/* Timers: respawn after a crash, refresh after the settle time, polling. */
 		if (!s.stopping && s.cur < 0 && s.next < 0 && s.ever_ready) {
 			if (now >= s.respawn_at) {
-				spawn_generation();
+				spawn_generation(0);
 				continue;
 			}
 			wake = wake < 0 || s.respawn_at < wake ? s.respawn_at : wake;
@@ -1726,7 +1714,7 @@ supervisor_main(const struct supervisor_opts *o)
 			if (now >= due) {
 				log_info("files changed (%ld); warming a fresh generation",
 					 s.dirty_total);
-				spawn_generation();
+				spawn_generation(0);
 				continue;
 			}
 			wake = wake < 0 || due < wake ? due : wake;

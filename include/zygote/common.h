@@ -6,6 +6,7 @@
 #define ZYGOTE_COMMON_H
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,6 +23,20 @@
 #define ZEXIT_RETRY 75     /* the zygote died during the run: run again */
 
 /* Milliseconds on the monotonic clock, for timers and durations. */
+/* FNV-1a, 64 bits: stable names for roots (paths.c) and digests of values
+ * (supervisor.c; the zygote's _digest computes the same). */
+#define FNV1A_BASIS 14695981039346656037ULL
+static inline unsigned long long
+fnv1a(unsigned long long h, const void *data, size_t n)
+{
+	const unsigned char *p = data;
+	for (size_t i = 0; i < n; i++) {
+		h ^= p[i];
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
 static inline long long
 now_ms(void)
 {

@@ -46,6 +46,7 @@ _edges = {}  # project module -> modules it imported at warm-up
 _env_reads = {}  # module -> {variable: value, or None when unset}, as first read
 _env_project = {}  # the same for project modules (a child imports them again)
 _data_reads = {}  # project file read at import -> [stat key, {modules}]
+_data_project = {}  # the same, for those a child follows: -> (stat key, project modules)
 # Project modules pytest or a plugin imported at its own import (pytest on
 # a project that is one of its dependencies): they hold the objects, and a
 # child cannot import them again.
@@ -212,6 +213,7 @@ def warmup(root):
     for defining, holders in _registry_edges().items():
         _rdeps.setdefault(defining, set()).update(holders)
     _sort_inputs()
+    _close_pinned()
     # Keep the warnings of modules this process holds (a run that purges
     # one imports it again and hears its warnings itself) whose category it
     # has too.
@@ -262,7 +264,16 @@ def _sort_inputs():
             del _env_reads[name]
         else:
             _env_reads[name] = reads
-    # And what those import: a change there reaches them.
+    _data_project.clear()
+    for path, (key, mods) in _data_reads.items():
+        mods = {m for m in mods if m in _snapshot}
+        if mods and not fresh:
+            _data_project[path] = (key, mods)
+
+
+def _close_pinned():
+    """The project modules pytest imported (_early) and what they import:
+    a change there reaches objects pytest holds."""
     stack = [n for n in _early if n in _snapshot]
     _early.clear()
     while stack:
@@ -1531,8 +1542,7 @@ def _outside_files():
     lines += ["P\t%s\n" % _snapshot[n][0] for n in sorted(_early)]
     lines += ["M\t%s\n" % p for p in sorted({e[0] for e in _snapshot.values()})]
     for path, (key, mods) in sorted(_data_reads.items()):
-        if any(m in _snapshot for m in mods) and \
-                os.environ.get("PYTEST_ZYGOTE_RELOAD") != "fresh":
+        if path in _data_project:
             lines.append("D\t%s\n" % path)
         elif any(m in sys.modules for m in mods):
             lines.append("F\t%s\n" % path)
@@ -1661,13 +1671,13 @@ def _inputs_changed(env):
             if env.get(key) != value:
                 changed.add(name)
                 break
-    for path, (key, mods) in _data_reads.items():
+    for path, (key, mods) in _data_project.items():
         try:
             same = _key(os.stat(path)) == key
         except OSError:
             same = False
         if not same:
-            changed.update(m for m in mods if m in _snapshot)
+            changed.update(mods)
     return changed
 
 
