@@ -1924,6 +1924,9 @@ def child_run(argv, cwd, env):
     zygote_env = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
+    # A pytest this run starts in a subprocess (in the same project) runs in
+    # its own process: handed over, it could wait for a run slot this run holds.
+    os.environ["PYTEST_ZYGOTE_CHILD"] = str(os.getpid())
     _apply_path(cwd, env)
     _add_runner_path(runner_path)
     _replay_side_effects()

@@ -21,27 +21,29 @@ PYTEST_DONT_REWRITE: no assertions here, and nothing to write a cache for.
 """
 
 import copy
-import fcntl
 import os
 import shlex
-import shutil
 import subprocess
 import sys
-import sysconfig
 import types
 
 import pytest
 
-_TRUE = ("1", "true", "yes", "on")
+from pytest_zygote._handover import (
+    _TRUE,
+    _binary,
+    _env_bool,
+    _interpreter_flags,
+    _interpreter_of,
+    _PLUGINS,
+    _plugin_names,
+    _project_section,
+    _server_status,
+    _strip_own,
+    _this_interpreter,
+    _zygote_running,
+)
 
-# Our options that take a value, and the flags, as they may appear in argv.
-_VALUE_OPTS = ("--zygote-instance", "--daemon-port", "--daemon-watch-globs",
-               "--daemon-ignore-watch-globs", "--pytest-name", "--daemon-timeout",
-               "--daemon-poll-throttle")
-_FLAG_OPTS = ("--zygote-start", "--zygote-stop", "--zygote-status", "--zygote-start-if-needed",
-              "--zygote-disable", "--zygote-force", "--zygote-require", "--daemon", "--stop-daemon",
-              "--daemon-start-if-needed", "--daemon-disable", "--daemon-use-os-events",
-              "--daemon-do-not-autowatch-fixtures")
 # Accepted for pytest-hot-reloading users, meaningless here: (option, env, why).
 _NO_MEANING = (
     ("pytest_name", "PYTEST_DAEMON_PYTEST_NAME", "--pytest-name",
@@ -52,10 +54,6 @@ _NO_MEANING = (
      "--daemon-do-not-autowatch-fixtures",
      "every imported project file is checked before each run"),
 )
-
-
-def _env_bool(name):
-    return os.environ.get(name, "").strip().lower() in _TRUE
 
 
 def _in_zygote():
@@ -77,41 +75,6 @@ def _tracer_active():
     return "a trace function is set (a debugger, coverage or a profiler)"
 
 
-def _env_level(name):
-    v = os.environ.get(name, "")
-    return int(v) if v.isdigit() else (1 if v else 0)
-
-
-def _interpreter_flags():
-    """Command-line settings of this interpreter that its environment does
-    not give (python -X dev, -O, -B, -W ...): the client sends the
-    environment, and a zygote started from it would not have them. The
-    environment variables (PYTHONDEVMODE=1, PYTHONOPTIMIZE=1, ...) are
-    handed over, and a zygote with them serves the run."""
-    f, env = sys.flags, os.environ
-    found = []
-    if sys._xoptions:
-        found.append("-X " + ",".join(sorted(sys._xoptions)))
-    if f.isolated or f.ignore_environment:
-        found.append("-I" if f.isolated else "-E")
-    if f.optimize != _env_level("PYTHONOPTIMIZE"):
-        found.append("-O")
-    if f.verbose != _env_level("PYTHONVERBOSE"):
-        found.append("-v")
-    for flag, var, opt in (("dont_write_bytecode", "PYTHONDONTWRITEBYTECODE", "-B"),
-                           ("no_user_site", "PYTHONNOUSERSITE", "-s"),
-                           ("safe_path", "PYTHONSAFEPATH", "-P")):
-        if getattr(f, flag, 0) and not env.get(var):
-            found.append(opt)
-    if f.bytes_warning:
-        found.append("-b")
-    # Dev mode puts "default" among the warning options itself.
-    given = [o for o in sys.warnoptions if not (f.dev_mode and o == "default")]
-    if given != [o for o in env.get("PYTHONWARNINGS", "").split(",") if o]:
-        found.append("-W " + ",".join(given))
-    return found
-
-
 def _plugin_objects(early_config):
     """Plugins given to pytest.main(plugins=...) (IDE runners do this): names
     and modules travel to the child as ``-p NAME``; other objects (class
@@ -126,159 +89,6 @@ def _plugin_objects(early_config):
         else:
             others.append(getattr(p, "__qualname__", None) or type(p).__qualname__)
     return names, others
-
-
-def _binary():
-    b = os.environ.get("PYTEST_ZYGOTE_BIN")
-    if b:
-        return b
-    here = os.path.dirname(os.path.abspath(__file__))
-    name = "pytest-zygote"
-    for candidate in (
-        # installed: <prefix>/lib/pythonX.Y/site-packages/pytest_zygote -> <prefix>/bin
-        os.path.join(here, "..", "..", "..", "..", "bin", name),
-        # where pip puts this interpreter's scripts (a virtualenv's bin/)
-        os.path.join(sysconfig.get_path("scripts"), name),
-        os.path.join(os.path.dirname(sys.executable), name),
-        shutil.which(name),
-        # a source checkout: plugin/src/pytest_zygote -> build/pytest-zygote
-        os.path.join(here, "..", "..", "..", "build", name),
-    ):
-        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return os.path.abspath(candidate)
-    return None
-
-
-def _fnv1a(data, h):
-    for byte in data:
-        h = ((h ^ byte) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-    return h
-
-
-def _pid_file(root, instance):
-    """The pid file of the zygote for root (src/paths.c: paths_for_root)."""
-    over = os.environ.get("PYTEST_ZYGOTE_RUNTIME_DIR")
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if over:
-        rdir = over
-    elif xdg and xdg.startswith("/") and os.access(xdg, os.W_OK | os.X_OK):
-        rdir = xdg + "/pytest-zygote"
-    else:
-        rdir = "/tmp/pytest-zygote-%d" % os.getuid()
-    root = os.fsencode(os.path.realpath(root))
-    h = _fnv1a(root, 1469598103934665603)
-    if instance:
-        h = _fnv1a(os.fsencode(str(instance)), _fnv1a(b"\x01", h))
-    base = root.rsplit(b"/", 1)[-1] or b"root"
-    safe = bytes(ord("_") if (c == ord(".") and k == 0) else c
-                 for k, c in enumerate(base[:24]))
-    return os.path.join(os.fsencode(rdir), safe + b"-%012x.pid" % (h & 0xFFFFFFFFFFFF))
-
-
-def _zygote_running(root, instance):
-    """Does a server of ours hold the lock on root's pid file? Reads
-    nothing, connects to nothing: a project without a zygote pays a stat and
-    an open. A runtime directory or pid file that is not ours, or that others
-    may write (another user made /tmp/pytest-zygote-UID first), is no server
-    of ours: pytest then runs in its own process instead of handing over to
-    a client that would refuse the directory."""
-    path = _pid_file(root, instance)
-    try:
-        d = os.stat(os.path.dirname(path))
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    st = os.fstat(fd)
-    if d.st_uid != os.getuid() or d.st_mode & 0o077 or st.st_uid != os.getuid():
-        os.close(fd)
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return False
-
-
-def _server_status(root, instance):
-    """The running server's status ({key: value}, src/supervisor.c
-    status_text), or None: one round trip on its socket (about a
-    millisecond), only when a server holds the pid file."""
-    import socket
-    import struct
-
-    path = _pid_file(root, instance)[:-len(b".pid")] + b".sock"
-    hello = struct.pack("=IIIIII", 1, 16, 0x47595a50, 1, 2, 0)  # HELLO: magic, v1, STATUS
-    done = struct.pack("=II", 6, 0)
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(2)
-            s.connect(path)
-            s.sendall(hello + done)
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-    except OSError:
-        return None
-    if len(data) < 8:
-        return None
-    kind, n = struct.unpack("=II", data[:8])
-    if kind != 43:  # STATUS
-        return None
-    text = data[8:8 + n].rstrip(b"\0").decode("utf-8", "replace")
-    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-
-
-def _interpreter_of(python):
-    """What makes two interpreters the same for a run: the binary and the
-    virtualenv (None outside one)."""
-    python = os.path.abspath(python)
-    env = os.path.dirname(os.path.dirname(python))
-    venv = os.path.realpath(env) if os.path.exists(os.path.join(env, "pyvenv.cfg")) else None
-    return os.path.realpath(python), venv
-
-
-def _this_interpreter():
-    venv = os.path.realpath(sys.prefix) if sys.prefix != sys.base_prefix else None
-    return os.path.realpath(sys.executable), venv
-
-
-_SECTIONS = ((".pytest-zygote.ini", "[pytest-zygote]"), ("pytest.ini", "[pytest-zygote]"),
-             ("tox.ini", "[pytest-zygote]"), ("setup.cfg", "[pytest-zygote]"),
-             ("pyproject.toml", "[tool.pytest-zygote]"))
-
-
-def _project_section(root):
-    """(file, start_if_needed) of the project's pytest-zygote section, the
-    first of the files src/conf.c reads, or (None, False). Reading the
-    values properly (and reporting bad ones) is the C side's job."""
-    for name, header in _SECTIONS:
-        path = os.path.join(str(root), name)
-        try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            continue
-        inside, start = False, False
-        found = False
-        for line in lines:
-            s = line.strip()
-            if s.startswith("["):
-                inside = s.split("#")[0].split(";")[0].strip() == header
-                found = found or inside
-                continue
-            if inside and s.split("=")[0].strip() == "start_if_needed" and "=" in s:
-                v = s.split("=", 1)[1].split(" #")[0].split(" ;")[0].strip().strip("\"'")
-                start = v.lower() in _TRUE
-        if found:
-            return path, start
-    return None, False
 
 
 def pytest_addoption(parser):
@@ -298,8 +108,12 @@ def pytest_addoption(parser):
         help="hand over even when a debugger is active")
     add("--zygote-require", dest="zygote_require", action="store_true",
         help="fail (exit 69) instead of running in this process when no zygote is running")
-    add("--zygote-instance", "--daemon-port", dest="zygote_instance", default=None,
+    add("--zygote-instance", dest="zygote_instance", default=None,
         help="select a separate zygote for the same project (any name or number)")
+    add("--daemon-port", dest="daemon_port", default=None,
+        help="pytest-hot-reloading's daemon port: accepted and ignored (launch.json files "
+             "carry its default), unless PYTEST_ZYGOTE_PORT_INSTANCES=1 makes each port a "
+             "separate zygote, like --zygote-instance")
     add("--daemon-watch-globs", dest="daemon_watch_globs", default=None,
         help="colon-separated globs of files to watch (when starting)")
     add("--daemon-ignore-watch-globs", dest="daemon_ignore_watch_globs", default=None,
@@ -329,12 +143,15 @@ def _setting(ns, dest, *envs):
 def _start_env(ns):
     """The environment for a zygote this invocation starts."""
     env = dict(os.environ)
-    wg = _setting(ns, "daemon_watch_globs", "PYTEST_DAEMON_WATCH_GLOBS")
-    ig = _setting(ns, "daemon_ignore_watch_globs", "PYTEST_DAEMON_IGNORE_WATCH_GLOBS")
-    if wg:
-        env["PYTEST_ZYGOTE_WATCH_GLOBS"] = wg
-    if ig:
-        env["PYTEST_ZYGOTE_IGNORE_GLOBS"] = ig
+    # pytest-hot-reloading's globs keep its meaning: relative ones from the
+    # directory pytest runs in, '*' crossing '/' (the server matches them
+    # against whole absolute paths; see README).
+    for dest, var in (("daemon_watch_globs", "PYTEST_DAEMON_WATCH_GLOBS"),
+                      ("daemon_ignore_watch_globs", "PYTEST_DAEMON_IGNORE_WATCH_GLOBS")):
+        value = _setting(ns, dest, var)
+        if value:
+            env[var] = ":".join(os.path.abspath(os.path.expanduser(g))
+                                for g in value.split(":") if g)
     os_events = _setting(ns, "daemon_use_os_events", "PYTEST_DAEMON_USE_OS_EVENTS")
     if os_events is not None and str(os_events).strip().lower() not in _TRUE:
         throttle = _setting(ns, "daemon_poll_throttle", "PYTEST_DAEMON_POLL_THROTTLE")
@@ -344,24 +161,6 @@ def _start_env(ns):
             raise pytest.UsageError("--daemon-poll-throttle needs seconds, not %r" % throttle)
         env["PYTEST_ZYGOTE_POLL_MS"] = str(ms)
     return env
-
-
-def _strip_own(args):
-    """argv without this plugin's options (the child may not load the plugin)."""
-    out, skip = [], False
-    for a in args:
-        if skip:
-            skip = False
-            continue
-        if a in _FLAG_OPTS:
-            continue
-        if a in _VALUE_OPTS:
-            skip = True
-            continue
-        if a.startswith(tuple(o + "=" for o in _VALUE_OPTS)):
-            continue
-        out.append(a)
-    return out
 
 
 def _say(early_config, text):
@@ -375,26 +174,13 @@ def _say(early_config, text):
         sys.stderr.flush()
 
 
-# The module names that enable this plugin explicitly.
-_EXPLICIT = ("pytest_zygote.plugin", "pytest_hot_reloading.plugin")
-
-
 def _named_explicitly(args):
     """Was the plugin named with -p (command line, addopts, PYTEST_ADDOPTS) or
     PYTEST_PLUGINS, rather than only loaded from the pytest11 entry point?
     (pytest resolves `-p pytest_zygote.plugin` through that entry point too,
     so the plugin manager cannot tell the two apart.)"""
-    it = iter(args)
-    for a in it:
-        if a == "-p":
-            name = next(it, "")
-        elif a.startswith("-p"):
-            name = a[2:]
-        else:
-            continue
-        if name in _EXPLICIT:
-            return True
-    return any(n.strip() in _EXPLICIT for n in os.environ.get("PYTEST_PLUGINS", "").split(","))
+    return _plugin_names(args)[0] or any(
+        n.strip() in _PLUGINS for n in os.environ.get("PYTEST_PLUGINS", "").split(","))
 
 
 def _merged_args(config):
@@ -444,10 +230,17 @@ def _decide(early_config, ns, args):
     if ns.zygote_disable or _env_bool("PYTEST_DAEMON_DISABLE") or _env_bool(
             "PYTEST_ZYGOTE_DISABLE"):
         return
+    if _plugin_names(args)[1]:
+        return  # -p no:pytest_zygote.plugin after the -p that loaded it
     admin = ns.zygote_start or ns.zygote_stop or ns.zygote_status
     start_if_needed = ns.zygote_start_if_needed or _env_bool(
         "PYTEST_DAEMON_START_IF_NEEDED") or _env_bool("PYTEST_ZYGOTE_START_IF_NEEDED")
-    instance = _setting(ns, "zygote_instance", "PYTEST_DAEMON_PORT", "PYTEST_ZYGOTE_INSTANCE")
+    instance = _setting(ns, "zygote_instance", "PYTEST_ZYGOTE_INSTANCE")
+    if instance is None and _env_bool("PYTEST_ZYGOTE_PORT_INSTANCES"):
+        instance = _setting(ns, "daemon_port", "PYTEST_DAEMON_PORT")
+    if os.environ.get("PYTEST_ZYGOTE_CHILD") and not admin:
+        # A pytest started by a test of a zygote run: nested, it runs here.
+        return
     if os.environ.get("PYTEST_XDIST_WORKER") and not admin:
         # An xdist worker: its controller was handed over already, or runs
         # in its own process; either way the worker runs where it is.
