@@ -134,8 +134,34 @@ class Servers:
         # that socket paths fit in 108 bytes.
         self.runtime_dir = tempfile.mkdtemp(prefix="pzb-rt-")
         self.env = base_env(self.runtime_dir)
+        self.env["PYTHONUSERBASE"] = self._hook_userbase()
         self.roots: set[str] = set()
         self._old_term = None
+
+    def _hook_userbase(self) -> str:
+        """A user site directory (PYTHONUSERBASE, for every command of the
+        bench) where the package is installed as pip would make it
+        importable, with the interpreter-start hook of
+        `python3 -m pytest_zygote.hook install`. Commands run with
+        PYTEST_ZYGOTE_HOOK=0 where the hook must stay out of the way."""
+        base = os.path.join(self.runtime_dir, "userbase")
+        site_dir = subprocess.run(
+            [self.python, "-c", "import site; print(site.getusersitepackages())"],
+            env={"PYTHONUSERBASE": base, "PATH": os.environ.get("PATH", "/usr/bin")},
+            capture_output=True, text=True, check=True).stdout.strip()
+        os.makedirs(site_dir)
+        src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "plugin", "src")
+        with open(os.path.join(site_dir, "pytest_zygote_src.pth"), "w") as f:
+            f.write(src + "\n")
+        sys.path.insert(0, src)
+        try:
+            from pytest_zygote import hook
+        finally:
+            sys.path.remove(src)
+        with open(os.path.join(site_dir, hook.NAME), "w") as f:
+            f.write(hook.line())
+        return base
 
     def __enter__(self):
         def on_term(signum, frame):

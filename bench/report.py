@@ -20,6 +20,7 @@ PER_TEST = 1.0
 TINY_DIRTY_MB = 20.0
 HEAVY_SHARE = 0.10  # of the cold run's time outside tests
 GC_SHARE = 0.10  # of the zygote's RSS
+HOOK = 2.0  # issue #13: pytest through the start hook vs pytest-zygote run
 
 
 def _per_test(seconds, tests):
@@ -64,6 +65,10 @@ def scenarios(result: dict) -> list:
                 if name == "tiny" else None)
         add("handover", "plugin hand-over", "s", "pytest-zygote run -q", s.get("warm"),
             "pytest -p plugin -q", s.get("handover"))
+        add("hook", "hand-over by start hook", "s", "pytest-zygote run -q", s.get("warm"),
+            "python3 -m pytest (hook)", s.get("hook"),
+            {"kind": "ratio", "limit": HOOK, "text": "<= %.2fx" % HOOK}
+            if name == "tiny" else None)
         for kind in ("leaf", "core"):
             add("%s_first" % kind, "1st run after %s edit" % kind, "s", "warm run",
                 s.get("warm_edit"), "1st run after edit", s.get("%s_first" % kind))

@@ -17,7 +17,10 @@ falls on both alike:
     run       cold `python3 -m pytest -q`             vs `pytest-zygote run -q`
     floor     pytest.main() again in a warm process   vs `pytest-zygote run -q`
     handover  `pytest-zygote run -q`                  vs `python3 -m pytest -p pytest_zygote.plugin -q`
-              (the plugin's hand-over: Python, pytest and the ini file, then exec of the client)
+              (the plugin's hand-over: Python, pytest and the ini file, then exec of the client;
+              with the start hook off, PYTEST_ZYGOTE_HOOK=0)
+    hook      `pytest-zygote run -q`                  vs the same pytest command with the
+              interpreter-start hook (Python's start, the hook's checks, exec of the client)
     noop      spawning /bin/true                      vs `pytest-zygote status` (round trip)
               spawning /bin/true                      vs `pytest-zygote --version` (no socket)
     per-test  test time / tests, cold                 vs the same in a zygote child
@@ -25,6 +28,11 @@ falls on both alike:
     gc        a child's private dirty memory          vs one whose test calls gc.collect()
     edits     a warm run                              vs the first and the second run after
               editing a leaf module, then the module everything imports
+
+Every command runs with a private user site directory (PYTHONUSERBASE) that
+makes the package importable, as pip would, and holds the start hook of
+`python3 -m pytest_zygote.hook install`: the hook's cost to the cold runs
+(it looks at their ini file and returns) is counted in their times.
 
 A warm run is taken once the zygote is idle, as between two runs a person
 starts: no run going and the spare child prepared (Servers.settle, at most 5 s);
@@ -164,10 +172,11 @@ class Project:
             self.add("settle_s", self.servers.settle(self.root))
         return timed([self.ns.bin, "run", "--", *args], self.root, env or self.env)
 
-    def handover(self, args=ARGS):
-        """A plain pytest command line that the plugin hands over."""
+    def handover(self, args=ARGS, hook=False):
+        """A plain pytest command line that the plugin hands over (or, with
+        hook, the interpreter-start hook before pytest is imported)."""
         env = with_env(self.env, {"PYTEST_ZYGOTE_BIN": self.ns.bin,
-                                  "PYTHONPATH": str(REPO / "plugin" / "src")})
+                                  "PYTEST_ZYGOTE_HOOK": None if hook else "0"})
         return timed([self.ns.python, "-m", "pytest", "-p", "pytest_zygote.plugin", *args],
                      self.root, env)
 
@@ -251,6 +260,9 @@ class Project:
             h = self.handover()
             self.check("hand-over", ref, h)
             self.add("handover", h.seconds)
+            h = self.handover(hook=True)
+            self.check("hand-over by the start hook", ref, h)
+            self.add("hook", h.seconds)
 
         # runs started back to back, as a loop in a script does: the spare
         # of each run is still being prepared when the next request comes

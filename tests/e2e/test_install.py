@@ -189,7 +189,7 @@ def test_entry_point_hands_over_only_to_a_project_that_uses_a_zygote(pz, venv):
     r = _vpytest(pz, venv, root, "-q", "-s", "--zygote-disable")
     assert r.rc == 0 and "IN-PROCESS" in r.out, r
     # another instance of the same root is not running, until it is
-    seven = {"PYTEST_DAEMON_PORT": "7"}
+    seven = {"PYTEST_ZYGOTE_INSTANCE": "7"}
     r = _vpytest(pz, venv, root, "-q", "-s", env=seven)
     assert r.rc == 0 and "IN-PROCESS" in r.out, r
     assert _vpytest(pz, venv, root, "--zygote-start", env=seven).rc == 0
@@ -255,3 +255,32 @@ def test_another_interpreters_zygote_is_not_used(pz, venv):
     assert "runs %s" % venv in r.err and "running in this process" in r.err, r
     r = _vpytest(pz, venv, root, "-q", "-s", "--zygote-require")
     assert r.rc == 69, r
+
+
+def test_start_hook_in_the_virtualenv(pz, venv):
+    """`python -m pytest_zygote.hook install` of the pip route: into the
+    virtualenv's site-packages; a project without -p anywhere (the entry
+    point loads the plugin) is handed over before pytest is imported, with
+    the venv's interpreter and only while a zygote of it runs."""
+    pz.zbin = str(venv / "bin" / "pytest-zygote")
+    py = str(venv / "bin" / "python")
+    r = pz.call([py, "-m", "pytest_zygote.hook", "install"])
+    assert r.rc == 0 and "installed %s/pytest_zygote_hook.pth" % _pkg_dir(venv) in r.out, r
+    try:
+        root = pz.project("autoload")
+        verbose = {"PYTEST_ZYGOTE_HOOK": "verbose"}
+        r = _vpytest(pz, venv, root, "-q", "-s", env=verbose)
+        assert r.rc == 0 and "IN-PROCESS" in r.out, r
+        assert "pytest starts as usual: no zygote is running for %s" % root in r.err, r
+        pz.start(root)
+        r = _vpytest(pz, venv, root, "-q", "-s", env=verbose)
+        assert r.rc == 0 and "IN-ZYGOTE" in r.out and "PREFIX=%s\n" % venv in r.out, r
+        assert "hook: handing over: %s run --root %s" % (venv / "bin" / "pytest-zygote", root) \
+            in r.err, r
+        # PYTEST_DISABLE_PLUGIN_AUTOLOAD: no entry point, no -p: no plugin, no hand-over
+        r = _vpytest(pz, venv, root, "-q", "-s",
+                     env=dict(verbose, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1"))
+        assert r.rc == 0 and "IN-PROCESS" in r.out and "the plugin is not loaded" in r.err, r
+    finally:
+        r = pz.call([py, "-m", "pytest_zygote.hook", "remove"])
+        assert r.rc == 0 and "removed" in r.out, r
