@@ -1563,15 +1563,22 @@ split_globs(const char *list, const char **vec, size_t cap, char *buf, size_t bu
 static void
 watch_start(void)
 {
-	/* Watch globs: the user's (PYTEST_ZYGOTE_WATCH_GLOBS, colon-separated) or
-	 * every .py file; pytest's configuration files are always watched.
-	 * Ignore globs: PYTEST_ZYGOTE_IGNORE_GLOBS replaces the defaults. */
+	/* Watch globs: the user's (PYTEST_ZYGOTE_WATCH_GLOBS, colon-separated),
+	 * pytest-hot-reloading's (PYTEST_DAEMON_WATCH_GLOBS), or every .py file;
+	 * pytest's configuration files are always watched. Ignore globs:
+	 * PYTEST_ZYGOTE_IGNORE_GLOBS replaces the defaults;
+	 * PYTEST_DAEMON_IGNORE_WATCH_GLOBS ignores more. */
 	static const char *const config_files[] = { "pytest.ini", ".pytest.ini", "pyproject.toml",
 						    "setup.cfg", "tox.ini" };
-	static const char *globs[72], *ignore[64];
-	static char gbuf[4096], ibuf[4096];
+	static const char *globs[72], *ignore[64], *whole[64], *whole_ignore[64];
+	static char gbuf[4096], ibuf[4096], wbuf[4096], wibuf[4096];
 	const char *wg = getenv("PYTEST_ZYGOTE_WATCH_GLOBS");
-	split_globs(wg && *wg ? wg : "**/*.py", globs, 64, gbuf, sizeof(gbuf));
+	/* pytest-hot-reloading's variables, with its meaning (watch.h: whole_globs). */
+	const char *dw = getenv("PYTEST_DAEMON_WATCH_GLOBS");
+	const char *di = getenv("PYTEST_DAEMON_IGNORE_WATCH_GLOBS");
+	split_globs(dw ? dw : "", whole, ARRAY_SIZE(whole), wbuf, sizeof(wbuf));
+	split_globs(di ? di : "", whole_ignore, ARRAY_SIZE(whole_ignore), wibuf, sizeof(wibuf));
+	split_globs(wg && *wg ? wg : whole[0] ? "" : "**/*.py", globs, 64, gbuf, sizeof(gbuf));
 	size_t n = 0;
 	while (globs[n])
 		n++;
@@ -1596,6 +1603,8 @@ watch_start(void)
 		.globs = globs,
 		.ignore = ig && *ig ? ignore : NULL,
 		.poll = s.poll_ms > 0,
+		.whole_globs = whole,
+		.whole_ignore = whole_ignore,
 	};
 	int r = watch_create(&s.watch, &wo);
 	if (r < 0) {

@@ -76,6 +76,10 @@ struct watch {
 	size_t nglobs;
 	struct zglob *ignore;
 	size_t nignore;
+	char **whole; /* pytest-hot-reloading's globs: absolute, '*' crosses '/' */
+	size_t nwhole;
+	char **whole_ignore;
+	size_t nwhole_ignore;
 	int poll;
 	int fd;
 	int root_wd;
@@ -231,6 +235,83 @@ split(const char *s, char *buf, size_t size, char **comp, size_t max)
 	return (int)n;
 }
 
+/*
+ * A glob of pytest-hot-reloading's, made as it made them: "~" is the home
+ * directory, a relative glob is taken from root, a directory means everything
+ * in it ("dir" + "/" + "*"), and the directories before the first wildcard are resolved
+ * (symlinks), as root is. Returns a malloc'd pattern or NULL.
+ */
+static char *
+whole_normalize(const char *src, const char *root)
+{
+	char buf[PATH_MAX], real[PATH_MAX];
+	const char *home = getenv("HOME");
+	int n;
+	if (src[0] == '~' && (src[1] == '/' || !src[1]) && home)
+		n = snprintf(buf, sizeof(buf), "%s%s", home, src + 1);
+	else if (src[0] == '/')
+		n = snprintf(buf, sizeof(buf), "%s", src);
+	else
+		n = snprintf(buf, sizeof(buf), "%s/%s", root,
+			     strncmp(src, "./", 2) == 0 ? src + 2 : strcmp(src, ".") ? src : "");
+	if (n < 0 || (size_t)n >= sizeof(buf))
+		return NULL;
+	struct stat st;
+	if (!strpbrk(buf, "*?[") && stat(buf, &st) == 0 && S_ISDIR(st.st_mode)) {
+		size_t l = strlen(buf);
+		while (l > 1 && buf[l - 1] == '/')
+			buf[--l] = '\0';
+		if (l + 2 >= sizeof(buf))
+			return NULL;
+		memcpy(buf + l, "/*", 3);
+	}
+	/* Resolve the literal directory part: /a/link/x*.py -> /real/x*.py. */
+	size_t lit = strcspn(buf, "*?[");
+	char *slash = NULL;
+	for (size_t i = 0; i < lit; i++)
+		if (buf[i] == '/')
+			slash = buf + i;
+	if (slash && slash > buf) {
+		*slash = '\0';
+		int ok = realpath(buf, real) != NULL;
+		*slash = '/';
+		if (ok && strlen(real) + strlen(slash) < sizeof(real)) {
+			strcat(real, strcmp(real, "/") ? slash : slash + 1);
+			return strdup(real);
+		}
+	}
+	return strdup(buf);
+}
+
+/* Normalize a NULL-terminated list of whole-path globs. */
+static int
+whole_compile(char ***ret, size_t *ret_n, const char *const *src, const char *root)
+{
+	size_t n = 0;
+	*ret = NULL;
+	*ret_n = 0;
+	while (src && src[n])
+		n++;
+	if (n == 0)
+		return 0;
+	if (!(*ret = calloc(n, sizeof(char *))))
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (!((*ret)[i] = whole_normalize(src[i], root)))
+			return -EINVAL;
+		*ret_n = i + 1;
+	}
+	return 0;
+}
+
+static void
+strv_free(char **v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
 /* Is this glob component "**"? */
 static int
 is_starstar(const char *c)
@@ -367,16 +448,50 @@ globs_free(struct zglob *g, size_t n)
 	free(g);
 }
 
+/* The absolute path of the components p (for the whole-path globs). */
+static const char *
+join_abs(const struct watch *w, char *const *p, size_t pn, const char *tail, char *buf,
+	 size_t size)
+{
+	size_t n = (size_t)snprintf(buf, size, "%s", strcmp(w->root, "/") ? w->root : "");
+	for (size_t i = 0; i < pn && n < size; i++)
+		n += (size_t)snprintf(buf + n, size - n, "/%s", p[i]);
+	if (n < size)
+		snprintf(buf + n, size - n, "%s", tail);
+	return buf;
+}
+
+/* Could a file below the directory dir ("/abs/dir/") match the whole-path
+ * glob g? Only if g's part before its first wildcard and dir agree as far as
+ * the shorter goes. */
+static int
+whole_could_contain(const char *g, const char *dir)
+{
+	size_t lit = strcspn(g, "*?[");
+	size_t dl = strlen(dir);
+	return strncmp(g, dir, lit < dl ? lit : dl) == 0;
+}
+
 /* Is the file at the path components p watched, its directories aside? */
 static int
 file_wanted_comps(const struct watch *w, char *const *p, size_t pn)
 {
+	char abs[PATH_MAX];
+	const char *a = NULL;
 	int hit = 0;
 	for (size_t i = 0; i < w->nglobs && !hit; i++)
 		hit = match_comps(w->globs[i].comp, w->globs[i].n, p, pn);
+	for (size_t i = 0; i < w->nwhole && !hit; i++) {
+		a = a ? a : join_abs(w, p, pn, "", abs, sizeof(abs));
+		hit = fnmatch(w->whole[i], a, 0) == 0;
+	}
 	for (size_t i = 0; i < w->nignore && hit; i++)
 		if (!w->ignore[i].dironly && match_comps(w->ignore[i].comp, w->ignore[i].n, p, pn))
 			hit = 0;
+	for (size_t i = 0; i < w->nwhole_ignore && hit; i++) {
+		a = a ? a : join_abs(w, p, pn, "", abs, sizeof(abs));
+		hit = fnmatch(w->whole_ignore[i], a, 0) != 0;
+	}
 	return hit;
 }
 
@@ -384,11 +499,25 @@ file_wanted_comps(const struct watch *w, char *const *p, size_t pn)
 static int
 dir_wanted_comps(const struct watch *w, char *const *d, size_t dn)
 {
+	char abs[PATH_MAX];
+	const char *a = w->nwhole + w->nwhole_ignore ? join_abs(w, d, dn, "/", abs, sizeof(abs))
+						       : NULL;
 	for (size_t i = 0; i < w->nignore; i++)
 		if (match_comps(w->ignore[i].comp, w->ignore[i].n, d, dn))
 			return 0;
+	/* An ignore glob that ends in '*' and matches "dir/" matches everything
+	 * below it: the directory is not entered. */
+	for (size_t i = 0; i < w->nwhole_ignore; i++) {
+		const char *g = w->whole_ignore[i];
+		size_t gl = strlen(g);
+		if (gl > 0 && g[gl - 1] == '*' && fnmatch(g, a, 0) == 0)
+			return 0;
+	}
 	for (size_t i = 0; i < w->nglobs; i++)
 		if (could_contain(w->globs[i].comp, w->globs[i].n, d, dn))
+			return 1;
+	for (size_t i = 0; i < w->nwhole; i++)
+		if (whole_could_contain(w->whole[i], a))
 			return 1;
 	return 0;
 }
@@ -959,6 +1088,9 @@ watch_create(struct watch **ret, const struct watch_opts *o)
 			  1);
 	if (r < 0)
 		goto fail;
+	if ((r = whole_compile(&w->whole, &w->nwhole, o->whole_globs, w->root)) < 0 ||
+	    (r = whole_compile(&w->whole_ignore, &w->nwhole_ignore, o->whole_ignore, w->root)) < 0)
+		goto fail;
 	if (stat(w->root, &st) < 0) {
 		r = -errno;
 		goto fail;
@@ -1034,6 +1166,8 @@ watch_destroy(struct watch *w)
 	table_free(&w->seen);
 	globs_free(w->globs, w->nglobs);
 	globs_free(w->ignore, w->nignore);
+	strv_free(w->whole, w->nwhole);
+	strv_free(w->whole_ignore, w->nwhole_ignore);
 	free(w->move_from);
 	free(w->warning);
 	free(w->buf);

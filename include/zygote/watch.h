@@ -20,6 +20,13 @@ struct watch_opts {
 	const char *const *globs; /* NULL-terminated globs relative to root; NULL: every .py file */
 	const char *const *ignore; /* NULL-terminated ignore globs; NULL: the defaults below */
 	int poll;                  /* 1: no inotify (network mounts); use watch_poll() */
+	/* pytest-hot-reloading's globs (NULL-terminated, or NULL): each matched with
+	 * fnmatch() against the whole absolute path, '*' crossing '/'. Relative ones
+	 * are taken from root, "~" is $HOME, a directory means all below it. A file
+	 * is watched if a glob of either kind matches it and no ignore glob of
+	 * either kind does. */
+	const char *const *whole_globs;
+	const char *const *whole_ignore;
 };
 
 /*

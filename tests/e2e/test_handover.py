@@ -2,6 +2,7 @@
 project's addopts) hands the run to the zygote for its rootdir, with the
 predecessor's flags and PYTEST_DAEMON_* variables as aliases."""
 
+import json
 import os
 import re
 import sys
@@ -110,15 +111,54 @@ def test_predecessor_names(pz):
     assert _runs(pz, root) == 0
 
 
-def test_daemon_port_selects_another_instance(pz):
+def test_daemon_port_is_ignored_unless_ports_are_instances(pz):
+    # launch.json files of pytest-hot-reloading carry its default port: it
+    # selects nothing here (the project's one zygote serves the run) ...
     root = pz.project("handover")
-    r = _pytest(pz, root, "--daemon-port", "4852", "--zygote-start")
-    assert r.rc == 0, r
-    assert _runs(pz, root) is None, "the default instance is not running"
+    assert _pytest(pz, root, "--zygote-start").rc == 0
+    r = _pytest(pz, root, "-q", "-s", "--daemon-port", "4852")
+    assert r.rc == 0 and "IN-ZYGOTE" in r.out, r
     r = _pytest(pz, root, "-q", "-s", env={"PYTEST_DAEMON_PORT": "4852"})
     assert r.rc == 0 and "IN-ZYGOTE" in r.out, r
+    assert _runs(pz, root) == 2
+    # ... unless PYTEST_ZYGOTE_PORT_INSTANCES=1 asks for a zygote per port.
+    ports = {"PYTEST_ZYGOTE_PORT_INSTANCES": "1"}
+    r = _pytest(pz, root, "-q", "-s", "--daemon-port", "4852", env=ports)
+    assert r.rc == 0 and "IN-PROCESS" in r.out, r
+    r = _pytest(pz, root, "--daemon-port", "4852", "--zygote-start", env=ports)
+    assert r.rc == 0, r
+    r = _pytest(pz, root, "-q", "-s", env=dict(ports, PYTEST_DAEMON_PORT="4852"))
+    assert r.rc == 0 and "IN-ZYGOTE" in r.out, r
     assert _runs(pz, root, "--instance", "4852") == 1
+    assert _runs(pz, root) == 2
     assert pz.cli("stop", "--root", root, "--instance", "4852").rc == 0
+
+
+def test_predecessor_watch_globs_keep_their_meaning(pz, tmp_path):
+    # `pytest --daemon --daemon-watch-globs ./pkg/*.py`, run from a
+    # subdirectory: relative to where pytest runs, '*' crossing '/'.
+    root = pz.project("handover")
+    for d in ("pkg/sub", "other"):
+        os.makedirs(root / d)
+    for f in ("pkg/sub/deep.py", "other/o.py"):
+        (root / f).write_text("X = 1\n")
+    env = {"PYTEST_ZYGOTE_SETTLE_MS": "3600000"}
+    r = pz.call([sys.executable, "-m", "pytest", "--daemon", "--daemon-watch-globs", "../pkg/*.py",
+                 "--daemon-ignore-watch-globs", "../pkg/sub/skip*"],
+                cwd=root / "tests", env=_env(pz, env))
+    assert r.rc == 0, r
+    (root / "pkg" / "sub" / "skip_me.py").write_text("X = 1\n")
+    for f in ("other/o.py", "pkg/sub/deep.py", "tests/test_where.py"):
+        with open(root / f, "a") as fh:
+            fh.write("# touched\n")
+    st = {}
+
+    def settled():
+        st.update(json.loads(pz.cli("status", "--root", root, "--json").out))
+        return st.get("dirty_count", 0) > 0
+    assert pz_util.wait_until(settled, timeout=10), st
+    st.update(json.loads(pz.cli("status", "--root", root, "--json").out))
+    assert sorted(os.path.relpath(p, root) for p in st["dirty"]) == ["pkg/sub/deep.py"], st
 
 
 def test_options_without_meaning_are_accepted_and_said_so(pz):
@@ -270,7 +310,7 @@ def test_a_runtime_directory_of_another_user_is_no_server(pz, tmp_path):
     planted.mkdir(mode=0o755)
     env = {"PYTEST_ZYGOTE_RUNTIME_DIR": str(planted)}
     # the pid file's name, as the plugin computes it
-    r = pz.call([sys.executable, "-c", "import sys; from pytest_zygote import plugin; "
+    r = pz.call([sys.executable, "-c", "import sys; from pytest_zygote import _handover as plugin; "
                  "sys.stdout.buffer.write(plugin._pid_file(sys.argv[1], None))", str(root)],
                 env=_env(pz, env))
     assert r.rc == 0, r
