@@ -181,3 +181,49 @@ def test_plugin_objects_given_to_pytest_main_run_in_process(pz):
     assert r.rc == 0 and "IN-PROCESS" in r.out and "OBJECT-HEADER" in r.out, r
     assert "plugin objects that cannot be sent to the zygote (Reporter)" in r.err, r
     assert _runs(pz, root) == 0
+
+
+def test_ide_files_name_no_interpreter():
+    # The project's interpreter (a virtualenv's, usually) is the IDE's choice.
+    for path in IDE.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".xml"):
+            text = path.read_text()
+            assert "/usr/bin/python" not in text and "defaultInterpreterPath" not in text, path
+            if path.suffix == ".xml":
+                for o in ET.parse(path).iter("option"):
+                    if o.get("name") == "SDK_HOME":
+                        assert o.get("value") == "", path
+
+
+# PyCharm's pytest runner (the test tree): a helper script that puts its
+# helpers directory on sys.path, imports the teamcity reporter module and
+# hands it to pytest.main() with the targets. A stand-in with the same shape.
+JB_REPORTER = '''
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        print("##teamcity[testFinished name='%s' outcome='%s']" % (report.nodeid, report.outcome))
+'''
+JB_RUNNER = '''
+import os, sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers"))
+import pytest
+from teamcity import pytest_plugin
+sys.exit(pytest.main(sys.argv[1:], [pytest_plugin]))
+'''
+
+
+def test_jetbrains_test_tree_runner_is_handed_over_warm(pz, tmp_path):
+    root = pz.project("handover")
+    pz.start(root)
+    runner = tmp_path / "pycharm"
+    (runner / "helpers" / "teamcity").mkdir(parents=True)
+    (runner / "helpers" / "teamcity" / "__init__.py").write_text("")
+    (runner / "helpers" / "teamcity" / "pytest_plugin.py").write_text(JB_REPORTER)
+    (runner / "_jb_pytest_runner.py").write_text(JB_RUNNER)
+    r = pz.call([sys.executable, str(runner / "_jb_pytest_runner.py"), "-s",
+                 "tests/test_where.py"], cwd=root,
+                env={"PYTHONPATH": PLUGIN_SRC, "PYTEST_ZYGOTE_BIN": pz.zbin})
+    assert r.rc == 0 and "IN-ZYGOTE" in r.out, r
+    assert "##teamcity[testFinished name='tests/test_where.py::test_where' outcome='passed']" \
+        in r.out, r
+    assert _runs(pz, root) == 1
