@@ -174,7 +174,7 @@ def test_pip_binary_runs_the_virtualenvs_python(pz, venv):
 
 def test_entry_point_hands_over_only_to_a_project_that_uses_a_zygote(pz, venv):
     pz.zbin = str(venv / "bin" / "pytest-zygote")
-    # The plugin finds a running zygote by its pid file, named as src/paths.c
+    # The plugin finds a running zygote by its pid file, named as src/common/paths.c
     # names it: a leading dot and a name past 24 bytes are part of that.
     root = pz.project("autoload", ".autoload-project-with-a-long-name")
     # No zygote, nothing asks for one: plain pytest, not a word from us.

@@ -1,5 +1,5 @@
 /*
- * Fuzz target for the configuration reader (src/conf.c, inih underneath).
+ * Fuzz target for the configuration reader (src/common/conf.c, inih underneath).
  * The input is a file's contents; conf_load_file reads it twice, the two
  * ways a project can hold the section:
  *

@@ -1,5 +1,5 @@
 /*
- * Fuzz target for the request decoder (src/proto.c): the input is a byte
+ * Fuzz target for the request decoder (src/common/proto.c): the input is a byte
  * stream as a client would write it to the socket, framed with proto_frame and
  * fed to proto_decoder_feed message by message. Built with -DFUZZING and
  * -fsanitize=fuzzer it is a libFuzzer target; otherwise it is linked with

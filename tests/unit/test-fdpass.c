@@ -1,5 +1,5 @@
 /*
- * Unit tests for src/fdpass.c over real AF_UNIX stream socketpairs: a request
+ * Unit tests for src/common/fdpass.c over real AF_UNIX stream socketpairs: a request
  * with three fds riding on its FDS message, a message larger than one
  * recvmsg, EOF, fds nobody takes, the queue limit and the blocking helpers.
  * Senders that would block run in a forked child; nothing sleeps.

@@ -1,5 +1,5 @@
 /*
- * Unit tests for src/log.c's log_escape: it replaced libbsd's strnvis so that
+ * Unit tests for src/common/log.c's log_escape: it replaced libbsd's strnvis so that
  * the client binary needs no libbsd, and must write what strnvis wrote. This
  * program links libbsd (the server does anyway) and compares the two on every
  * byte, on byte pairs, and on mixed text; then the length limit, where our

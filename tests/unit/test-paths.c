@@ -1,5 +1,5 @@
 /*
- * Unit tests for src/paths.c: the runtime directory checks (mode, symlink,
+ * Unit tests for src/common/paths.c: the runtime directory checks (mode, symlink,
  * owner), its creation and the PYTEST_ZYGOTE_RUNTIME_DIR override, pytest's
  * rootdir rule on small trees of config files, and the per-root socket paths.
  * Everything happens under one mkdtemp directory that is removed at the end.

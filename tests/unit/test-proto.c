@@ -1,5 +1,5 @@
 /*
- * Unit tests for src/proto.c: a whole request encoded and decoded back
+ * Unit tests for src/common/proto.c: a whole request encoded and decoded back
  * message by message, then every refusal of the decoder's state machine and
  * the framing and size limits. fds come from real pipes so that ownership
  * (closed on error, kept on success) can be checked with fcntl.

@@ -1,6 +1,6 @@
 """What the pytest plugin and the interpreter-start hook both need to decide
 a hand-over, without importing pytest: where the zygote of a root keeps its
-pid file and socket (src/paths.c), whether one is running and for which
+pid file and socket (src/common/paths.c), whether one is running and for which
 interpreter, and the settings of this interpreter that a hand-over cannot
 pass on.
 
@@ -108,7 +108,7 @@ def _fnv1a(data, h):
 
 
 def _pid_file(root, instance):
-    """The pid file of the zygote for root (src/paths.c: paths_for_root)."""
+    """The pid file of the zygote for root (src/common/paths.c: paths_for_root)."""
     over = os.environ.get("PYTEST_ZYGOTE_RUNTIME_DIR")
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if over:
@@ -156,7 +156,7 @@ def _zygote_running(root, instance):
 
 
 def _server_status(root, instance):
-    """The running server's status ({key: value}, src/supervisor.c
+    """The running server's status ({key: value}, src/supervisor/supervisor.c
     status_text), or None: one round trip on its socket (about a
     millisecond), only when a server holds the pid file."""
     import socket
@@ -208,7 +208,7 @@ _SECTIONS = ((".pytest-zygote.ini", "[pytest-zygote]"), ("pytest.ini", "[pytest-
 
 def _project_section(root):
     """(file, start_if_needed) of the project's pytest-zygote section, the
-    first of the files src/conf.c reads, or (None, False). Reading the
+    first of the files src/common/conf.c reads, or (None, False). Reading the
     values properly (and reporting bad ones) is the C side's job."""
     for name, header in _SECTIONS:
         path = os.path.join(str(root), name)

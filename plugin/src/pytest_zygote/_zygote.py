@@ -1,6 +1,6 @@
 """Code that runs inside the zygote (warm-up) and inside each test child.
 
-Called from C (src/pyembed.c) only. It must import nothing else from this
+Called from C (src/zygote/pyembed.c) only. It must import nothing else from this
 package, and it must not leave state behind in the zygote that a run could
 observe: everything a child changes dies with the child.
 """
