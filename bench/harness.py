@@ -61,7 +61,7 @@ def summary_line(output: str) -> str:
 
 def without_warnings(summary: str) -> str:
     """'15 passed, 2 warnings' -> '15 passed': the outcome without the count of
-    warnings (a known gap, see README: Plugins and examples)."""
+    warnings (a known gap, see docs/plugin.md: Plugins and examples)."""
     return _WARNINGS.sub("", summary).strip(", ")
 
 

@@ -190,7 +190,7 @@ def table(result: dict) -> str:
                          f["warning_diffs"][0]["cold_summary"]) if f["warning_diffs"] else ""))
     if any(sc["target"] and "derivation" in sc["target"] for sc in result["scenarios"]):
         out.append("(*) test time + %d%% of the cold run's time outside tests, as a ratio "
-                   "to the cold run (README: Benchmarks)" % round(HEAVY_SHARE * 100))
+                   "to the cold run (docs/benchmarks.md)" % round(HEAVY_SHARE * 100))
     m = result["meta"]
     out.append("%s, %d round(s) (large at most 3), %s CPUs, load %s -> %s, %.0f s"
                % (m["bin_version"], m["rounds"], m["cpus"],

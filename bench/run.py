@@ -43,7 +43,7 @@ cold run of the same round (the fidelity check); a mismatch is reported and
 makes the exit code 1. Every server is stopped at the end, also on Ctrl-C.
 
 Output: a table on stdout, DIR/bench.json (every raw sample) and
-DIR/bench.png. README.md ("Benchmarks") explains the scenarios and targets.
+DIR/bench.png. docs/benchmarks.md explains the scenarios and targets.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """bench/run.py, the benchmark harness, in its smallest mode: the JSON it
 writes holds every scenario with the raw samples its statistics and ratios
 come from, the table names them, and the servers it starts are gone when it
-ends, also when interrupted. Timings are not checked (see README: Benchmarks).
+ends, also when interrupted. Timings are not checked (see docs/benchmarks.md).
 """
 
 import importlib.util
@@ -118,7 +118,7 @@ def test_quick_tiny_run_writes_consistent_results(bench_env, tmp_path):
 
 
 def test_a_child_reports_its_timing_and_writes_a_profile(pz, tmp_path):
-    # The measuring aids of README's environment table, in a real child.
+    # The measuring aids of the environment table (docs/usage.md), in a real child.
     import pstats
 
     root = pz.project("basic")

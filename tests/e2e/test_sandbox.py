@@ -1,4 +1,4 @@
-"""The test-child sandbox (README.md, "Security"): test code and whatever it
+"""The test-child sandbox (docs/security.md): test code and whatever it
 starts cannot signal, trace or write the memory of the supervisor or the
 zygote, everything else a test suite does still works, the no-network policy
 refuses internet sockets, and a filter that cannot be installed fails the run

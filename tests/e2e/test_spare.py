@@ -1,4 +1,4 @@
-"""The spare child (README.md, How it works): a run child records the pages it
+"""The spare child (docs/design.md, "Spare child"): a run child records the pages it
 made private, and the next spare writes to them before its request comes, so
 the next run does not take those copy-on-write faults itself."""
 

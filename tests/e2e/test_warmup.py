@@ -1,4 +1,4 @@
-"""Warm-up must not be observable (DESIGN.md section 6, PITFALLS.md item 16).
+"""Warm-up must not be observable (docs/design.md, PITFALLS.md item 16).
 
 The zygote only imports non-test modules: conftests and test modules execute
 in every run exactly as often as in a cold run, and no project hook

@@ -86,7 +86,7 @@ def _split(args):
             continue
         if a.split("=", 1)[0] == "--daemon-port" and not h._env_bool(
                 "PYTEST_ZYGOTE_PORT_INSTANCES"):
-            opts.append(a)  # ignored (README: coming from pytest-hot-reloading)
+            opts.append(a)  # ignored (docs/plugin.md: coming from pytest-hot-reloading)
             if "=" not in a:
                 opts.append(next(it, ""))
             continue

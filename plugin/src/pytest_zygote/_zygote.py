@@ -41,7 +41,7 @@ _blas_lib = []  # [the loaded OpenBLAS (ctypes), or None], found at warm-up
 # after the session (pytest_zygote.workaround); None elsewhere.
 _workaround_pending = None
 _edges = {}  # project module -> modules it imported at warm-up
-# Inputs of imports other than code (DESIGN.md section 4): a module imported
+# Inputs of imports other than code (docs/design.md): a module imported
 # here is stale for a run whose inputs differ from what its import read.
 _env_reads = {}  # module -> {variable: value, or None when unset}, as first read
 _env_project = {}  # the same for project modules (a child imports them again)
@@ -169,7 +169,7 @@ def _take_snapshot(before):
 
 def warmup(root):
     """Import what runs import, and nothing else: no pytest session and no
-    project hook runs here (DESIGN.md section 6).
+    project hook runs here (docs/design.md, "Nothing warm-up did is visible").
 
     A forked child runs `pytest --collect-only` (the learning run) and
     reports, as it goes, the modules it imports that are not test modules or

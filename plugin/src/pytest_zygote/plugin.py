@@ -145,7 +145,7 @@ def _start_env(ns):
     env = dict(os.environ)
     # pytest-hot-reloading's globs keep its meaning: relative ones from the
     # directory pytest runs in, '*' crossing '/' (the server matches them
-    # against whole absolute paths; see README).
+    # against whole absolute paths; see docs/plugin.md).
     for dest, var in (("daemon_watch_globs", "PYTEST_DAEMON_WATCH_GLOBS"),
                       ("daemon_ignore_watch_globs", "PYTEST_DAEMON_IGNORE_WATCH_GLOBS")):
         value = _setting(ns, dest, var)
