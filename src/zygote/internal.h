@@ -74,7 +74,6 @@ void __attribute__((noreturn))
 child_main(struct proto_request *req, int conn, int learn, const int *close_fds, int nclose,
 	   pid_t zygote);
 void start_run(struct proto_request *req, int32_t id, int conn);
-void practice_done(void);
 
 /* spare.c */
 void spare_fork(void);

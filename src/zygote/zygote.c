@@ -145,6 +145,8 @@ child_main(struct proto_request *req, int conn, int learn, const int *close_fds,
 	_exit(code);
 }
 
+static void practice_done(void);
+
 /* Start a run of req for the client on conn: in the spare, or in a new fork. */
 void
 start_run(struct proto_request *req, int32_t id, int conn)
@@ -208,7 +210,7 @@ start_run(struct proto_request *req, int32_t id, int conn)
 static char deferred_ready[1024];
 
 /* The practice run is over (or never ran): fork the spare, then say ready. */
-void
+static void
 practice_done(void)
 {
 	learn_add_saved();
