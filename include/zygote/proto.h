@@ -84,8 +84,6 @@ struct proto_request {
 	size_t envc;
 	int fds[PROTO_MAX_FDS]; /* -1 when absent */
 	int nfds;
-	/* internal (supervisor -> zygote only) */
-	int32_t run_id;
 };
 
 /* Where a request decoder is. Each message is accepted only in its state. */

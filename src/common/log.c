@@ -25,12 +25,6 @@ log_init(const char *who, int timestamps)
 }
 
 void
-log_set_level(enum log_level level)
-{
-	log_level = level;
-}
-
-void
 log_msg(enum log_level level, const char *fmt, ...)
 {
 	static const char *names[] = { "error", "warning", "", "debug" };

@@ -3,13 +3,13 @@
  * supervisor, a signalfd, and one connection per running test child (signals
  * to forward, client death). It never runs test code itself: warm-up only
  * collects. Requests from the supervisor are trusted but decoded with the same
- * state machine as any client's.
+ * state machine as any client's. The spare is spare.c's, the pages runs made
+ * private learn.c's, the interpreter check interp.c's.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,236 +18,25 @@
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "internal.h"
 #include "zygote/common.h"
 #include "zygote/fdpass.h"
 #include "zygote/log.h"
-#include "zygote/paths.h"
 #include "zygote/prefault.h"
 #include "zygote/proctree.h"
 #include "zygote/proto.h"
 #include "zygote/pyembed.h"
-#include "zygote/sandbox.h"
 #include "zygote/spawn.h"
 #include "zygote/zygote.h"
 
-#define MAX_RUNS 256
-
-struct run {
-	int32_t id;
-	pid_t pid;
-	int conn;  /* -1 once the client is gone */
-	int learn; /* read end of the child's SPAWN_FD_LEARN pipe */
-	struct fdpass_reader rd;
-};
-
-/*
- * The spare: a child forked ahead of the next request, which has already
- * taken the copy-on-write faults the last run took (prefault.h). It waits on
- * its socket for a request in the same form the supervisor sends us.
- */
-static struct {
-	pid_t pid;
-	int sock;
-	int disabled;
-	int real; /* prepared with the pages of a client's run */
-} spare = { .sock = -1 };
-
-/* The pages the last run made private, for the next spare to touch. */
-static int hot_real; /* hot came from a client's run, not the practice run */
-static struct prefault_range *hot;
-static size_t nhot;
-
-#define LEARN_PIPE_SIZE (1 << 20)
-
-/*
- * The pages learned from a client's run, kept in a file for the next
- * generation (--pages, from the supervisor), which prepares its first spare
- * with them instead of the practice run's (collection only). Only useful
- * when both generations have the same address-space layout (the supervisor
- * turns randomisation off for zygotes, stable_layout): the header records
- * where libc is mapped, and a file from another layout is ignored.
- */
-static const char *pages_file;
 /* The supervisor turned address randomisation off for us (and only us). */
 static int stable_layout;
 
-struct pages_header {
-	char magic[8];
-	uint64_t libc; /* (uintptr_t)&printf of the zygote that wrote it */
-	uint64_t n;    /* struct prefault_range entries that follow */
-};
-
-static const char pages_magic[8] = "PZPAGES1";
-
-static uint64_t
-layout_mark(void)
-{
-	return (uint64_t)(uintptr_t)&printf;
-}
-
-/* Keep hot (nhot ranges) in pages_file; quietly gives up on errors. */
-static void
-learn_save(const struct prefault_range *ranges, size_t n)
-{
-	if (!pages_file || !*pages_file)
-		return;
-	char tmp[PATH_MAX + 32];
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.%d", pages_file, (int)getpid()) >= sizeof(tmp))
-		return;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return;
-	struct pages_header h = { .libc = layout_mark(), .n = n };
-	memcpy(h.magic, pages_magic, sizeof(h.magic));
-	size_t len = n * sizeof(*ranges);
-	int ok = write(fd, &h, sizeof(h)) == (ssize_t)sizeof(h) &&
-		 write(fd, ranges, len) == (ssize_t)len;
-	if (close(fd) < 0 || !ok || rename(tmp, pages_file) < 0)
-		unlink(tmp);
-}
-
-/* The ranges a previous generation of our layout saved, or NULL. */
-static struct prefault_range *
-learn_load(size_t *ret_n)
-{
-	if (!pages_file || !*pages_file)
-		return NULL;
-	int fd = open(pages_file, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return NULL;
-	struct pages_header h;
-	struct prefault_range *r = NULL;
-	struct stat st;
-	if (read(fd, &h, sizeof(h)) == (ssize_t)sizeof(h) &&
-	    memcmp(h.magic, pages_magic, sizeof(h.magic)) == 0 && h.libc == layout_mark() &&
-	    h.n > 0 && h.n <= LEARN_PIPE_SIZE / sizeof(*r) && fstat(fd, &st) == 0 &&
-	    (uint64_t)st.st_size == sizeof(h) + h.n * sizeof(*r)) {
-		r = malloc(h.n * sizeof(*r));
-		if (r && read(fd, r, h.n * sizeof(*r)) != (ssize_t)(h.n * sizeof(*r))) {
-			free(r);
-			r = NULL;
-		}
-	}
-	close(fd);
-	if (r)
-		*ret_n = h.n;
-	return r;
-}
-/* The first byte a run child writes to its learning pipe: "my run is over". */
-#define LEARN_DONE "E"
-
-static struct {
-	int ctl;
-	int sigfd;
-	pid_t supervisor;
-	int generation;
-	const char *root;
-	struct fdpass_reader ctl_rd;
-	struct proto_decoder dec;
-	int in_request;
-	int32_t req_id;
-	int req_conn;
-	struct run runs[MAX_RUNS];
-	int nruns;
-	int draining;
-	long long drain_deadline;
-} z = { .ctl = -1, .sigfd = -1, .req_conn = -1 };
-
-const char *
-zygote_pydir(void)
-{
-	static const struct paths_layout layout = {
-		.build_dir = PYZ_BUILD_DIR,
-		.source_pydir = PYZ_SOURCE_PYDIR,
-		.rel_pydir = PYZ_REL_PYDIR,
-		.install_pydir = PYZ_INSTALL_PYDIR,
-		.py_version = PYZ_PY_VERSION,
-	};
-	static char dir[PATH_MAX];
-	char exe[PATH_MAX];
-	if (paths_self_exe(exe, sizeof(exe)) < 0 || paths_pydir(exe, &layout, dir, sizeof(dir)) < 0)
-		return NULL; /* the interpreter must import the package itself */
-	return dir;
-}
-
-/* Read "version = X.Y.Z" from a virtualenv's pyvenv.cfg next to bin/. */
-static int
-venv_version(const char *python, char *buf, size_t size)
-{
-	char cfg[PATH_MAX];
-	snprintf(cfg, sizeof(cfg), "%s", python);
-	char *slash = strrchr(cfg, '/');
-	if (!slash)
-		return 0;
-	*slash = '\0';
-	slash = strrchr(cfg, '/');
-	if (!slash)
-		return 0;
-	strcpy(slash, "/pyvenv.cfg");
-	FILE *f = fopen(cfg, "re");
-	if (!f)
-		return 0;
-	char line[512];
-	int found = 0;
-	while (!found && fgets(line, sizeof(line), f)) {
-		int maj, min;
-		if (sscanf(line, " version = %d.%d", &maj, &min) == 2 ||
-		    sscanf(line, " version_info = %d.%d", &maj, &min) == 2) {
-			snprintf(buf, size, "%d.%d", maj, min);
-			found = 1;
-		}
-	}
-	fclose(f);
-	return found;
-}
-
-int
-zygote_python_matches(const char *python, char *ret_version, size_t size)
-{
-	char ver[32] = "";
-	if (access(python, X_OK) != 0)
-		return -1;
-	if (!venv_version(python, ver, sizeof(ver))) {
-		/* Ask the interpreter itself: one short exec at start only. */
-		int p[2];
-		if (pipe2(p, O_CLOEXEC) < 0)
-			return -1;
-		pid_t pid = fork();
-		if (pid < 0) {
-			close(p[0]);
-			close(p[1]);
-			return -1;
-		}
-		if (pid == 0) {
-			dup2(p[1], 1);
-			int devnull = open("/dev/null", O_RDWR);
-			if (devnull >= 0)
-				dup2(devnull, 2);
-			execl(python, python, "-S", "-E", "-c",
-			      "import sys; print('%d.%d' % sys.version_info[:2])", (char *)NULL);
-			_exit(127);
-		}
-		close(p[1]);
-		ssize_t n = read(p[0], ver, sizeof(ver) - 1);
-		close(p[0]);
-		int st;
-		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-			;
-		if (n <= 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-			return -1;
-		ver[n] = '\0';
-		ver[strcspn(ver, "\n")] = '\0';
-	}
-	snprintf(ret_version, size, "%s", ver);
-	return strcmp(ver, PYZ_PY_VERSION) == 0;
-}
+struct zygote_state z = { .ctl = -1, .sigfd = -1, .req_conn = -1 };
 
 static void
 send_ready(const char *text)
@@ -294,7 +83,7 @@ refuse_run(int conn, int32_t id, const char *text)
 }
 
 /* The zygote's own descriptors, which no child may keep. */
-static int
+int
 own_fds(int *fds, int extra)
 {
 	int n = 0;
@@ -311,7 +100,7 @@ own_fds(int *fds, int extra)
 }
 
 /* A run child, from the fd layout to _exit. */
-static void __attribute__((noreturn))
+void __attribute__((noreturn))
 child_main(struct proto_request *req, int conn, int learn, const int *close_fds, int nclose,
 	   pid_t zygote)
 {
@@ -356,140 +145,10 @@ child_main(struct proto_request *req, int conn, int learn, const int *close_fds,
 	_exit(code);
 }
 
-/* prefault_touch's stop: a request is waiting on the spare's socket. */
-static int
-request_waiting(void *arg)
-{
-	struct pollfd p = { .fd = *(int *)arg, .events = POLLIN };
-	return poll(&p, 1, 0) > 0;
-}
-
-/*
- * In the spare: take the copy-on-write faults of the last run's pages, a
- * chunk at a time, and stop as soon as a request is waiting: a run that
- * arrives early is served at once, with the rest of the faults its own.
- */
-static void
-spare_prepare(int sock)
-{
-	prefault_touch(hot, nhot, request_waiting, &sock);
-}
-
-/* Fork the next spare, unless there is one or we are stopping. */
-static void
-spare_fork(void)
-{
-	if (spare.pid || spare.disabled || z.draining)
-		return;
-	int sv[2];
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-		return;
-	int close_fds[2 * MAX_RUNS + 4];
-	int nclose = own_fds(close_fds, sv[0]);
-	pid_t zygote = getpid();
-
-	pyembed_fork_prepare();
-	pid_t pid = fork();
-	if (pid == 0) {
-		pyembed_fork_child();
-		for (int i = 0; i < nclose; i++)
-			if (close_fds[i] >= 0)
-				close(close_fds[i]);
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != zygote)
-			_exit(0);
-		setproctitle("spare gen %d %s", z.generation, z.root);
-		sandbox_prepare(zygote, z.supervisor);
-		spare_prepare(sv[1]);
-		if (!request_waiting(&sv[1]))
-			pyembed_spare_speculate();
-
-		/* Wait for a request: Z_RUN (connection and learning pipe) + request. */
-		struct fdpass_reader rd;
-		struct proto_decoder dec;
-		int fds[PROTO_MAX_FDS], got[2] = { -1, -1 };
-		fdpass_reader_init(&rd);
-		proto_decoder_init(&dec);
-		for (;;) {
-			struct proto_hdr h;
-			const char *p;
-			if (fdpass_read_msg(&rd, sv[1], &h, &p) <= 0)
-				_exit(0);
-			int nfds = 0;
-			if (h.type == PROTO_MSG_Z_RUN) {
-				if (fdpass_reader_take_fds(&rd, got, 2) != 2)
-					_exit(ZEXIT_INTERNAL);
-				continue;
-			}
-			if (h.type == PROTO_MSG_FDS && h.len == sizeof(uint32_t)) {
-				uint32_t count;
-				memcpy(&count, p, sizeof(count));
-				if (count <= PROTO_MAX_FDS)
-					nfds = fdpass_reader_take_fds(&rd, fds, (int)count);
-			}
-			int r = proto_decoder_feed(&dec, h.type, p, h.len, fds, nfds);
-			if (r < 0 || got[0] < 0)
-				_exit(ZEXIT_INTERNAL);
-			if (r == 1)
-				break;
-		}
-		close(sv[1]);
-		child_main(&dec.req, got[0], got[1], NULL, 0, zygote);
-	}
-	pyembed_fork_parent();
-	close(sv[1]);
-	if (pid < 0) {
-		close(sv[0]);
-		return;
-	}
-	spare.pid = pid;
-	spare.sock = sv[0];
-	spare.real = hot_real;
-}
-
-static void
-spare_drop(void)
-{
-	if (!spare.pid)
-		return;
-	kill(spare.pid, SIGKILL);
-	close(spare.sock);
-	spare.sock = -1;
-	spare.pid = 0; /* reaped by reap() as an unknown pid */
-}
-
-/* Give the request to the spare. Returns its pid, or 0 when it cannot. */
-static pid_t
-spare_take(const struct proto_request *req, int32_t id, int conn, int learn)
-{
-	if (!spare.pid)
-		return 0;
-	struct proto_buf b = { 0 };
-	size_t off;
-	int fds2[2] = { conn, learn };
-	int r = proto_buf_put_i32(&b, PROTO_MSG_Z_RUN, id);
-	if (r == 0)
-		r = fdpass_send(spare.sock, b.data, b.len, fds2, 2, 0);
-	proto_buf_free(&b);
-	if (r == 0)
-		r = proto_request_encode(&b, req, &off);
-	if (r == 0)
-		r = fdpass_send(spare.sock, b.data, b.len, req->fds, req->nfds, off);
-	proto_buf_free(&b);
-	pid_t pid = spare.pid;
-	close(spare.sock);
-	spare.sock = -1;
-	spare.pid = 0;
-	if (r < 0) {
-		kill(pid, SIGKILL);
-		return 0;
-	}
-	return pid;
-}
-
 static void practice_done(void);
 
-static void
+/* Start a run of req for the client on conn: in the spare, or in a new fork. */
+void
 start_run(struct proto_request *req, int32_t id, int conn)
 {
 	if (z.nruns >= MAX_RUNS) {
@@ -551,151 +210,15 @@ start_run(struct proto_request *req, int32_t id, int conn)
 static char deferred_ready[1024];
 
 /* The practice run is over (or never ran): fork the spare, then say ready. */
-/*
- * a and b (sorted by address, not overlapping within each) as one sorted
- * list of ranges, overlapping and adjacent ones merged. NULL on ENOMEM.
- */
-static struct prefault_range *
-ranges_union(const struct prefault_range *a, size_t na, const struct prefault_range *b,
-	     size_t nb, size_t *ret_n)
-{
-	struct prefault_range *r = malloc((na + nb + 1) * sizeof(*r));
-	if (!r)
-		return NULL;
-	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-	size_t n = 0, i = 0, j = 0;
-	while (i < na || j < nb) {
-		const struct prefault_range *x =
-			j >= nb || (i < na && a[i].start <= b[j].start) ? &a[i++] : &b[j++];
-		uint64_t end = x->start + x->npages * page;
-		if (n > 0 && r[n - 1].start + r[n - 1].npages * page >= x->start) {
-			uint64_t cur = r[n - 1].start + r[n - 1].npages * page;
-			if (end > cur)
-				r[n - 1].npages = (end - r[n - 1].start) / page;
-		} else {
-			r[n++] = *x;
-		}
-	}
-	*ret_n = n;
-	return r;
-}
-
 static void
 practice_done(void)
 {
-	/*
-	 * The previous generation's pages are where ours are only up to the
-	 * first changed module we imported; the practice run's are exactly
-	 * ours but leave out what running tests writes. Prepare both.
-	 */
-	size_t n, nu;
-	struct prefault_range *saved = hot_real ? NULL : learn_load(&n);
-	struct prefault_range *u = saved ? ranges_union(hot, nhot, saved, n, &nu) : NULL;
-	if (u) {
-		free(hot);
-		hot = u;
-		nhot = nu;
-		hot_real = 1;
-		log_debug("first spare prepares the practice run's pages and %zu ranges a "
-			  "previous generation learned", n);
-	}
-	free(saved);
+	learn_add_saved();
 	spare_fork();
 	if (deferred_ready[0]) {
 		send_ready(deferred_ready);
 		deferred_ready[0] = '\0';
 	}
-}
-
-/*
- * A practice run right after warm-up: `pytest --collect-only` in a child with
- * /dev/null for its terminal, so the first spare already knows which pages a
- * run touches. It has no client (id -1) and nobody waits for it.
- */
-static void
-practice_run(void)
-{
-	extern char **environ;
-	static char *argv[] = { "--collect-only", "-q", "-p", "no:cacheprovider", NULL };
-	struct proto_request req = {
-		.kind = PROTO_KIND_RUN,
-		.argv = argv,
-		.argc = 4,
-		.cwd = (char *)z.root,
-		.env = environ,
-		.nfds = 3,
-	};
-	/* The zygote's environment and a mark: child_run then stops collecting
-	 * after the learning budget, as the learning run does. */
-	static char mark[] = "PYTEST_ZYGOTE_PRACTICE=1";
-	size_t n = 0;
-	while (environ[n])
-		n++;
-	char **env = calloc(n + 2, sizeof(*env));
-	if (env) {
-		memcpy(env, environ, n * sizeof(*env));
-		env[n++] = mark;
-		req.env = env;
-	}
-	req.envc = n;
-	for (int i = 0; i < 3; i++)
-		req.fds[i] = open("/dev/null", i == 0 ? O_RDONLY | O_CLOEXEC : O_WRONLY | O_CLOEXEC);
-	int conn = open("/dev/null", O_WRONLY | O_CLOEXEC);
-	if (conn < 0 || req.fds[0] < 0 || req.fds[1] < 0 || req.fds[2] < 0 || spare.disabled) {
-		for (int i = 0; i < 3; i++)
-			if (req.fds[i] >= 0)
-				close(req.fds[i]);
-		if (conn >= 0)
-			close(conn);
-		practice_done();
-		free(env);
-		return;
-	}
-	start_run(&req, -1, conn);
-	free(env);
-}
-
-/* Keep what the finished run's child reported about the pages it copied. */
-static void
-learn(struct run *r)
-{
-	char done;
-	if (r->learn < 0 || read(r->learn, &done, 1) != 1 || done != LEARN_DONE[0])
-		return; /* it died before its run was over */
-	size_t cap = 4096, len = 0;
-	char *buf = malloc(cap);
-	for (;;) {
-		if (!buf)
-			break;
-		if (len == cap) {
-			char *g = cap < LEARN_PIPE_SIZE ? realloc(buf, cap * 2) : NULL;
-			if (!g)
-				break;
-			buf = g;
-			cap *= 2;
-		}
-		ssize_t n = read(r->learn, buf + len, cap - len);
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-	}
-	if (buf && len >= sizeof(struct prefault_range) && len % sizeof(struct prefault_range) == 0) {
-		free(hot);
-		hot = (struct prefault_range *)buf;
-		nhot = len / sizeof(struct prefault_range);
-		hot_real = r->id >= 0;
-		buf = NULL;
-		if (hot_real)
-			learn_save(hot, nhot);
-		/* The practice run is --collect-only: it leaves out the pages
-		 * running tests write. A spare prepared from it is replaced once
-		 * the first client's run has said which pages those are. */
-		if (hot_real && spare.pid && !spare.real) {
-			spare_drop();
-			spare_fork();
-		}
-	}
-	free(buf);
 }
 
 /* Children the zygote had before serving (started at warm-up): not strays. */
@@ -783,7 +306,8 @@ reap(void)
 				fdpass_send_msg(r->conn, PROTO_MSG_EXIT, &code, sizeof(code));
 			if (r->id >= 0)
 				send_done(r->id, code);
-			learn(r);
+			if (learn(r))
+				spare_replace_practice();
 			if (r->id < 0)
 				practice_done();
 			log_debug("run %d: child %d exited with %d", (int)r->id, (int)pid,
@@ -1197,7 +721,9 @@ zygote_main(int argc, char **argv)
 	/* The supervisor may have died while we were blocking SIGTERM. */
 	if (getppid() != z.supervisor)
 		orphaned_exit();
-	practice_run();
+	/* No spare, no pages to learn for it: no practice run. */
+	if (spare.disabled || practice_run() < 0)
+		practice_done();
 	int rc = serve();
 	fflush(stdout);
 	fflush(stderr);

@@ -1,0 +1,47 @@
+/*
+ * What the pytest-zygote program's files share: main.c (help texts, options,
+ * the command table), start.c, status.c and run.c. Private to src/client/ (the
+ * protocol is zygote/client.h); like them, it must not need libpython or libbsd.
+ */
+#ifndef CLIENT_INTERNAL_H
+#define CLIENT_INTERNAL_H
+
+#include "zygote/conf.h"
+#include "zygote/paths.h"
+
+/* The command's options, with the precedence rules applied (main.c). */
+struct opts {
+	const char *root;
+	const char *instance;
+	const char *python;
+	int foreground;
+	int ready_fd;
+	int start_if_needed;
+	int json;
+	int grace_ms;
+	int quiet; /* start messages to stderr (auto-start from run) */
+	int python_set, grace_set, start_if_needed_set;
+	struct zconf conf; /* the project's config section */
+};
+
+/* main.c: the root and the server's paths for o; logs and returns -1 when
+ * there are none. */
+int resolve_paths(const struct opts *o, struct zpaths *p);
+/* main.c: say that no zygote runs for p and how to start one; ZEXIT_NOSERVER. */
+int no_server(const struct zpaths *p);
+
+/*
+ * The commands (see main.c's table). args are pytest's arguments; only run
+ * takes any, the others get none.
+ */
+int cmd_start(const struct opts *o, const struct zpaths *p, int nargs, char **args);
+int cmd_run(const struct opts *o, const struct zpaths *p, int nargs, char **args);
+int cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args);
+
+/* start.c: start the server for p (detached, or become it with --foreground). */
+int do_start(const struct opts *o, const struct zpaths *p);
+
+/* status.c: print the result of `start` from the supervisor's report line. */
+int print_report(const struct zpaths *p, const char *line, int to_stderr);
+
+#endif

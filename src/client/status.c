@@ -1,0 +1,189 @@
+/*
+ * pytest-zygote status, and the lines that describe a running server: the
+ * result of `start` and "already running". It only asks and prints: it must
+ * not start, stop or change a server.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client-internal.h"
+#include "zygote/client.h"
+#include "zygote/common.h"
+#include "zygote/log.h"
+#include "zygote/paths.h"
+#include "zygote/proto.h"
+
+/* Colour on stdout (asked once: status asks for every row). */
+static int
+color(void)
+{
+	static int on = -1;
+	if (on < 0)
+		on = isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
+	return on;
+}
+
+/* A server already runs for p: wait until it is warm, then say so. */
+static int
+print_running(const struct zpaths *p, int to_stderr)
+{
+	char *text = NULL;
+	/* Wait until that server is warm, so a second `start` means "ready" too. */
+	int r = client_request(p, PROTO_KIND_WAIT, 0, &text);
+	if (r < 0) {
+		log_error("a server for %s is starting or stopping; try again (%s)", p->root,
+			  text ? text : strerror(-r));
+		free(text);
+		return ZEXIT_NOSTART;
+	}
+	char *pid = client_status_get(text, "pid");
+	fprintf(to_stderr ? stderr : stdout,
+		"pytest-zygote: already running for %s (pid %s, socket %s)\n", p->root,
+		pid ? pid : "?", p->sock);
+	free(pid);
+	free(text);
+	return 0;
+}
+
+/* Parse the supervisor's one-line report and print the result of `start`. */
+int
+print_report(const struct zpaths *p, const char *line, int to_stderr)
+{
+	FILE *out = to_stderr ? stderr : stdout;
+	if (strncmp(line, "ready ", 6) == 0) {
+		int pid = 0, threads = 1;
+		char mods[32] = "?", status[300] = "";
+		double warm = 0;
+		sscanf(line, "ready pid=%d modules=%31s warmup_s=%lf threads=%d status=%299[^\n]",
+		       &pid, mods, &warm, &threads, status);
+		fprintf(out, "pytest-zygote: %sready%s pid %d, socket %s, %s modules, warm-up %.2f s\n",
+			color() && !to_stderr ? "\033[32m" : "", color() && !to_stderr ? "\033[0m" : "",
+			pid, p->sock, mods, warm);
+		if (threads > 1)
+			log_warn("%d threads were running after warm-up; see %s", threads, p->log);
+		if (*status && strcmp(status, "ok") != 0)
+			log_warn("learning run: %s (runs show the errors as plain pytest "
+				 "would)",
+				 status);
+		return 0;
+	}
+	if (strncmp(line, "running ", 8) == 0)
+		return print_running(p, to_stderr);
+	if (strncmp(line, "error ", 6) == 0) {
+		log_error("could not start the server for %s: %s", p->root, line + 6);
+		return ZEXIT_NOSTART;
+	}
+	log_error("could not start the server for %s; see %s", p->root, p->log);
+	return ZEXIT_NOSTART;
+}
+
+/* `status`: the server's status text as a table, or as JSON with --json. */
+int
+cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
+{
+	char *text = NULL;
+	int r = client_request(p, PROTO_KIND_STATUS, 0, &text);
+	if (r == -ENOENT || r == -ECONNREFUSED) {
+		if (o->json) {
+			printf("{\"server\": false, \"state\": \"stopped\", \"root\": \"%s\"}\n", p->root);
+			return ZEXIT_NOSERVER;
+		}
+		return no_server(p);
+	}
+	if (r < 0) {
+		log_error("status: %s", text ? text : strerror(-r));
+		free(text);
+		return ZEXIT_INTERNAL;
+	}
+	static const char *numeric[] = { "pid",	     "uptime_s",   "generation", "zygote_pid",
+					 "modules",  "project_files", "warmup_s", "runs",
+					 "running",  "rss_kb",	      "threads",	 "refreshes",
+					 "warming",  "dirty_count",   "last_refresh_s", "queued",
+					 "max_runs", "variants" };
+	if (o->json) {
+		printf("{\"server\": true");
+		int dirty_open = 0;
+		for (char *line = text; *line;) {
+			char *nl = strchr(line, '\n');
+			if (nl)
+				*nl = '\0';
+			char *eq = strchr(line, '=');
+			if (eq) {
+				*eq = '\0';
+				int num = 0;
+				for (size_t i = 0; i < ARRAY_SIZE(numeric); i++)
+					num |= strcmp(line, numeric[i]) == 0 && eq[1];
+				int dirty = strcmp(line, "dirty") == 0;
+				if (dirty && dirty_open)
+					printf(", ");
+				else if (dirty)
+					printf(", \"dirty\": [");
+				else
+					printf("%s, \"%s\": ", dirty_open ? "]" : "", line);
+				if (!dirty)
+					dirty_open = 0;
+				else
+					dirty_open = 1;
+				if (num) {
+					printf("%s", eq + 1);
+				} else {
+					putchar('"');
+					for (const char *c = eq + 1; *c; c++) {
+						if (*c == '"' || *c == '\\')
+							printf("\\%c", *c);
+						else if ((unsigned char)*c < 0x20)
+							printf("\\u%04x", *c);
+						else
+							putchar(*c);
+					}
+					putchar('"');
+				}
+			}
+			if (!nl)
+				break;
+			line = nl + 1;
+		}
+		if (dirty_open)
+			printf("]");
+		else
+			printf(", \"dirty\": []");
+		printf("}\n");
+		free(text);
+		return 0;
+	}
+	static const struct {
+		const char *key, *label, *unit;
+	} rows[] = {
+		{ "state", "state", "" },	    { "pid", "pid", "" },
+		{ "root", "root", "" },		    { "python", "python", "" },
+		{ "socket", "socket", "" },	    { "log", "log", "" },
+		{ "uptime_s", "uptime", " s" },	    { "generation", "generation", "" },
+		{ "zygote_pid", "zygote pid", "" }, { "modules", "modules", "" },
+		{ "warmup_s", "warm-up", " s" },    { "runs", "runs served", "" },
+		{ "running", "running", "" },	    { "queued", "queued", "" },
+		{ "max_runs", "max runs", "" },	    { "rss_kb", "zygote memory", " kB RSS" },
+		{ "sandbox", "sandbox", "" },	    { "refreshes", "refreshes", "" },
+		{ "warming", "warming gen", "" },   { "dirty_count", "changes", "" },
+		{ "watching", "watching", "" },	    { "fresh_reason", "waiting for", "" },
+		{ "last_refresh_s", "last refresh", " s" },
+		{ "warm_phase", "warming now", "" }, { "warm_modules", "warmed modules", "" },
+		{ "variants", "variants", " (zygotes for other environments)" },
+		{ "reload", "reload", "" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
+		char *v = client_status_get(text, rows[i].key);
+		if (v && !*v && (strcmp(rows[i].key, "fresh_reason") == 0 ||
+				 strncmp(rows[i].key, "warm_", 5) == 0)) {
+			free(v);
+			continue;
+		}
+		printf("%s%-14s%s %s%s\n", color() ? "\033[1m" : "", rows[i].label,
+		       color() ? "\033[0m" : "", v ? v : "", rows[i].unit);
+		free(v);
+	}
+	free(text);
+	return 0;
+}

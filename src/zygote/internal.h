@@ -1,0 +1,89 @@
+/*
+ * What the files of a zygote generation share: zygote.c (serve loop, runs),
+ * spare.c (the spare child) and learn.c (the pages runs made private). Private
+ * to src/zygote/: nothing outside it includes this, and it declares no API.
+ */
+#ifndef ZYGOTE_INTERNAL_H
+#define ZYGOTE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "zygote/fdpass.h"
+#include "zygote/prefault.h"
+#include "zygote/proto.h"
+
+#define MAX_RUNS 256
+
+struct run {
+	int32_t id;
+	pid_t pid;
+	int conn;  /* -1 once the client is gone */
+	int learn; /* read end of the child's SPAWN_FD_LEARN pipe */
+	struct fdpass_reader rd;
+};
+
+/* The generation (zygote.c). */
+struct zygote_state {
+	int ctl;
+	int sigfd;
+	pid_t supervisor;
+	int generation;
+	const char *root;
+	struct fdpass_reader ctl_rd;
+	struct proto_decoder dec;
+	int in_request;
+	int32_t req_id;
+	int req_conn;
+	struct run runs[MAX_RUNS];
+	int nruns;
+	int draining;
+	long long drain_deadline;
+};
+extern struct zygote_state z;
+
+/*
+ * The spare (spare.c): a child forked ahead of the next request, which has
+ * already taken the copy-on-write faults the last run took (prefault.h). It
+ * waits on its socket for a request in the same form the supervisor sends us.
+ */
+struct spare_state {
+	pid_t pid;
+	int sock;
+	int disabled;
+	int real; /* prepared with the pages of a client's run */
+};
+extern struct spare_state spare;
+
+/* The learning pipe: its size, and the first byte a run child writes to it,
+ * "my run is over" (then the pages it copied, off the client's clock). */
+#define LEARN_PIPE_SIZE (1 << 20)
+#define LEARN_DONE "E"
+
+/* The pages the last run made private, for the next spare to touch (learn.c). */
+extern int hot_real; /* hot came from a client's run, not the practice run */
+extern struct prefault_range *hot;
+extern size_t nhot;
+/* Where learned pages are kept for the next generation (--pages); see learn.c. */
+extern const char *pages_file;
+
+/* zygote.c */
+int own_fds(int *fds, int extra);
+void __attribute__((noreturn))
+child_main(struct proto_request *req, int conn, int learn, const int *close_fds, int nclose,
+	   pid_t zygote);
+void start_run(struct proto_request *req, int32_t id, int conn);
+
+/* spare.c */
+void spare_fork(void);
+void spare_drop(void);
+pid_t spare_take(const struct proto_request *req, int32_t id, int conn, int learn);
+void spare_replace_practice(void);
+
+/* learn.c */
+int learn(struct run *r);
+void learn_add_saved(void);
+int practice_run(void);
+
+#endif
