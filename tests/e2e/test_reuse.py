@@ -44,7 +44,9 @@ def test_modules_pytest_reexecutes_run_in_every_run_as_in_plain(pz, rootless, mo
 
 def test_an_edited_rootless_conftest_runs_again(pz, rootless):
     root, log, env = rootless
-    pz.start(root, env=env)
+    # No fresh generation during the test: its learning run imports the
+    # conftests too and would write to the same log (seen in CI).
+    pz.start(root, env=dict(env, PYTEST_ZYGOTE_SETTLE_MS="3600000"))
     assert pz.run_zygote(ARGS, cwd=root, env=env).rc == 0
     log.write_text("")
     sub = root / "tests" / "sub" / "conftest.py"
