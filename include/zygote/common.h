@@ -22,7 +22,6 @@
 #define ZEXIT_NOSTART 71   /* the server could not be started */
 #define ZEXIT_RETRY 75     /* the zygote died during the run: run again */
 
-/* Milliseconds on the monotonic clock, for timers and durations. */
 /* FNV-1a, 64 bits: stable names for roots (paths.c) and digests of values
  * (supervisor.c; the zygote's _digest computes the same). */
 #define FNV1A_BASIS 14695981039346656037ULL
@@ -37,6 +36,7 @@ fnv1a(unsigned long long h, const void *data, size_t n)
 	return h;
 }
 
+/* Milliseconds on the monotonic clock, for timers and durations. */
 static inline long long
 now_ms(void)
 {

@@ -2,7 +2,7 @@
  * The test-child sandbox: one small interface, a seccomp backend and a
  * do-nothing one chosen at build time (meson option 'seccomp').
  *
- * What it promises (README.md, "Security"): a test child and everything it
+ * What it promises (docs/security.md): a test child and everything it
  * starts cannot signal, trace, or read or write the memory of the supervisor
  * or any zygote generation (or their threads), cannot kill(-1), and with the
  * no-network policy cannot open sockets other than AF_UNIX and AF_NETLINK.

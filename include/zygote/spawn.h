@@ -1,6 +1,6 @@
 /*
  * Everything between fork() and Python in a test child, in one place so the
- * fork rules can be reviewed together (STYLE.md, "Embedding and fork rules").
+ * fork rules can be reviewed together (docs/hacking.md, "Embedding and fork rules").
  */
 #ifndef ZYGOTE_SPAWN_H
 #define ZYGOTE_SPAWN_H

@@ -4,7 +4,7 @@
  * hold the commands with logic of their own, stop and restart are here. This
  * binary links nothing but libc and inih, so a run or a status costs little
  * more than a process start: keep libpython, libseccomp and libbsd out of it.
- * Exit codes are documented in README.md and in --help.
+ * Exit codes are documented in docs/usage.md and in --help.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -76,12 +76,12 @@ static const char usage_text[] =
 	"PYTEST_DAEMON_IGNORE_WATCH_GLOBS keep its meaning (fnmatch over whole paths).\n"
 	"\n"
 	"The pytest plugin and the start hook (python3 -m pytest_zygote.hook install)\n"
-	"hand a pytest command to a running zygote; see README.md.\n"
+	"hand a pytest command to a running zygote; see docs/plugin.md.\n"
 	"\n"
 	"Sandbox (key 'sandbox', PYTEST_ZYGOTE_SANDBOX, read by start): on (default) keeps\n"
 	"tests from signalling, tracing or writing the memory of the server; no-network\n"
 	"also refuses sockets other than AF_UNIX and AF_NETLINK (EACCES); off disables it.\n"
-	"See README.md.\n";
+	"See docs/security.md; everything else: docs/usage.md.\n";
 
 static const char start_help[] =
 	"Usage: pytest-zygote start [--root DIR] [--python PATH] [--max-runs N] [--foreground]\n"
