@@ -33,6 +33,61 @@ struct zconf {
 	int nerrors;
 };
 
+/*
+ * Every setting, declared once: its config key (NULL: environment only), its
+ * environment variable, its kind and range, its default and one line of
+ * help. The config file, the environment check of the client and the
+ * `pytest-zygote settings` listing all read this table, so a value means the
+ * same and a bad one gets the same words wherever it comes from.
+ */
+enum conf_kind {
+	CONF_BOOL,    /* 1/0, true/false, yes/no, on/off, any case; normalized to 1/0 */
+	CONF_INT,     /* a whole number from lo to hi */
+	CONF_SECONDS, /* seconds (a fraction allowed) from lo to hi; stored as ms */
+	CONF_PATH,    /* an absolute path */
+	CONF_GLOBS,   /* colon-separated globs (a TOML array of strings in pyproject.toml) */
+	CONF_CHOICE,  /* one of the words in choices, '|'-separated */
+	CONF_TEXT,    /* anything */
+};
+
+/* Who reads it: start (the server's environment), a run's environment, the client. */
+#define CONF_AT_START 1
+#define CONF_AT_RUN 2
+#define CONF_AT_CLIENT 4
+
+struct conf_setting {
+	const char *key;
+	const char *env;
+	enum conf_kind kind;
+	long lo, hi;
+	const char *choices;
+	const char *def;
+	const char *help;
+	int when;
+	long field; /* offsetof in struct zconf, or -1 */
+	size_t size; /* of a text field */
+};
+
+extern const struct conf_setting conf_settings[];
+extern const size_t conf_nsettings;
+
+/*
+ * Check value v for setting s. On success writes its normalized text to norm
+ * (booleans 1/0, seconds as given) and returns 0; else writes why it is bad
+ * ("'maybe' is not true or false") and returns -1.
+ */
+int conf_check(const struct conf_setting *s, const char *v, char *norm, size_t normsize,
+	       char *why, size_t whysize);
+
+/*
+ * Check every setting that the environment gives and `when` reads: a good
+ * value is written back normalized (so the server and the child read one
+ * spelling), a bad one is listed in errors as "bad value for NAME in the
+ * environment: why" lines (the file's say "file:line: bad value for key: why").
+ * Returns the number of bad values.
+ */
+int conf_check_env(int when, char *errors, size_t size);
+
 /* Everything "not set". */
 void conf_init(struct zconf *c);
 

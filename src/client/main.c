@@ -37,6 +37,7 @@ static const char usage_text[] =
 	"  stop      stop the server (running tests may finish first)\n"
 	"  restart   stop, then start\n"
 	"  status    show the server's pid, generation, modules, runs and memory\n"
+	"  settings  list every setting: config key, variable, default\n"
 	"\n"
 	"Common options:\n"
 	"  --root DIR      the project root (default: the rootdir pytest picks from\n"
@@ -216,6 +217,29 @@ cmd_restart(const struct opts *o, const struct zpaths *p, int nargs, char **args
 	return do_start(o, p);
 }
 
+static const char settings_help[] =
+	"Usage: pytest-zygote settings\n"
+	"\n"
+	"List every setting: its key in the project's [pytest-zygote] section (- when\n"
+	"it has none), its environment variable, what it does and its default. The\n"
+	"environment wins over the file, flags over both.\n";
+
+/* `settings`: conf.c's table, one line each. */
+static int
+cmd_settings(const struct opts *o, const struct zpaths *p, int nargs, char **args)
+{
+	(void)o;
+	(void)p;
+	(void)nargs;
+	(void)args;
+	for (size_t i = 0; i < conf_nsettings; i++) {
+		const struct conf_setting *s = &conf_settings[i];
+		printf("%-16s %-32s %s (default: %s)\n", s->key ? s->key : "-",
+		       s->env ? s->env : "-", s->help, s->def[0] ? s->def : "none");
+	}
+	return 0;
+}
+
 /* What a command accepts besides --root, --instance and --help. */
 enum {
 	CMD_PYTHON = 1 << 0,          /* --python PATH */
@@ -242,6 +266,7 @@ static const struct command {
 	{ "restart", restart_help, cmd_restart,
 	  CMD_PYTHON | CMD_MAX_RUNS | CMD_GRACE | CMD_CONF_FATAL },
 	{ "status", status_help, cmd_status, CMD_JSON },
+	{ "settings", settings_help, cmd_settings, 0 },
 };
 
 /* --grace SECONDS, 0 to 3600, in milliseconds. */
@@ -368,6 +393,15 @@ missing:
  * flags left unset (flags > environment > section > defaults). Returns -1
  * when bad settings stop command c (logged), else 0.
  */
+/* Report conf_check_env's lines; returns -1. */
+static int
+env_errors(char *errs)
+{
+	for (char *line = strtok(errs, "\n"); line; line = strtok(NULL, "\n"))
+		log_error("%s", line);
+	return -1;
+}
+
 static int
 load_settings(const struct command *c, struct opts *o, const char *root)
 {
@@ -390,6 +424,13 @@ load_settings(const struct command *c, struct opts *o, const char *root)
 		if (fatal)
 			return -1;
 	}
+	/* The environment gets the file's checks (conf.c's table): settings this
+	 * command reads, and those of a server it may start. */
+	char errs[4096];
+	int when = CONF_AT_CLIENT | (c->flags & CMD_PYTEST_ARGS ? CONF_AT_RUN : 0) |
+		   (c->flags & CMD_CONF_FATAL ? CONF_AT_START : 0);
+	if (conf_check_env(when, errs, sizeof(errs)) > 0)
+		return env_errors(errs);
 	const char *env;
 	static char default_python[PATH_MAX];
 	if (!o->python_set) {
@@ -414,6 +455,9 @@ load_settings(const struct command *c, struct opts *o, const char *root)
 		else if (o->conf.start_if_needed >= 0)
 			o->start_if_needed = o->conf.start_if_needed;
 	}
+	if (o->start_if_needed && !(when & CONF_AT_START) &&
+	    conf_check_env(CONF_AT_START, errs, sizeof(errs)) > 0)
+		return env_errors(errs);
 	return 0;
 }
 

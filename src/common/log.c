@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "zygote/conf.h"
 #include "zygote/log.h"
 
 static const char *log_who = "pytest-zygote";
@@ -20,7 +21,7 @@ log_init(const char *who, int timestamps)
 	log_who = who;
 	log_timestamps = timestamps;
 	const char *d = getenv("PYTEST_ZYGOTE_DEBUG");
-	if (d && *d && strcmp(d, "0") != 0)
+	if (d && conf_parse_bool(d) == 1)
 		log_level = LOG_DEBUG;
 }
 

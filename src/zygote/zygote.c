@@ -24,6 +24,7 @@
 #include "config.h"
 #include "internal.h"
 #include "zygote/common.h"
+#include "zygote/conf.h"
 #include "zygote/fdpass.h"
 #include "zygote/log.h"
 #include "zygote/prefault.h"
@@ -705,7 +706,7 @@ zygote_main(int argc, char **argv)
 		log_warn("cannot send the watch list to the supervisor");
 	free(w.files);
 	const char *sp = getenv("PYTEST_ZYGOTE_SPARE");
-	spare.disabled = sp && strcmp(sp, "0") == 0;
+	spare.disabled = sp && conf_parse_bool(sp) == 0;
 	/*
 	 * The first generation is ready now: `start` is waiting. A later one
 	 * takes over from a generation that serves well meanwhile, so it says

@@ -69,3 +69,33 @@ def test_the_example_file_with_every_key_is_valid(pz):
     srv = pz.start(root)
     st = srv.status()
     assert st["state"] == "ready" and st["watching"] == "inotify", st
+
+
+def test_bad_environment_values_stop_start_as_the_files_do(pz):
+    # The same table and words for the environment as for the file: a bad
+    # value stops start (exit 64), no server is left, nothing is written.
+    root = pz.project("basic")
+    for env, words in ((
+            {"PYTEST_ZYGOTE_SPARE": "maybe"},
+            "bad value for PYTEST_ZYGOTE_SPARE in the environment: 'maybe' is not true or false"),
+            ({"PYTEST_ZYGOTE_MAX_RUNS": "lots"},
+             "bad value for PYTEST_ZYGOTE_MAX_RUNS in the environment: 'lots' is not a whole "
+             "number from 0 to 256"),
+            ({"PYTEST_ZYGOTE_RELOAD": "always"},
+             "bad value for PYTEST_ZYGOTE_RELOAD in the environment: 'always' is not child or "
+             "fresh")):
+        r = pz.cli("start", "--root", root, env=env)
+        assert r.rc == 64 and words in r.err, r
+        assert pz.cli("status", "--root", root).rc == 69
+    # a run reads its own: checked by run, before anything is sent
+    r = pz.run_zygote(["-q"], cwd=root, env={"PYTEST_ZYGOTE_TIMING": "0.5"})
+    assert r.rc == 64 and "PYTEST_ZYGOTE_TIMING in the environment: '0.5'" in r.err, r
+    # booleans mean the same everywhere: false is off, as 0 is
+    srv = pz.start(root, env={"PYTEST_ZYGOTE_SPARE": "false", "PYTEST_ZYGOTE_DEBUG": "off"})
+    r = pz.run_zygote(["-q"], cwd=root, env={"PYTEST_ZYGOTE_TIMING": "no"})
+    assert r.rc in (0, 1) and "page faults" not in r.err, r
+    r = pz.run_zygote(["-q"], cwd=root, env={"PYTEST_ZYGOTE_TIMING": "Yes"})
+    assert r.rc in (0, 1) and "page faults" in r.err, r
+    log = open(srv.status()["log"]).read()
+    assert "debug" not in log.lower(), log
+    srv.stop()

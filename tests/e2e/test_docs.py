@@ -208,3 +208,25 @@ def test_checker_finds_broken_links(tmp_path, monkeypatch):
     assert "#same-2" in problems[3]
     assert "README.md:6: docs/gone.md: no such file" in problems[4]
     assert broken_links(tmp_path / "docs" / "a.md") == []
+
+
+def test_every_setting_is_documented(zbin):
+    """`pytest-zygote settings` lists conf.c's table, the one place settings
+    are declared: each variable is in docs/usage.md and in --help, each
+    config key in docs/usage.md's configuration table."""
+    import subprocess
+
+    out = subprocess.run([zbin, "settings"], capture_output=True, text=True, check=True).stdout
+    usage = (REPO / "docs" / "usage.md").read_text()
+    helptext = subprocess.run([zbin, "--help"], capture_output=True, text=True).stdout
+    rows = [line.split()[:2] for line in out.splitlines()]
+    assert len(rows) >= 20, out
+    missing = []
+    for key, env in rows:
+        if env != "-" and env not in usage:
+            missing.append("%s not in docs/usage.md" % env)
+        if env != "-" and env not in helptext:
+            missing.append("%s not in --help" % env)
+        if key != "-" and "| `%s` |" % key not in usage:
+            missing.append("config key %s not in docs/usage.md's table" % key)
+    assert not missing, "\n".join(missing)

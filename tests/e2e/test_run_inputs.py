@@ -253,7 +253,8 @@ def test_each_run_gets_a_hash_seed_of_its_own(pz):
     log = Path(srv.status()["log"]).read_text()
     assert log.count("replayed the learning run") >= 2, log
     r = pz.run_zygote(ARGS, cwd=root, env={"PYTEST_ZYGOTE_HASH_SEED": "sometimes"})
-    assert r.rc == 70 and "PYTEST_ZYGOTE_HASH_SEED must be per-run or generation" in r.err, r
+    assert r.rc == 64 and "bad value for PYTEST_ZYGOTE_HASH_SEED in the environment: " \
+        "'sometimes' is not generation or per-run" in r.err, r
 
 
 # --- 4. hash-order flakiness found by the flake hunt ---------------------------------

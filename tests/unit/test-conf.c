@@ -128,6 +128,41 @@ main(void)
 	is_int(c.sandbox, -1, "and it sets nothing");
 	rm(".pytest-zygote.ini");
 
+	/* A TOML array of globs in pyproject.toml. */
+	rm("tox.ini");
+	put("pyproject.toml", "[tool.pytest-zygote]\n"
+			      "watch_globs = [\"src/**/*.py\", 'tests/*.py']  # two\n"
+			      "ignore_globs = [\"gen/\", unquoted]\n");
+	conf_init(&c);
+	is_int(conf_load(&c, base), 1, "TOML arrays: one problem");
+	is_str(c.watch_globs, "src/**/*.py:tests/*.py", "a TOML array of globs, joined");
+	has_str(c.errors, "bad value for ignore_globs: '[\"gen/\", unquoted]' is not a list of quoted "
+			  "globs", "an array with an unquoted item is refused");
+	is_str(c.ignore_globs, "", "and sets nothing");
+
+	/* The environment gets the file's checks and words, and one spelling. */
+	char errs[2048];
+	setenv("PYTEST_ZYGOTE_SPARE", "False", 1);
+	setenv("PYTEST_ZYGOTE_MAX_RUNS", "12", 1);
+	setenv("PYTEST_ZYGOTE_SANDBOX", "yes", 1);
+	is_int(conf_check_env(CONF_AT_START, errs, sizeof(errs)), 0, "good values pass");
+	is_str(getenv("PYTEST_ZYGOTE_SPARE"), "0", "a boolean is written back as 0");
+	is_str(getenv("PYTEST_ZYGOTE_SANDBOX"), "on", "sandbox yes is on");
+	setenv("PYTEST_ZYGOTE_SPARE", "maybe", 1);
+	setenv("PYTEST_ZYGOTE_MAX_RUNS", "lots", 1);
+	setenv("PYTEST_ZYGOTE_TIMING", "sometimes", 1);
+	is_int(conf_check_env(CONF_AT_START, errs, sizeof(errs)), 2, "two bad values at start");
+	has_str(errs, "bad value for PYTEST_ZYGOTE_SPARE in the environment: 'maybe' is not true "
+		      "or false", "a bad boolean, named");
+	has_str(errs, "bad value for PYTEST_ZYGOTE_MAX_RUNS in the environment: 'lots' is not a "
+		      "whole number from 0 to 256", "a bad number, with the file's words");
+	is_int(conf_check_env(CONF_AT_RUN, errs, sizeof(errs)), 1, "a run reads only TIMING");
+	has_str(errs, "PYTEST_ZYGOTE_TIMING in the environment: 'sometimes'", "named");
+	unsetenv("PYTEST_ZYGOTE_SPARE");
+	unsetenv("PYTEST_ZYGOTE_MAX_RUNS");
+	unsetenv("PYTEST_ZYGOTE_SANDBOX");
+	unsetenv("PYTEST_ZYGOTE_TIMING");
+
 	rm("tox.ini");
 	rm("pyproject.toml");
 	rmdir(base);

@@ -1999,7 +1999,7 @@ def child_run(argv, cwd, env):
             profiler.dump_stats(profile)
         except OSError as e:
             sys.stderr.write("pytest-zygote: cannot write the profile to %s: %s\n" % (profile, e))
-    if os.environ.get("PYTEST_ZYGOTE_TIMING"):
+    if os.environ.get("PYTEST_ZYGOTE_TIMING", "").strip().lower() in ("1", "true", "yes", "on"):
         r = resource.getrusage(resource.RUSAGE_SELF)
         sys.stderr.write("pytest-zygote: child %.1f ms CPU, %d page faults, %d modules reloaded\n"
                          % ((r.ru_utime + r.ru_stime - _ru0.ru_utime - _ru0.ru_stime) * 1000,
