@@ -24,7 +24,7 @@
 
 /* Milliseconds on the monotonic clock, for timers and durations. */
 /* FNV-1a, 64 bits: stable names for roots (paths.c) and digests of values
- * (supervisor.c; the zygote's _digest computes the same). */
+ * (supervisor/variant.c; the zygote's _digest computes the same). */
 #define FNV1A_BASIS 14695981039346656037ULL
 static inline unsigned long long
 fnv1a(unsigned long long h, const void *data, size_t n)
