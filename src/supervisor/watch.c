@@ -23,6 +23,7 @@
 
 #include "zygote/common.h"
 #include "zygote/watch.h"
+#include "watch-internal.h"
 
 /* What a directory watch reports. IN_EXCL_UNLINK: nothing for files already
  * unlinked but still open; IN_ONLYDIR: never a watch on a file that replaced
@@ -32,7 +33,6 @@
 	 IN_MODIFY)
 #define WATCH_MASK (WATCH_FILE_EVENTS | IN_EXCL_UNLINK | IN_ONLYDIR)
 
-#define MAX_COMPONENTS 256
 #define READ_SIZE 65536
 /* 64 reads of 64 KiB hold the default queue (16,384 events) several times. */
 #define MAX_READS 64
@@ -43,31 +43,6 @@ static const char *const default_globs[] = { "**/*.py", NULL };
 static const char *const default_ignore[] = {
 	".venv/", "venv/",  ".git/", "__pycache__/",  ".tox/",
 	".nox/",  "build/", "dist/", "node_modules/", NULL,
-};
-
-/* A glob split into its components. */
-struct zglob {
-	char *buf;   /* the components, NUL-separated */
-	char **comp; /* n pointers into buf (or to a static "**") */
-	size_t n;
-	int dironly; /* an ignore glob that names directories only */
-};
-
-/* A slot of an open-addressing table: directories by wd, files by path. */
-struct ent {
-	char *key; /* relative path ("" for the root); NULL: an empty slot */
-	uint64_t h;
-	int wd;        /* directories: the watch descriptor */
-	unsigned gen;  /* the walk that last saw it */
-	int64_t mtime; /* files: st_mtim in ns, st_size, st_ino */
-	int64_t size;
-	uint64_t ino;
-};
-
-struct table {
-	struct ent *v;
-	size_t cap; /* 0 or a power of two */
-	size_t n;
 };
 
 struct watch {
@@ -103,351 +78,6 @@ struct watch {
 	char path[PATH_MAX]; /* scratch for absolute paths */
 };
 
-/* FNV-1a over a string. */
-static uint64_t
-hash_str(const char *s)
-{
-	uint64_t h = 1469598103934665603ULL;
-	for (; *s; s++) {
-		h ^= (unsigned char)*s;
-		h *= 1099511628211ULL;
-	}
-	return h;
-}
-
-/* Spread a watch descriptor over the table. */
-static uint64_t
-hash_wd(int wd)
-{
-	uint64_t h = (uint64_t)(unsigned)wd * 0x9E3779B97F4A7C15ULL;
-	return h ^ (h >> 29);
-}
-
-/* The slot holding key (or wd when key is NULL), or -1. */
-static long
-table_find(const struct table *t, uint64_t h, const char *key, int wd)
-{
-	if (!t->cap)
-		return -1;
-	size_t mask = t->cap - 1;
-	for (size_t i = h & mask; t->v[i].key; i = (i + 1) & mask) {
-		if (t->v[i].h != h)
-			continue;
-		if (key ? strcmp(t->v[i].key, key) == 0 : t->v[i].wd == wd)
-			return (long)i;
-	}
-	return -1;
-}
-
-/* Double the table (or make the first one). */
-static int
-table_grow(struct table *t)
-{
-	size_t cap = t->cap ? t->cap * 2 : 64;
-	struct ent *v = calloc(cap, sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	for (size_t i = 0; i < t->cap; i++) {
-		if (!t->v[i].key)
-			continue;
-		size_t j = t->v[i].h & (cap - 1);
-		while (v[j].key)
-			j = (j + 1) & (cap - 1);
-		v[j] = t->v[i];
-	}
-	free(t->v);
-	t->v = v;
-	t->cap = cap;
-	return 0;
-}
-
-/* Insert key (owned by the table from now on, freed on failure); the slot or -ENOMEM. */
-static long
-table_insert(struct table *t, uint64_t h, char *key, int wd)
-{
-	if ((t->n + 1) * 4 > t->cap * 3 && table_grow(t) < 0) {
-		free(key);
-		return -ENOMEM;
-	}
-	size_t mask = t->cap - 1, i = h & mask;
-	while (t->v[i].key)
-		i = (i + 1) & mask;
-	memset(&t->v[i], 0, sizeof(t->v[i]));
-	t->v[i].key = key;
-	t->v[i].h = h;
-	t->v[i].wd = wd;
-	t->n++;
-	return (long)i;
-}
-
-/* Empty slot i, shifting later entries of its cluster back (no tombstones). */
-static void
-table_del(struct table *t, size_t i)
-{
-	size_t mask = t->cap - 1, j = i;
-	free(t->v[i].key);
-	for (;;) {
-		j = (j + 1) & mask;
-		if (!t->v[j].key)
-			break;
-		size_t k = t->v[j].h & mask;
-		/* Entry j stays if its home k lies cyclically in (i, j]. */
-		if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
-			continue;
-		t->v[i] = t->v[j];
-		i = j;
-	}
-	memset(&t->v[i], 0, sizeof(t->v[i]));
-	t->n--;
-}
-
-/* Free every key and the slots. */
-static void
-table_free(struct table *t)
-{
-	for (size_t i = 0; i < t->cap; i++)
-		free(t->v[i].key);
-	free(t->v);
-	memset(t, 0, sizeof(*t));
-}
-
-/* Split a copy of s into buf at '/', dropping empty and "." components;
- * the number of components, or -1 if it does not fit. */
-static int
-split(const char *s, char *buf, size_t size, char **comp, size_t max)
-{
-	size_t len = strlen(s), n = 0;
-	if (len >= size)
-		return -1;
-	memcpy(buf, s, len + 1);
-	for (char *p = buf; *p;) {
-		char *slash = strchr(p, '/');
-		char *next = slash ? slash + 1 : p + strlen(p);
-		if (slash)
-			*slash = '\0';
-		if (*p && strcmp(p, ".") != 0) {
-			if (n == max)
-				return -1;
-			comp[n++] = p;
-		}
-		p = next;
-	}
-	return (int)n;
-}
-
-/*
- * A glob of pytest-hot-reloading's, made as it made them: "~" is the home
- * directory, a relative glob is taken from root, a directory means everything
- * in it ("dir" + "/" + "*"), and the directories before the first wildcard are resolved
- * (symlinks), as root is. Returns a malloc'd pattern or NULL.
- */
-static char *
-whole_normalize(const char *src, const char *root)
-{
-	char buf[PATH_MAX], real[PATH_MAX];
-	const char *home = getenv("HOME");
-	int n;
-	if (src[0] == '~' && (src[1] == '/' || !src[1]) && home)
-		n = snprintf(buf, sizeof(buf), "%s%s", home, src + 1);
-	else if (src[0] == '/')
-		n = snprintf(buf, sizeof(buf), "%s", src);
-	else
-		n = snprintf(buf, sizeof(buf), "%s/%s", root,
-			     strncmp(src, "./", 2) == 0 ? src + 2 : strcmp(src, ".") ? src : "");
-	if (n < 0 || (size_t)n >= sizeof(buf))
-		return NULL;
-	struct stat st;
-	if (!strpbrk(buf, "*?[") && stat(buf, &st) == 0 && S_ISDIR(st.st_mode)) {
-		size_t l = strlen(buf);
-		while (l > 1 && buf[l - 1] == '/')
-			buf[--l] = '\0';
-		if (l + 2 >= sizeof(buf))
-			return NULL;
-		memcpy(buf + l, "/*", 3);
-	}
-	/* Resolve the literal directory part: /a/link/x*.py -> /real/x*.py. */
-	size_t lit = strcspn(buf, "*?[");
-	char *slash = NULL;
-	for (size_t i = 0; i < lit; i++)
-		if (buf[i] == '/')
-			slash = buf + i;
-	if (slash && slash > buf) {
-		*slash = '\0';
-		int ok = realpath(buf, real) != NULL;
-		*slash = '/';
-		if (ok && strlen(real) + strlen(slash) < sizeof(real)) {
-			strcat(real, strcmp(real, "/") ? slash : slash + 1);
-			return strdup(real);
-		}
-	}
-	return strdup(buf);
-}
-
-/* Normalize a NULL-terminated list of whole-path globs. */
-static int
-whole_compile(char ***ret, size_t *ret_n, const char *const *src, const char *root)
-{
-	size_t n = 0;
-	*ret = NULL;
-	*ret_n = 0;
-	while (src && src[n])
-		n++;
-	if (n == 0)
-		return 0;
-	if (!(*ret = calloc(n, sizeof(char *))))
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		if (!((*ret)[i] = whole_normalize(src[i], root)))
-			return -EINVAL;
-		*ret_n = i + 1;
-	}
-	return 0;
-}
-
-static void
-strv_free(char **v, size_t n)
-{
-	for (size_t i = 0; v && i < n; i++)
-		free(v[i]);
-	free(v);
-}
-
-/* Is this glob component "**"? */
-static int
-is_starstar(const char *c)
-{
-	return c[0] == '*' && c[1] == '*' && c[2] == '\0';
-}
-
-/* Do the glob components g match the path components p exactly? */
-static int
-match_comps(char *const *g, size_t gn, char *const *p, size_t pn)
-{
-	while (gn > 0) {
-		if (is_starstar(g[0])) {
-			while (gn > 0 && is_starstar(g[0])) {
-				g++;
-				gn--;
-			}
-			if (gn == 0)
-				return 1;
-			/* The rest needs at least min components, exactly min without a "**". */
-			size_t min = 0;
-			for (size_t k = 0; k < gn; k++)
-				min += !is_starstar(g[k]);
-			if (min == gn)
-				return pn >= gn && match_comps(g, gn, p + pn - gn, gn);
-			for (size_t i = 0; i + min <= pn; i++)
-				if (match_comps(g, gn, p + i, pn - i))
-					return 1;
-			return 0;
-		}
-		if (pn == 0 || fnmatch(g[0], p[0], FNM_PATHNAME) != 0)
-			return 0;
-		g++;
-		gn--;
-		p++;
-		pn--;
-	}
-	return pn == 0;
-}
-
-/* Could a path below the directory d (components) match the glob g? */
-static int
-could_contain(char *const *g, size_t gn, char *const *d, size_t dn)
-{
-	for (; dn > 0; d++, dn--, g++, gn--) {
-		if (gn == 0)
-			return 0;
-		if (is_starstar(g[0]))
-			return 1;
-		if (fnmatch(g[0], d[0], FNM_PATHNAME) != 0)
-			return 0;
-	}
-	return gn > 0;
-}
-
-int
-watch_glob_match(const char *glob, const char *relpath)
-{
-	char gbuf[PATH_MAX], pbuf[PATH_MAX];
-	char *g[MAX_COMPONENTS], *p[MAX_COMPONENTS];
-	int gn = split(glob, gbuf, sizeof(gbuf), g, ARRAY_SIZE(g));
-	int pn = split(relpath, pbuf, sizeof(pbuf), p, ARRAY_SIZE(p));
-	if (gn <= 0 || pn < 0)
-		return 0;
-	return match_comps(g, (size_t)gn, p, (size_t)pn);
-}
-
-/* Parse one glob; an absolute one must lie under root and is made relative. */
-static int
-glob_compile(struct zglob *z, const char *src, const char *root, int ignore)
-{
-	static char starstar[] = "**";
-	size_t rl = strlen(root);
-
-	memset(z, 0, sizeof(*z));
-	if (src[0] == '/') {
-		if (strcmp(root, "/") == 0)
-			rl = 0;
-		else if (strncmp(src, root, rl) != 0 || (src[rl] != '/' && src[rl] != '\0'))
-			return -EINVAL;
-		src += rl;
-	}
-	size_t len = strlen(src);
-	if (len >= PATH_MAX)
-		return -EINVAL;
-	z->dironly = ignore && len > 0 && src[len - 1] == '/';
-	z->buf = malloc(len + 1);
-	z->comp = calloc(len / 2 + 2, sizeof(char *));
-	if (!z->buf || !z->comp)
-		return -ENOMEM;
-	/* At most len/2 + 1 components fit in len bytes; one more slot for "**". */
-	int n = split(src, z->buf, len + 1, z->comp + 1, len / 2 + 1);
-	if (n <= 0)
-		return -EINVAL;
-	if (z->dironly && n == 1) {
-		z->comp[0] = starstar; /* "name/": a directory of that name at any depth */
-		n++;
-	} else {
-		memmove(z->comp, z->comp + 1, (size_t)n * sizeof(char *));
-	}
-	z->n = (size_t)n;
-	return 0;
-}
-
-/* Compile a NULL-terminated list. */
-static int
-globs_compile(struct zglob **ret, size_t *ret_n, const char *const *src, const char *root,
-	      int ignore)
-{
-	size_t n = 0;
-	while (src[n])
-		n++;
-	*ret = calloc(n ? n : 1, sizeof(**ret));
-	*ret_n = 0;
-	if (!*ret)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		int r = glob_compile(&(*ret)[i], src[i], root, ignore);
-		*ret_n = i + 1;
-		if (r < 0)
-			return r;
-	}
-	return 0;
-}
-
-/* Free a compiled list. */
-static void
-globs_free(struct zglob *g, size_t n)
-{
-	for (size_t i = 0; g && i < n; i++) {
-		free(g[i].buf);
-		free(g[i].comp);
-	}
-	free(g);
-}
-
 /* The absolute path of the components p (for the whole-path globs). */
 static const char *
 join_abs(const struct watch *w, char *const *p, size_t pn, const char *tail, char *buf,
@@ -461,17 +91,6 @@ join_abs(const struct watch *w, char *const *p, size_t pn, const char *tail, cha
 	return buf;
 }
 
-/* Could a file below the directory dir ("/abs/dir/") match the whole-path
- * glob g? Only if g's part before its first wildcard and dir agree as far as
- * the shorter goes. */
-static int
-whole_could_contain(const char *g, const char *dir)
-{
-	size_t lit = strcspn(g, "*?[");
-	size_t dl = strlen(dir);
-	return strncmp(g, dir, lit < dl ? lit : dl) == 0;
-}
-
 /* Is the file at the path components p watched, its directories aside? */
 static int
 file_wanted_comps(const struct watch *w, char *const *p, size_t pn)
@@ -480,13 +99,14 @@ file_wanted_comps(const struct watch *w, char *const *p, size_t pn)
 	const char *a = NULL;
 	int hit = 0;
 	for (size_t i = 0; i < w->nglobs && !hit; i++)
-		hit = match_comps(w->globs[i].comp, w->globs[i].n, p, pn);
+		hit = glob_match_comps(w->globs[i].comp, w->globs[i].n, p, pn);
 	for (size_t i = 0; i < w->nwhole && !hit; i++) {
 		a = a ? a : join_abs(w, p, pn, "", abs, sizeof(abs));
 		hit = fnmatch(w->whole[i], a, 0) == 0;
 	}
 	for (size_t i = 0; i < w->nignore && hit; i++)
-		if (!w->ignore[i].dironly && match_comps(w->ignore[i].comp, w->ignore[i].n, p, pn))
+		if (!w->ignore[i].dironly &&
+		    glob_match_comps(w->ignore[i].comp, w->ignore[i].n, p, pn))
 			hit = 0;
 	for (size_t i = 0; i < w->nwhole_ignore && hit; i++) {
 		a = a ? a : join_abs(w, p, pn, "", abs, sizeof(abs));
@@ -503,7 +123,7 @@ dir_wanted_comps(const struct watch *w, char *const *d, size_t dn)
 	const char *a = w->nwhole + w->nwhole_ignore ? join_abs(w, d, dn, "/", abs, sizeof(abs))
 						       : NULL;
 	for (size_t i = 0; i < w->nignore; i++)
-		if (match_comps(w->ignore[i].comp, w->ignore[i].n, d, dn))
+		if (glob_match_comps(w->ignore[i].comp, w->ignore[i].n, d, dn))
 			return 0;
 	/* An ignore glob that ends in '*' and matches "dir/" matches everything
 	 * below it: the directory is not entered. */
@@ -514,10 +134,10 @@ dir_wanted_comps(const struct watch *w, char *const *d, size_t dn)
 			return 0;
 	}
 	for (size_t i = 0; i < w->nglobs; i++)
-		if (could_contain(w->globs[i].comp, w->globs[i].n, d, dn))
+		if (glob_could_contain(w->globs[i].comp, w->globs[i].n, d, dn))
 			return 1;
 	for (size_t i = 0; i < w->nwhole; i++)
-		if (whole_could_contain(w->whole[i], a))
+		if (glob_whole_could_contain(w->whole[i], a))
 			return 1;
 	return 0;
 }
@@ -528,7 +148,7 @@ file_wanted(const struct watch *w, const char *rel)
 {
 	char buf[PATH_MAX];
 	char *p[MAX_COMPONENTS];
-	int n = split(rel, buf, sizeof(buf), p, ARRAY_SIZE(p));
+	int n = glob_split(rel, buf, sizeof(buf), p, ARRAY_SIZE(p));
 	return n > 0 && file_wanted_comps(w, p, (size_t)n);
 }
 
@@ -538,7 +158,7 @@ dir_wanted(const struct watch *w, const char *rel)
 {
 	char buf[PATH_MAX];
 	char *p[MAX_COMPONENTS];
-	int n = split(rel, buf, sizeof(buf), p, ARRAY_SIZE(p));
+	int n = glob_split(rel, buf, sizeof(buf), p, ARRAY_SIZE(p));
 	return n > 0 && dir_wanted_comps(w, p, (size_t)n);
 }
 
@@ -548,7 +168,7 @@ path_wanted(const struct watch *w, const char *rel)
 {
 	char buf[PATH_MAX];
 	char *p[MAX_COMPONENTS];
-	int n = split(rel, buf, sizeof(buf), p, ARRAY_SIZE(p));
+	int n = glob_split(rel, buf, sizeof(buf), p, ARRAY_SIZE(p));
 	if (n <= 0)
 		return 0;
 	for (size_t k = 1; k < (size_t)n; k++)
@@ -654,7 +274,7 @@ report(struct watch *w, const char *rel)
 	if (!w->cb)
 		return;
 	if (w->dedupe) {
-		uint64_t h = hash_str(rel);
+		uint64_t h = table_hash_str(rel);
 		if (table_find(&w->seen, h, rel, 0) >= 0)
 			return;
 		char *k = strdup(rel);
@@ -692,10 +312,10 @@ add_watch(struct watch *w, const char *path, const char *rel)
 	}
 	if (!*rel)
 		w->root_wd = wd;
-	long i = table_find(&w->dirs, hash_wd(wd), NULL, wd);
+	long i = table_find(&w->dirs, table_hash_wd(wd), NULL, wd);
 	if (i < 0) {
 		char *k = strdup(rel);
-		i = k ? table_insert(&w->dirs, hash_wd(wd), k, wd) : -ENOMEM;
+		i = k ? table_insert(&w->dirs, table_hash_wd(wd), k, wd) : -ENOMEM;
 		if (i < 0) {
 			inotify_rm_watch(w->fd, wd);
 			return -ENOMEM;
@@ -716,7 +336,7 @@ add_watch(struct watch *w, const char *path, const char *rel)
 static int
 snapshot_update(struct watch *w, const char *rel, const struct stat *st)
 {
-	uint64_t h = hash_str(rel);
+	uint64_t h = table_hash_str(rel);
 	int64_t mtime = (int64_t)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec;
 	long i = table_find(&w->files, h, rel, 0);
 	if (i < 0) {
@@ -958,7 +578,7 @@ handle_event(struct watch *w, const struct inotify_event *ev)
 			   INOTIFY_PROC "max_queued_events", w->queued_max);
 		return;
 	}
-	long i = table_find(&w->dirs, hash_wd(ev->wd), NULL, ev->wd);
+	long i = table_find(&w->dirs, table_hash_wd(ev->wd), NULL, ev->wd);
 	if (i < 0)
 		return; /* a watch this side has already dropped */
 	if (ev->mask & IN_IGNORED) {
@@ -1088,8 +708,9 @@ watch_create(struct watch **ret, const struct watch_opts *o)
 			  1);
 	if (r < 0)
 		goto fail;
-	if ((r = whole_compile(&w->whole, &w->nwhole, o->whole_globs, w->root)) < 0 ||
-	    (r = whole_compile(&w->whole_ignore, &w->nwhole_ignore, o->whole_ignore, w->root)) < 0)
+	if ((r = glob_whole_compile(&w->whole, &w->nwhole, o->whole_globs, w->root)) < 0 ||
+	    (r = glob_whole_compile(&w->whole_ignore, &w->nwhole_ignore, o->whole_ignore,
+				    w->root)) < 0)
 		goto fail;
 	if (stat(w->root, &st) < 0) {
 		r = -errno;
@@ -1166,8 +787,8 @@ watch_destroy(struct watch *w)
 	table_free(&w->seen);
 	globs_free(w->globs, w->nglobs);
 	globs_free(w->ignore, w->nignore);
-	strv_free(w->whole, w->nwhole);
-	strv_free(w->whole_ignore, w->nwhole_ignore);
+	glob_strv_free(w->whole, w->nwhole);
+	glob_strv_free(w->whole_ignore, w->nwhole_ignore);
 	free(w->move_from);
 	free(w->warning);
 	free(w->buf);

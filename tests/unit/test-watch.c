@@ -1,5 +1,5 @@
 /*
- * Unit tests for src/supervisor/watch.c: the glob table, then real inotify on real
+ * Unit tests for src/supervisor/watch.c and glob.c: the glob table, then real inotify on real
  * directories under one mkdtemp directory (editor save patterns, new and
  * removed and renamed directories, ignored directories, bursts, a forced
  * queue overflow and watch limit), then poll mode. No sleeps: after a file

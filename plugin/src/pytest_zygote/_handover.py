@@ -156,7 +156,7 @@ def _zygote_running(root, instance):
 
 
 def _server_status(root, instance):
-    """The running server's status ({key: value}, src/supervisor/supervisor.c
+    """The running server's status ({key: value}, src/supervisor/status.c
     status_text), or None: one round trip on its socket (about a
     millisecond), only when a server holds the pid file."""
     import socket

@@ -1558,7 +1558,7 @@ def _outside_files():
 
 def _digest(value):
     """FNV-1a (64 bits) of a value's bytes, as the supervisor computes it
-    (supervisor.c, env_digest)."""
+    (src/supervisor/variant.c, env_digest)."""
     h = 0xcbf29ce484222325
     for b in os.fsencode(value):
         h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF

@@ -1,0 +1,367 @@
+/*
+ * What changed: the project watcher, a second inotify outside the project
+ * (where imports came from, data files they read), the dirty set, and when
+ * runs must wait for a fresh generation. Never blocks, never talks to clients.
+ */
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include "zygote/common.h"
+#include "zygote/log.h"
+#include "zygote/watch.h"
+#include "internal.h"
+
+#define DEFAULT_SETTLE_MS 300
+
+static void on_change(const char *path, void *arg);
+
+/* Relevant names in a directory outside the project: code and install records. */
+static int
+ext_relevant(const struct inotify_event *ev)
+{
+	const char *n = ev->len ? ev->name : "";
+	size_t l = strlen(n);
+	if (strcmp(n, "__pycache__") == 0 || (l > 4 && strcmp(n + l - 4, ".pyc") == 0))
+		return 0;
+	if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF))
+		return 1;
+	if (ev->mask & IN_ISDIR)
+		return 1; /* a package or a .dist-info appeared or went */
+	static const char *const ends[] = { ".py", ".pth", ".so", ".egg-link" };
+	for (size_t i = 0; i < ARRAY_SIZE(ends); i++) {
+		size_t el = strlen(ends[i]);
+		if (l > el && strcmp(n + l - el, ends[i]) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Watch the directories outside the project that the current generation imported from. */
+void
+changes_ext_rebuild(const char *files)
+{
+	if (s.ext_fd >= 0)
+		close(s.ext_fd);
+	s.ext_fd = -1;
+	for (int i = 0; i < s.ndata_dirs; i++)
+		free(s.data_dirs[i].dir);
+	free(s.data_dirs);
+	s.data_dirs = NULL;
+	s.ndata_dirs = 0;
+	if (!files || s.poll_ms > 0)
+		return;
+	s.ext_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+	if (s.ext_fd < 0) {
+		log_warn("inotify: %s; changes to installed packages are not noticed "
+			 "(run 'pytest-zygote restart' after installing)",
+			 strerror(errno));
+		return;
+	}
+	int n = 0;
+	for (const char *p = files; *p;) {
+		size_t l = strcspn(p, "\n");
+		if (l > 2 && p[0] == 'X' && p[1] == '\t') {
+			char dir[PATH_MAX];
+			snprintf(dir, sizeof(dir), "%.*s", (int)(l - 2), p + 2);
+			if (inotify_add_watch(s.ext_fd, dir,
+					      IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
+						      IN_CREATE | IN_DELETE | IN_DELETE_SELF |
+						      IN_MOVE_SELF | IN_ONLYDIR) >= 0)
+				n++;
+		} else if (l > 2 && (p[0] == 'D' || p[0] == 'F') && p[1] == '\t') {
+			/* A project file an import read: watch its directory. */
+			char dir[PATH_MAX];
+			snprintf(dir, sizeof(dir), "%.*s", (int)(l - 2), p + 2);
+			char *slash = strrchr(dir, '/');
+			if (slash && slash != dir)
+				*slash = '\0';
+			int wd = inotify_add_watch(s.ext_fd, dir,
+						   IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
+							   IN_CREATE | IN_DELETE | IN_ATTRIB |
+							   IN_ONLYDIR | IN_MASK_ADD);
+			int known = 0;
+			for (int i = 0; i < s.ndata_dirs && !known; i++)
+				known = s.data_dirs[i].wd == wd;
+			struct data_dir *d = wd < 0 || known ? NULL
+				: realloc(s.data_dirs, sizeof(*d) * (size_t)(s.ndata_dirs + 1));
+			if (d) {
+				s.data_dirs = d;
+				d[s.ndata_dirs].wd = wd;
+				d[s.ndata_dirs].dir = strdup(dir);
+				if (d[s.ndata_dirs].dir)
+					s.ndata_dirs++;
+			}
+		}
+		p += l;
+		if (*p)
+			p++;
+	}
+	log_debug("watching %d directories outside the project and %d of files imports read", n,
+		  s.ndata_dirs);
+}
+
+/* Is there a line "KIND<TAB>path" in a generation's file list? */
+static int
+files_has(const char *files, char kind, const char *path)
+{
+	size_t pl = strlen(path);
+	for (const char *p = files ? files : ""; *p;) {
+		size_t l = strcspn(p, "\n");
+		if (l == pl + 2 && p[0] == kind && p[1] == '\t' && memcmp(p + 2, path, pl) == 0)
+			return 1;
+		p += l;
+		if (*p)
+			p++;
+	}
+	return 0;
+}
+
+/* The current generation's file list, or NULL. */
+static const char *
+current_files(void)
+{
+	return s.cur >= 0 && s.gens[s.cur].pid ? s.gens[s.cur].files : NULL;
+}
+
+/* Ask for a fresh generation; runs wait for it. */
+static void
+need_fresh(const char *why)
+{
+	if (!s.fresh_needed)
+		log_info("fresh zygote needed: %s", why);
+	if (!s.fresh_needed || s.next < 0)
+		snprintf(s.fresh_reason, sizeof(s.fresh_reason), "%s", why);
+	s.fresh_needed = 1;
+	s.fresh_since_ms = now_ms();
+	/* A generation already warming may have imported the old files: only
+	 * one started from now on can be trusted. */
+	if (s.next >= 0) {
+		struct gen *g = &s.gens[s.next];
+		if (g->started_ms < s.fresh_since_ms) {
+			g->draining = 1;
+			kill(g->pid, SIGKILL);
+			s.next = -1;
+		}
+	}
+	if (s.next < 0 && !s.stopping)
+		gen_spawn(0);
+}
+
+/* Read the events of the watcher outside the project (and of data files). */
+void
+changes_ext_drain(void)
+{
+	char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+	for (;;) {
+		ssize_t n = read(s.ext_fd, buf, sizeof(buf));
+		if (n <= 0)
+			return;
+		for (char *p = buf; p < buf + n;) {
+			struct inotify_event *ev = (struct inotify_event *)p;
+			p += sizeof(*ev) + ev->len;
+			if (ev->mask & IN_Q_OVERFLOW) {
+				need_fresh("too many changes outside the project to follow");
+				continue;
+			}
+			const char *ddir = NULL;
+			for (int i = 0; i < s.ndata_dirs && !ddir; i++)
+				if (s.data_dirs[i].wd == ev->wd)
+					ddir = s.data_dirs[i].dir;
+			if (ddir && ev->len) {
+				/* A file an import read: the child follows a project
+				 * module's (D), a fresh generation the others' (F). */
+				char path[PATH_MAX];
+				snprintf(path, sizeof(path), "%s/%s", ddir, ev->name);
+				if (files_has(current_files(), 'D', path) ||
+				    files_has(current_files(), 'F', path))
+					on_change(path, NULL);
+			}
+			if (ddir || !ext_relevant(ev))
+				continue;
+			char why[400];
+			snprintf(why, sizeof(why), "'%s' changed outside the project",
+				 ev->len ? ev->name : "a watched directory");
+			need_fresh(why);
+		}
+	}
+}
+
+/* pytest's configuration files at the root: a change needs a fresh generation. */
+static int
+is_config(const char *path)
+{
+	static const char *const names[] = { "pytest.ini", ".pytest.ini", "pyproject.toml",
+					     "setup.cfg", "tox.ini" };
+	size_t rl = strlen(s.o->paths.root);
+	if (strncmp(path, s.o->paths.root, rl) != 0 || path[rl] != '/')
+		return 0;
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+		if (strcmp(path + rl + 1, names[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* A file in the project changed (or may have). */
+static void
+on_change(const char *path, void *arg)
+{
+	(void)arg;
+	char why[PATH_MAX + 128];
+	const char *files = current_files();
+	if (is_config(path)) {
+		snprintf(why, sizeof(why), "the pytest configuration '%s' changed", path);
+		need_fresh(why);
+		return;
+	}
+	/* Modules a child cannot import again: pytest holds objects of them,
+	 * or their importer is outside the project. */
+	if (files_has(files, 'P', path)) {
+		snprintf(why, sizeof(why),
+			 "'%s' changed, and pytest or a plugin imported it before the project", path);
+		need_fresh(why);
+		return;
+	}
+	if (files_has(files, 'F', path)) {
+		snprintf(why, sizeof(why),
+			 "'%s' changed, and a module outside the project read it at import", path);
+		need_fresh(why);
+		return;
+	}
+	if (s.reload_fresh && files_has(files, 'M', path)) {
+		snprintf(why, sizeof(why), "'%s' changed (reload = fresh)", path);
+		need_fresh(why);
+		return;
+	}
+	s.dirty_total++;
+	s.last_change_ms = now_ms();
+	for (int i = 0; i < s.ndirty; i++)
+		if (strcmp(s.dirty[i], path) == 0)
+			return;
+	if (s.ndirty < MAX_DIRTY) {
+		char *d = strdup(path);
+		if (d)
+			s.dirty[s.ndirty++] = d;
+	}
+}
+
+/* Drain the project watcher. */
+void
+changes_watch_settle(void)
+{
+	if (!s.watch)
+		return;
+	int r = s.poll_ms > 0 ? watch_poll(s.watch, on_change, NULL)
+			      : watch_drain(s.watch, on_change, NULL);
+	if (r == WATCH_OVERFLOW) {
+		/* Events were lost: any file may have changed. Children check
+		 * every imported file anyway; a fresh generation catches up. */
+		static int warned;
+		const char *w = watch_warning(s.watch);
+		if (w && !warned++)
+			log_warn("%s", w);
+		s.dirty_total++;
+		s.last_change_ms = now_ms();
+	}
+}
+
+/* Settings from the environment (the config file comes later), and the project watcher. */
+static int
+env_int(const char *name, int def, int lo, int hi)
+{
+	const char *v = getenv(name);
+	char *end;
+	if (!v || !*v)
+		return def;
+	long x = strtol(v, &end, 10);
+	if (*end || x < lo || x > hi) {
+		log_warn("%s=%s is not a number between %d and %d; using %d", name, v, lo, hi,
+			 def);
+		return def;
+	}
+	return (int)x;
+}
+
+/* Split a colon-separated list into a NULL-terminated vector (in a static buffer). */
+static const char **
+split_globs(const char *list, const char **vec, size_t cap, char *buf, size_t bufsize)
+{
+	size_t n = 0;
+	snprintf(buf, bufsize, "%s", list);
+	for (char *save = NULL, *t = strtok_r(buf, ":", &save); t && n + 1 < cap;
+	     t = strtok_r(NULL, ":", &save))
+		if (*t)
+			vec[n++] = t;
+	vec[n] = NULL;
+	return vec;
+}
+
+/* Read the settings from the environment and start the project watcher. */
+void
+changes_watch_start(void)
+{
+	/* Watch globs: the user's (PYTEST_ZYGOTE_WATCH_GLOBS, colon-separated),
+	 * pytest-hot-reloading's (PYTEST_DAEMON_WATCH_GLOBS), or every .py file;
+	 * pytest's configuration files are always watched. Ignore globs:
+	 * PYTEST_ZYGOTE_IGNORE_GLOBS replaces the defaults;
+	 * PYTEST_DAEMON_IGNORE_WATCH_GLOBS ignores more. */
+	static const char *const config_files[] = { "pytest.ini", ".pytest.ini", "pyproject.toml",
+						    "setup.cfg", "tox.ini" };
+	static const char *globs[72], *ignore[64], *whole[64], *whole_ignore[64];
+	static char gbuf[4096], ibuf[4096], wbuf[4096], wibuf[4096];
+	const char *wg = getenv("PYTEST_ZYGOTE_WATCH_GLOBS");
+	/* pytest-hot-reloading's variables, with its meaning (watch.h: whole_globs). */
+	const char *dw = getenv("PYTEST_DAEMON_WATCH_GLOBS");
+	const char *di = getenv("PYTEST_DAEMON_IGNORE_WATCH_GLOBS");
+	split_globs(dw ? dw : "", whole, ARRAY_SIZE(whole), wbuf, sizeof(wbuf));
+	split_globs(di ? di : "", whole_ignore, ARRAY_SIZE(whole_ignore), wibuf, sizeof(wibuf));
+	split_globs(wg && *wg ? wg : whole[0] ? "" : "**/*.py", globs, 64, gbuf, sizeof(gbuf));
+	size_t n = 0;
+	while (globs[n])
+		n++;
+	for (size_t i = 0; i < ARRAY_SIZE(config_files); i++)
+		globs[n++] = config_files[i];
+	globs[n] = NULL;
+	const char *ig = getenv("PYTEST_ZYGOTE_IGNORE_GLOBS");
+	if (ig && *ig)
+		split_globs(ig, ignore, ARRAY_SIZE(ignore), ibuf, sizeof(ibuf));
+	s.settle_ms = env_int("PYTEST_ZYGOTE_SETTLE_MS", DEFAULT_SETTLE_MS, 0, 3600000);
+	s.max_runs = env_int("PYTEST_ZYGOTE_MAX_RUNS", supervisor_default_max_runs(), 0,
+			     SUPERVISOR_MAX_RUNS_LIMIT);
+	s.poll_ms = env_int("PYTEST_ZYGOTE_POLL_MS", 0, 0, 3600000);
+	s.max_variants = env_int("PYTEST_ZYGOTE_VARIANTS", 3, 0, MAX_VARIANTS);
+	s.idle_ms = env_int("PYTEST_ZYGOTE_VARIANT_IDLE", 1800, 1, 7 * 86400) * 1000LL;
+	const char *rl = getenv("PYTEST_ZYGOTE_RELOAD");
+	s.reload_fresh = rl && strcmp(rl, "fresh") == 0;
+	if (rl && *rl && !s.reload_fresh && strcmp(rl, "child") != 0)
+		log_warn("PYTEST_ZYGOTE_RELOAD=%s is not child or fresh; using child", rl);
+	struct watch_opts wo = {
+		.root = s.o->paths.root,
+		.globs = globs,
+		.ignore = ig && *ig ? ignore : NULL,
+		.poll = s.poll_ms > 0,
+		.whole_globs = whole,
+		.whole_ignore = whole_ignore,
+	};
+	int r = watch_create(&s.watch, &wo);
+	if (r < 0) {
+		log_warn("cannot watch %s: %s; runs still check every imported file, but no "
+			 "fresh generation follows edits",
+			 s.o->paths.root, strerror(-r));
+		s.watch = NULL;
+		return;
+	}
+	if (watch_warning(s.watch))
+		log_warn("%s", watch_warning(s.watch));
+	if (watch_fd(s.watch) < 0 && s.poll_ms <= 0) {
+		/* No inotify instance to be had (max_user_instances): poll instead. */
+		s.poll_ms = 1000;
+	}
+	if (s.poll_ms > 0)
+		s.next_poll_ms = now_ms() + s.poll_ms;
+	log_debug("watching %zu directories under %s", watch_count(s.watch), s.o->paths.root);
+}

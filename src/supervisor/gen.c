@@ -1,0 +1,280 @@
+/*
+ * Zygote generations: fork and exec one (fd layout in gen_spawn), read its
+ * control socket, let a warm one take over while the old one drains. Never
+ * initialises Python. Must not call into conn.c; the calls that do today are
+ * marked "Dependency exception" (internal.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/personality.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "zygote/common.h"
+#include "zygote/fdpass.h"
+#include "zygote/log.h"
+#include "zygote/proto.h"
+#include "zygote/spawn.h"
+#include "internal.h"
+
+#define DRAIN_GRACE_MS 600000 /* an old generation's runs may take long */
+
+/* A value of a generation's Z_READY text ("" when absent). */
+const char *
+gen_info_get(const char *info, const char *key, char *buf, size_t size)
+{
+	proto_kv_get(info, key, buf, size);
+	return buf;
+}
+
+/*
+ * Where zygotes keep the pages their runs wrote (zygote.c, learn_save) for
+ * the next generation: beside the socket, removed when the server stops.
+ */
+static void
+pages_path(char *buf, size_t size)
+{
+	snprintf(buf, size, "%s/%s.pages", s.o->paths.dir, s.o->paths.name);
+}
+
+/* What the last learning run reported (_zygote._learn_and_import), beside it. */
+static void
+learned_path(char *buf, size_t size)
+{
+	snprintf(buf, size, "%s/%s.learned", s.o->paths.dir, s.o->paths.name);
+}
+
+/* Remove the pages and learned files beside the socket. */
+void
+gen_unlink_pages(void)
+{
+	char pages[PATH_MAX + 128];
+	pages_path(pages, sizeof(pages));
+	unlink(pages);
+	learned_path(pages, sizeof(pages));
+	unlink(pages);
+}
+
+/* The generation serving runs, if it is warm. */
+struct gen *
+gen_serving(void)
+{
+	if (s.cur < 0 || !s.gens[s.cur].pid || !s.gens[s.cur].ready || s.gens[s.cur].ctl < 0)
+		return NULL;
+	return &s.gens[s.cur];
+}
+
+/*
+ * Start a new generation warming up in the background; it becomes s.next.
+ * replay: it is only for a new hash seed, so if nothing changed since the
+ * last warm-up it may replay that one's learning run.
+ */
+int
+gen_spawn(int replay)
+{
+	int slot = -1;
+	for (int i = 0; i < MAX_GENS && slot < 0; i++)
+		if (!s.gens[i].pid)
+			slot = i;
+	if (slot < 0) {
+		log_warn("too many generations alive; not starting another yet");
+		return -1;
+	}
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		log_error("socketpair: %s", strerror(errno));
+		return -1;
+	}
+	int number = ++s.generations;
+	replay = replay && s.dirty_total == 0 && !s.fresh_needed;
+	pid_t sup = getpid();
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_error("fork: %s", strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		/* fd layout of a zygote: 0 /dev/null, 1 the log, 2 our stderr, 3 control. */
+		spawn_reset_signals();
+		int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		int logfd = open(s.o->paths.log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+		if (devnull >= 0)
+			dup2(devnull, 0);
+		if (logfd >= 0)
+			dup2(logfd, 1);
+		dup2(sv[1], 3);
+		char gen[16], supbuf[16], pages[PATH_MAX + 128], learned[PATH_MAX + 128];
+		snprintf(gen, sizeof(gen), "%d", number);
+		snprintf(supbuf, sizeof(supbuf), "%d", (int)sup);
+		pages_path(pages, sizeof(pages));
+		/* Where warm-up keeps what its learning run reported; a
+		 * generation started only for a new hash seed (nothing changed)
+		 * replays that instead of running it again. */
+		learned_path(learned, sizeof(learned));
+		setenv("PYTEST_ZYGOTE_LEARNED", learned, 1);
+		if (replay)
+			setenv("PYTEST_ZYGOTE_REPLAY", "1", 1);
+		/*
+		 * Every generation (and server) of a project gets the same
+		 * address-space layout, so a new generation can prepare its first
+		 * spare with the pages the previous one learned (pages_path).
+		 * Test children give randomisation back to what they exec.
+		 */
+		const char *sl = getenv("PYTEST_ZYGOTE_STABLE_LAYOUT");
+		const char *stable = NULL;
+		int pers = personality(0xffffffff);
+		if ((!sl || strcmp(sl, "0") != 0) && pers != -1 && !(pers & ADDR_NO_RANDOMIZE) &&
+		    personality((unsigned long)pers | ADDR_NO_RANDOMIZE) != -1)
+			stable = "--stable-layout";
+		execl(s.o->self_exe, "pytest-zygote", "__zygote", "--ctl-fd", "3", "--root",
+		      s.o->paths.root, "--python", s.o->python, "--generation", gen,
+		      "--supervisor", supbuf, "--pages", pages, stable, (char *)NULL);
+		fprintf(stderr, "pytest-zygote: cannot run '%s': %s\n", s.o->self_exe,
+			strerror(errno));
+		_exit(127);
+	}
+	close(sv[1]);
+	struct gen *g = &s.gens[slot];
+	fdpass_reader_finish(&g->rd);
+	free(g->files);
+	memset(g, 0, sizeof(*g));
+	g->pid = pid;
+	g->ctl = sv[0];
+	g->number = number;
+	g->started_ms = now_ms();
+	fdpass_reader_init(&g->rd);
+	fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+	s.next = slot;
+	/* What changed so far is this generation's to absorb. */
+	for (int i = 0; i < s.ndirty; i++)
+		free(s.dirty[i]);
+	s.ndirty = 0;
+	s.dirty_total = 0;
+	log_debug("generation %d: zygote pid %d", number, (int)pid);
+	return 0;
+}
+
+/* A generation said Z_READY: it failed, or it takes over serving runs. */
+static void
+gen_ready(struct gen *g, const char *text)
+{
+	snprintf(g->info, sizeof(g->info), "%s", text);
+	char v[900];
+	if (*gen_info_get(g->info, "error", v, sizeof(v))) {
+		log_error("generation %d failed: %s", g->number, v);
+		if (!s.ever_ready) {
+			/* Stop listening before `start` hears of it: a client it
+			 * lets go at once must find no server, not one going away.
+			 * Dependency exception: a call into the loop. */
+			supervisor_begin_stop(0);
+			status_report("error %s", v);
+			return; /* it exits; reap() gives up */
+		}
+		/* A restart failed: tell whoever waits for it, then keep trying.
+		 * Dependency exception: gen.c answers connections here. */
+		char msg[1000];
+		snprintf(msg, sizeof(msg), "the zygote cannot start: %s", v);
+		for (int i = s.nconns - 1; i >= 0; i--)
+			if (s.conns[i]->waiting && s.conns[i]->dec.req.kind != PROTO_KIND_STOP)
+				conn_reply(i, PROTO_MSG_ERROR, msg);
+		return;
+	}
+	g->ready = 1;
+	g->warmup_s = atof(gen_info_get(g->info, "warmup_ms", v, sizeof(v))) / 1000.0;
+	char mods[32], th[32], st[300];
+	gen_info_get(g->info, "modules", mods, sizeof(mods));
+	gen_info_get(g->info, "threads", th, sizeof(th));
+	gen_info_get(g->info, "status", st, sizeof(st));
+	log_info("generation %d ready: %s modules, warm-up %.2f s", g->number, mods, g->warmup_s);
+	if (s.ever_ready)
+		s.refreshes++;
+	s.ever_ready = 1;
+	s.early_failures = 0;
+
+	/* Take over from the current generation, which drains. */
+	int idx = (int)(g - s.gens);
+	if (s.cur >= 0 && s.cur != idx && s.gens[s.cur].pid) {
+		struct gen *old = &s.gens[s.cur];
+		old->draining = 1;
+		int32_t grace = DRAIN_GRACE_MS;
+		if (old->ctl < 0 ||
+		    fdpass_send_msg(old->ctl, PROTO_MSG_Z_DRAIN, &grace, sizeof(grace)) < 0)
+			kill(old->pid, SIGKILL);
+	}
+	s.cur = idx;
+	if (s.next == idx)
+		s.next = -1;
+	if (s.fresh_needed && g->started_ms >= s.fresh_since_ms)
+		s.fresh_needed = 0;
+	changes_ext_rebuild(g->files);
+
+	status_report("ready pid=%d modules=%s warmup_s=%.2f threads=%s status=%s",
+		      (int)getpid(), mods, g->warmup_s, th, st);
+	if (s.o->ready_fd >= 0) {
+		ssize_t w = write(s.o->ready_fd, "\n", 1);
+		(void)w;
+		close(s.o->ready_fd);
+		((struct supervisor_opts *)s.o)->ready_fd = -1;
+	}
+	/* Dependency exception: gen.c serves the waiting connections. */
+	conn_serve_waiting();
+}
+
+/* Read a generation's control socket and act on what it says. */
+void
+gen_readable(struct gen *g)
+{
+	ssize_t n = fdpass_reader_fill(&g->rd, g->ctl);
+	if (n == -EAGAIN)
+		return;
+	if (n <= 0) {
+		/* The zygote is exiting; SIGCHLD tells how. Stop polling it. */
+		close(g->ctl);
+		g->ctl = -1;
+		g->ready = 0;
+		return;
+	}
+	struct proto_hdr h;
+	const char *p;
+	while (fdpass_reader_next(&g->rd, &h, &p) > 0) {
+		int terminated = h.len > 0 && p[h.len - 1] == '\0';
+		switch (h.type) {
+		case PROTO_MSG_Z_READY:
+			if (terminated && !g->draining)
+				gen_ready(g, p);
+			break;
+		case PROTO_MSG_Z_DONE:
+			if (g->running > 0) {
+				g->running--;
+				s.running--;
+			}
+			/* Dependency exception: a free slot starts a queued run. */
+			conn_dispatch_queue();
+			break;
+		case PROTO_MSG_Z_PROGRESS:
+			if (!terminated || g->ready)
+				break;
+			snprintf(g->progress, sizeof(g->progress), "%s", p);
+			if (!s.ever_ready)
+				status_report_progress(p);
+			break;
+		case PROTO_MSG_Z_FILES:
+			if (!terminated)
+				break;
+			free(g->files);
+			g->files = strdup(p);
+			if (s.cur == (int)(g - s.gens))
+				changes_ext_rebuild(g->files);
+			break;
+		default:
+			log_warn("unexpected message %u from the zygote", h.type);
+		}
+	}
+}

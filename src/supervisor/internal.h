@@ -1,0 +1,235 @@
+/*
+ * What the supervisor's files share: the one state (s), the structs of
+ * connections, generations and variants, the functions each file offers the
+ * others. Private to src/supervisor/: never include it elsewhere (the API is
+ * zygote/supervisor.h).
+ */
+#ifndef ZYGOTE_SUPERVISOR_INTERNAL_H
+#define ZYGOTE_SUPERVISOR_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "zygote/fdpass.h"
+#include "zygote/proto.h"
+#include "zygote/supervisor.h"
+
+struct pidfh;
+struct watch;
+
+/*
+ * Who calls whom: supervisor.c (the loop) calls every file. conn.c may call
+ * gen.c, changes.c, variant.c and status.c; gen.c calls changes.c (what to
+ * watch outside the project) and status.c; changes.c starts a fresh
+ * generation (and kills one that warms with old files); status.c reads
+ * gen.c; variant.c calls no other file. gen.c must not call into conn.c: the
+ * calls that go a wrong way today are marked "Dependency exception" where
+ * they are made. gen_ready and gen_readable serve, queue and answer waiting
+ * connections, and a STOP request (conn.c) or a first warm-up that failed
+ * (gen.c) calls supervisor_begin_stop in the loop.
+ */
+
+/*
+ * Hidden: the server links libpython statically with --export-dynamic, so
+ * every global of ours is in its dynamic symbol table, where it could
+ * interpose on a same-named symbol of an extension module. These names were
+ * static before the files were split and must not be exported now.
+ */
+#pragma GCC visibility push(hidden)
+
+#define MAX_CONNS 512
+#define DEFAULT_GRACE_MS 5000
+
+/* A client's connection, from accept until its reply or hand-over to a zygote. */
+struct conn {
+	int fd;
+	struct fdpass_reader rd;
+	struct proto_decoder dec;
+	int waiting; /* request complete, parked until a generation is warm / stop ends */
+	long long queued_ms; /* > 0: parked because max_runs runs are in progress */
+	long queue_seq;      /* first come, first served */
+	int noticed;         /* the client was told it waits */
+};
+
+/* A zygote generation: a slot of s.gens. */
+struct gen {
+	pid_t pid; /* 0: a free slot */
+	int ctl;   /* -1 once the zygote closed it */
+	int number;
+	int ready;
+	int draining;
+	int running; /* its runs in progress */
+	struct fdpass_reader rd;
+	char info[1024]; /* the Z_READY text */
+	char *files;     /* the Z_FILES text */
+	char progress[256]; /* the last Z_PROGRESS text, while warming */
+	long long started_ms;
+	double warmup_s;
+	int seed_used; /* a run was forked from it: its hash seed is not new */
+};
+
+/* Zygotes for other environments (variants, started by clients we sent there). */
+#define MAX_VARIANTS 16
+struct variant {
+	char id[20];
+	long long used_ms;
+};
+
+#define MAX_GENS 8
+#define MAX_DIRTY 64
+
+/* The supervisor's state: one per process, s, defined in supervisor.c. */
+struct supervisor_state {
+	const struct supervisor_opts *o;
+	struct pidfh *pfh;
+	int listen_fd;
+	int sigfd;
+	struct gen gens[MAX_GENS];
+	int cur;  /* index of the generation serving runs, or -1 */
+	int next; /* index of the generation warming up, or -1 */
+	int generations;
+	/* change tracking */
+	struct watch *watch;  /* the project tree */
+	int ext_fd;           /* inotify on directories outside the project */
+	char *dirty[MAX_DIRTY];
+	int ndirty;           /* paths kept */
+	long dirty_total;     /* changes seen since the current generation started */
+	long long last_change_ms;
+	int settle_ms;
+	int poll_ms;          /* > 0: poll the tree instead of inotify */
+	long long next_poll_ms;
+	int fresh_needed;     /* runs must wait for a generation started after now */
+	long long fresh_since_ms;
+	char fresh_reason[600];
+	long refreshes;
+	struct conn *conns[MAX_CONNS];
+	int nconns;
+	long runs;
+	int running;
+	int max_runs;   /* 0: no limit */
+	int queued;
+	long queue_seq;
+	int32_t next_run;
+	int stopping;
+	int grace_ms;
+	int ever_ready;
+	int early_failures;
+	long long start_ms;
+	long long accept_paused_until;
+	long long respawn_at;
+	int reload_fresh;     /* reload = fresh: every edit waits for a fresh generation */
+	/* directories of project files imports read (D and F lines), on ext_fd */
+	struct data_dir {
+		int wd;
+		char *dir;
+	} *data_dirs;
+	int ndata_dirs;
+	/* variants: the zygotes for other environments this server sent runs to */
+	struct variant variants[MAX_VARIANTS];
+	int nvariants;
+	int max_variants;
+	int variant_fds[MAX_VARIANTS]; /* STOP requests to variants, until they answer */
+	int nvariant_fds;
+	long long variants_deadline; /* stopping: when to stop waiting for them */
+	int is_variant;       /* this server is one (its instance has a '~') */
+	long long idle_ms;    /* a variant stops after this long without runs */
+	long long last_run_ms;
+};
+
+extern struct supervisor_state s;
+
+/* supervisor.c: the loop */
+
+/* Stop: close the socket, stop the variants, drain every generation; the
+ * loop exits once they are gone. Called by the loop, and by conn.c (STOP)
+ * and gen.c (the first warm-up failed) as dependency exceptions. */
+void supervisor_begin_stop(int grace_ms);
+
+/* conn.c: connections */
+
+/* Send one message to connection i, then close it (i's slot is reused). */
+void conn_reply(int i, uint32_t type, const char *text);
+
+/* Start queued runs, oldest first, while there is room under max_runs. */
+void conn_dispatch_queue(void);
+
+/* A generation became warm: serve what waited for it. */
+void conn_serve_waiting(void);
+
+/* Tell runs that have waited about a second for a free slot why they wait;
+ * the next time one is due, or -1. */
+long long conn_notice_queued(long long now);
+
+/* A parked client sent something: a terminating signal cancels its run. */
+void conn_waiting_readable(int i);
+
+/* Read what connection i sent and act on a complete request. */
+void conn_readable(int i);
+
+/* Accept every pending connection from our own uid. */
+void conn_accept_clients(void);
+
+/* gen.c: generations */
+
+/* A value of a generation's Z_READY text ("" when absent). */
+const char *gen_info_get(const char *info, const char *key, char *buf, size_t size);
+
+/* Remove the pages and learned files generations leave beside the socket. */
+void gen_unlink_pages(void);
+
+/* The generation serving runs, if it is warm; else NULL. */
+struct gen *gen_serving(void);
+
+/* Start a new generation warming up in the background; it becomes s.next.
+ * replay: only for a new hash seed (see gen.c). 0 or -1 (logged). */
+int gen_spawn(int replay);
+
+/* Read a generation's control socket and act on what it says. */
+void gen_readable(struct gen *g);
+
+/* changes.c: change tracking */
+
+/* Watch the directories outside the project that the current generation imported from. */
+void changes_ext_rebuild(const char *files);
+
+/* Read the events of the watcher outside the project (and of data files). */
+void changes_ext_drain(void);
+
+/* Drain (or poll) the project watcher into the dirty set. */
+void changes_watch_settle(void);
+
+/* Read the settings from the environment and start the project watcher. */
+void changes_watch_start(void);
+
+/* variant.c: interpreter and environment variants */
+
+/* Whether a run's environment differs from what g started with or read; if
+ * so 1, with the run's variant id in id and the names that differ in why. */
+int variant_env_differs(const struct gen *g, const struct proto_request *r, char *id,
+			size_t idsize, char *why, size_t whysize);
+
+/* Tell the variant server id to stop; its answer is awaited before we exit. */
+void variant_stop(const char *id);
+
+/* A run goes to variant id: remember it, least recently used out. */
+void variant_used(const char *id);
+
+/* 1 if a run wants a generation with a new hash seed, 0 if not, -1 for a bad
+ * PYTEST_ZYGOTE_HASH_SEED. */
+int variant_wants_new_seed(const struct proto_request *r);
+
+/* status.c: what the server tells */
+
+/* One line to the `start` process that waits for us, then close the pipe. */
+void status_report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Warm-up progress for the `start` that waits, never blocking. */
+void status_report_progress(const char *text);
+
+/* The status text (key=value lines) a STATUS request is answered with. */
+void status_text(char *buf, size_t size);
+
+#pragma GCC visibility pop
+
+#endif
