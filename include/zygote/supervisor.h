@@ -14,7 +14,7 @@ struct supervisor_opts {
 	const char *self_exe; /* pytest-zygote-server, for exec of the zygote */
 	const char *instance; /* --instance, or NULL; "NAME~ID" for a variant */
 	int ready_fd;         /* -1, or an fd that gets "\n" when warm (s6 style) */
-	int report_fd;        /* -1, or a pipe to `start`: one line, see main.c */
+	int report_fd;        /* -1, or a pipe to `start`: one line, see client/start.c */
 };
 
 /* The largest max_runs (a generation serves at most this many runs at once). */

@@ -33,7 +33,7 @@ gen_info_get(const char *info, const char *key, char *buf, size_t size)
 }
 
 /*
- * Where zygotes keep the pages their runs wrote (zygote.c, learn_save) for
+ * Where zygotes keep the pages their runs wrote (zygote/learn.c, learn_save) for
  * the next generation: beside the socket, removed when the server stops.
  */
 static void

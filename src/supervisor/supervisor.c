@@ -140,7 +140,7 @@ reap(void)
 		if (idx < 0)
 			continue; /* an orphan we inherited as subreaper */
 		struct gen *g = &s.gens[idx];
-		int was_ready = g->ready, was_draining = g->draining;
+		int was_draining = g->draining;
 		/* Its runs ended with it (their clients saw the connection close). */
 		s.running -= g->running;
 		g->running = 0;
@@ -178,7 +178,6 @@ reap(void)
 			supervisor_begin_stop(0);
 			continue;
 		}
-		(void)was_ready;
 		/* Back off when generations keep dying; runs wait for the next one. */
 		s.early_failures++;
 		s.respawn_at = now_ms() + (s.early_failures > 3 ? 1000 : 0);
