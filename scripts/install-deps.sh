@@ -13,7 +13,7 @@ packages=(
 	python3-django python3-pytest-django python3-pytest-cov python3-pytest-asyncio
 	python3-pytest-mock python3-hypothesis python3-pytest-timeout python3-pytest-xdist
 	shellcheck python3-mesonpy python3-pip
-	clang libclang-rt-14-dev valgrind python3-seccomp python3-debugpy
+	clang clang-format libclang-rt-14-dev valgrind python3-seccomp python3-debugpy
 	python3-numpy libopenblas0-pthread
 	python3-marshmallow python3-sqlalchemy python3-click
 )

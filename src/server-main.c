@@ -37,8 +37,8 @@ static const char usage_text[] =
 	"`pytest-zygote start` runs it with the project's settings; use that instead.\n";
 
 /* Tell the `start` that waits on fd (if any) why we did not start, and return. */
-static int
-refuse(int report_fd, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int refuse(int report_fd, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 static int
 refuse(int report_fd, int code, const char *fmt, ...)
 {
@@ -83,14 +83,30 @@ supervise(int argc, char **argv)
 	int foreground = 0, ready_fd = -1, report_fd = -1, bad_fd = 0, c;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
-		case 'r': root = optarg; break;
-		case 'i': instance = optarg; break;
-		case 'p': python = optarg; break;
-		case 'v': client_version = optarg; break;
-		case 'f': foreground = 1; break;
-		case 'R': bad_fd |= (ready_fd = fd_arg(optarg)) < 0; break;
-		case 'P': bad_fd |= (report_fd = fd_arg(optarg)) < 0; break;
-		default: fputs(usage_text, stderr); return ZEXIT_USAGE;
+		case 'r':
+			root = optarg;
+			break;
+		case 'i':
+			instance = optarg;
+			break;
+		case 'p':
+			python = optarg;
+			break;
+		case 'v':
+			client_version = optarg;
+			break;
+		case 'f':
+			foreground = 1;
+			break;
+		case 'R':
+			bad_fd |= (ready_fd = fd_arg(optarg)) < 0;
+			break;
+		case 'P':
+			bad_fd |= (report_fd = fd_arg(optarg)) < 0;
+			break;
+		default:
+			fputs(usage_text, stderr);
+			return ZEXIT_USAGE;
 		}
 	}
 	/* Neither may reach a zygote or a test child. */
@@ -106,8 +122,10 @@ supervise(int argc, char **argv)
 	}
 	char exe[PATH_MAX];
 	if (paths_self_exe(exe, sizeof(exe)) < 0)
-		return refuse(report_fd, ZEXIT_NOSTART, "cannot find this program "
-			      "(/proc/self/exe): %s", strerror(errno));
+		return refuse(report_fd, ZEXIT_NOSTART,
+			      "cannot find this program "
+			      "(/proc/self/exe): %s",
+			      strerror(errno));
 	/* Client and server talk through argv, the report pipe and the socket:
 	 * both must come from one build. */
 	if (strcmp(client_version, PYZ_VERSION) != 0)

@@ -16,11 +16,11 @@
 
 /* Exit codes of the pytest-zygote binary. pytest's own 0..5 pass through
  * unchanged and 128+N means the test child died of signal N. */
-#define ZEXIT_USAGE 64     /* bad command line or configuration */
-#define ZEXIT_NOSERVER 69  /* no zygote running for this root */
-#define ZEXIT_INTERNAL 70  /* protocol error, or the zygote died mid-run */
-#define ZEXIT_NOSTART 71   /* the server could not be started */
-#define ZEXIT_RETRY 75     /* the zygote died during the run: run again */
+#define ZEXIT_USAGE 64    /* bad command line or configuration */
+#define ZEXIT_NOSERVER 69 /* no zygote running for this root */
+#define ZEXIT_INTERNAL 70 /* protocol error, or the zygote died mid-run */
+#define ZEXIT_NOSTART 71  /* the server could not be started */
+#define ZEXIT_RETRY 75    /* the zygote died during the run: run again */
 
 /* FNV-1a, 64 bits: stable names for roots (paths.c) and digests of values
  * (supervisor/variant.c; the zygote's _digest computes the same). */

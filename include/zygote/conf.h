@@ -16,20 +16,20 @@
 #include <stddef.h>
 
 struct zconf {
-	char python[PATH_MAX];    /* "" = the build's interpreter */
-	int settle_ms;            /* -1 = not set */
-	int poll_ms;              /* -1 = not set */
-	char watch_globs[4096];   /* "" = not set */
-	char ignore_globs[4096];  /* "" = not set */
-	int spare;                /* -1 = not set, 0/1 */
-	int stable_layout;        /* -1 = not set, 0/1 */
-	int sandbox;              /* -1 = not set, 0 off, 1 on, 2 no-network */
-	int grace_ms;             /* -1 = not set */
-	int start_if_needed;      /* -1 = not set, 0/1 */
-	int max_runs;             /* -1 = not set, 0 = no limit */
-	int reload_fresh;         /* -1 = not set, 0 reload in the child, 1 fresh */
-	char file[PATH_MAX];      /* the file read, or "" */
-	char errors[2048];        /* "file:line: ..." lines, or "" */
+	char python[PATH_MAX];   /* "" = the build's interpreter */
+	int settle_ms;           /* -1 = not set */
+	int poll_ms;             /* -1 = not set */
+	char watch_globs[4096];  /* "" = not set */
+	char ignore_globs[4096]; /* "" = not set */
+	int spare;               /* -1 = not set, 0/1 */
+	int stable_layout;       /* -1 = not set, 0/1 */
+	int sandbox;             /* -1 = not set, 0 off, 1 on, 2 no-network */
+	int grace_ms;            /* -1 = not set */
+	int start_if_needed;     /* -1 = not set, 0/1 */
+	int max_runs;            /* -1 = not set, 0 = no limit */
+	int reload_fresh;        /* -1 = not set, 0 reload in the child, 1 fresh */
+	char file[PATH_MAX];     /* the file read, or "" */
+	char errors[2048];       /* "file:line: ..." lines, or "" */
 	int nerrors;
 };
 
@@ -64,7 +64,7 @@ struct conf_setting {
 	const char *def;
 	const char *help;
 	int when;
-	long field; /* offsetof in struct zconf, or -1 */
+	long field;  /* offsetof in struct zconf, or -1 */
 	size_t size; /* of a text field */
 };
 
@@ -76,8 +76,8 @@ extern const size_t conf_nsettings;
  * (booleans 1/0, seconds as given) and returns 0; else writes why it is bad
  * ("'maybe' is not true or false") and returns -1.
  */
-int conf_check(const struct conf_setting *s, const char *v, char *norm, size_t normsize,
-	       char *why, size_t whysize);
+int conf_check(const struct conf_setting *s, const char *v, char *norm, size_t normsize, char *why,
+	       size_t whysize);
 
 /*
  * Check every setting that the environment gives and `when` reads: a good

@@ -24,8 +24,7 @@
  * FDPASS_SEND_WAIT_MS for room, then -ETIMEDOUT). If nfds > 0, the fds are attached to the byte at
  * fds_offset. Returns 0 or -errno.
  */
-int fdpass_send(int sock, const void *buf, size_t len, const int *fds, int nfds,
-		size_t fds_offset);
+int fdpass_send(int sock, const void *buf, size_t len, const int *fds, int nfds, size_t fds_offset);
 
 struct fdpass_reader {
 	char *buf;
@@ -52,7 +51,8 @@ ssize_t fdpass_reader_fill(struct fdpass_reader *r, int sock);
  * *ret_payload (valid until the next call), 0 when more bytes are needed, or
  * -EMSGSIZE for an oversized header (a protocol error: close the connection).
  */
-int fdpass_reader_next(struct fdpass_reader *r, struct proto_hdr *ret_hdr, const char **ret_payload);
+int fdpass_reader_next(struct fdpass_reader *r, struct proto_hdr *ret_hdr,
+		       const char **ret_payload);
 
 /* Take up to n fds from the head of the queue into fds. Returns how many. */
 int fdpass_reader_take_fds(struct fdpass_reader *r, int *fds, int n);

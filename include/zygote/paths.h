@@ -15,12 +15,12 @@
 #define PATHS_ERR_MAX 512
 
 struct zpaths {
-	char root[PATH_MAX];    /* absolute, symlinks resolved */
-	char dir[PATH_MAX];     /* runtime directory */
+	char root[PATH_MAX]; /* absolute, symlinks resolved */
+	char dir[PATH_MAX];  /* runtime directory */
 	char sock[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	char pid[PATH_MAX];
 	char log[PATH_MAX];
-	char name[96];          /* <root basename>-<hash> */
+	char name[96]; /* <root basename>-<hash> */
 };
 
 /*

@@ -35,7 +35,6 @@ long prefault_record(struct prefault_range **ret);
  * range. Before each chunk of PREFAULT_CHUNK pages, stop(arg) (if not NULL)
  * may end it early. Returns the number of pages made private.
  */
-long prefault_touch(const struct prefault_range *ranges, size_t n, int (*stop)(void *),
-		    void *arg);
+long prefault_touch(const struct prefault_range *ranges, size_t n, int (*stop)(void *), void *arg);
 
 #endif

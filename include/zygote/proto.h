@@ -16,39 +16,39 @@
 #define PROTO_MAGIC 0x47595a50u /* "PZYG" */
 #define PROTO_VERSION 1u
 
-#define PROTO_MAX_PAYLOAD (1u << 20)    /* one message */
-#define PROTO_MAX_REQUEST (4u << 20)    /* a whole request (also bounds future messages) */
-#define PROTO_MAX_STRINGS 65536u        /* argv or env entries */
-#define PROTO_MAX_FDS 3u                /* stdin, stdout, stderr */
+#define PROTO_MAX_PAYLOAD (1u << 20) /* one message */
+#define PROTO_MAX_REQUEST (4u << 20) /* a whole request (also bounds future messages) */
+#define PROTO_MAX_STRINGS 65536u     /* argv or env entries */
+#define PROTO_MAX_FDS 3u             /* stdin, stdout, stderr */
 
 enum proto_msg {
 	/* client -> supervisor: the request, in this order */
-	PROTO_MSG_HELLO = 1,  /* struct proto_hello */
-	PROTO_MSG_ARGV = 2,   /* NUL-terminated strings, back to back */
-	PROTO_MSG_CWD = 3,    /* one NUL-terminated path */
-	PROTO_MSG_ENV = 4,    /* NUL-terminated "K=V" strings */
-	PROTO_MSG_FDS = 5,    /* uint32 count; that many fds (the client's 0,1,2) ride along */
-	PROTO_MSG_DONE = 6,   /* no payload; the request is complete */
+	PROTO_MSG_HELLO = 1, /* struct proto_hello */
+	PROTO_MSG_ARGV = 2,  /* NUL-terminated strings, back to back */
+	PROTO_MSG_CWD = 3,   /* one NUL-terminated path */
+	PROTO_MSG_ENV = 4,   /* NUL-terminated "K=V" strings */
+	PROTO_MSG_FDS = 5,   /* uint32 count; that many fds (the client's 0,1,2) ride along */
+	PROTO_MSG_DONE = 6,  /* no payload; the request is complete */
 
 	/* client -> zygote, after DONE, while a run is in progress */
 	PROTO_MSG_SIGNAL = 20, /* int32 signal number to forward to the run */
 
 	/* server -> client */
-	PROTO_MSG_EXIT = 40,   /* int32 exit code; the run is over */
-	PROTO_MSG_ERROR = 41,  /* text: a refusal, shown to the user; then close */
-	PROTO_MSG_NOTICE = 42, /* text for the client's stderr; more follows */
-	PROTO_MSG_STATUS = 43, /* text: key=value lines; then close */
+	PROTO_MSG_EXIT = 40,     /* int32 exit code; the run is over */
+	PROTO_MSG_ERROR = 41,    /* text: a refusal, shown to the user; then close */
+	PROTO_MSG_NOTICE = 42,   /* text for the client's stderr; more follows */
+	PROTO_MSG_STATUS = 43,   /* text: key=value lines; then close */
 	PROTO_MSG_REDIRECT = 44, /* text: "variant=ID\nreason=..\npython=..\n": the run needs a
 				  * zygote warmed with its environment (the
 				  * instance NAME~ID); then close */
 
 	/* supervisor <-> zygote generation (trusted, internal) */
-	PROTO_MSG_Z_READY = 60, /* text: key=value lines about the warm-up */
-	PROTO_MSG_Z_RUN = 61,   /* int32 run id; the client connection rides along.
+	PROTO_MSG_Z_READY = 60,    /* text: key=value lines about the warm-up */
+	PROTO_MSG_Z_RUN = 61,      /* int32 run id; the client connection rides along.
 				 * The request follows as HELLO .. DONE. */
-	PROTO_MSG_Z_DONE = 62,  /* int32 run id then int32 exit code */
-	PROTO_MSG_Z_DRAIN = 63, /* uint32 grace ms: finish runs, then exit */
-	PROTO_MSG_Z_FILES = 65,   /* text: "X<TAB>dir" lines to watch outside the root */
+	PROTO_MSG_Z_DONE = 62,     /* int32 run id then int32 exit code */
+	PROTO_MSG_Z_DRAIN = 63,    /* uint32 grace ms: finish runs, then exit */
+	PROTO_MSG_Z_FILES = 65,    /* text: "X<TAB>dir" lines to watch outside the root */
 	PROTO_MSG_Z_PROGRESS = 66, /* text: "phase=..\nmodules=N\n" while warming up */
 };
 
@@ -96,8 +96,8 @@ enum proto_state {
 
 struct proto_decoder {
 	enum proto_state state;
-	unsigned seen;  /* bitmask of body messages already seen */
-	size_t total;   /* payload bytes accepted so far */
+	unsigned seen; /* bitmask of body messages already seen */
+	size_t total;  /* payload bytes accepted so far */
 	struct proto_request req;
 	char error[160];
 };
@@ -113,8 +113,8 @@ void proto_decoder_finish(struct proto_decoder *d);
  * with d->error set (state ERROR; the version case says which side to
  * upgrade).
  */
-int proto_decoder_feed(struct proto_decoder *d, uint32_t type, const void *payload,
-		       uint32_t len, int *fds, int nfds);
+int proto_decoder_feed(struct proto_decoder *d, uint32_t type, const void *payload, uint32_t len,
+		       int *fds, int nfds);
 
 /*
  * Parse the header at the start of buf (avail bytes). Returns the total

@@ -28,9 +28,8 @@
  * closed fd number is reused by the next open() and an old object (a logging
  * FileHandler, a database connection) would then write into the wrong file.
  */
-int spawn_child_setup(const struct proto_request *req, int conn, int learn,
-		      const int *close_fds, int nclose, pid_t zygote, pid_t supervisor, char *err,
-		      size_t errsize);
+int spawn_child_setup(const struct proto_request *req, int conn, int learn, const int *close_fds,
+		      int nclose, pid_t zygote, pid_t supervisor, char *err, size_t errsize);
 
 /* Reset signal mask and dispositions as a freshly exec'd Python expects. */
 void spawn_reset_signals(void);

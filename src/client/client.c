@@ -136,7 +136,7 @@ interrupt_timeout_ms(void)
  * the first prints one line on stderr.
  */
 struct interrupt {
-	int stage; /* 0 none, 1 SIGINT sent, 2 SIGTERM sent, 3 SIGKILL sent */
+	int stage;         /* 0 none, 1 SIGINT sent, 2 SIGTERM sent, 3 SIGKILL sent */
 	long long next_ms; /* when to escalate on our own, or -1 */
 	int timeout_ms;
 };
@@ -185,7 +185,7 @@ client_run(const struct zpaths *p, int nargs, char **args)
 	 * them through a signalfd and forward them. Blocked before the request
 	 * goes out, so none is lost in between.
 	 */
-	static const int forwarded[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH,
+	static const int forwarded[] = { SIGINT,  SIGTERM, SIGHUP,  SIGQUIT, SIGWINCH,
 					 SIGUSR1, SIGUSR2, SIGTSTP, SIGCONT };
 	sigset_t set, old;
 	sigemptyset(&set);
@@ -198,7 +198,8 @@ client_run(const struct zpaths *p, int nargs, char **args)
 	char cwd[PATH_MAX];
 	if (!getcwd(cwd, sizeof(cwd))) {
 		log_error("cannot get the current directory: %s%s", strerror(errno),
-			  errno == ENOENT ? " (it was deleted; cd to a directory that exists)" : "");
+			  errno == ENOENT ? " (it was deleted; cd to a directory that exists)"
+					  : "");
 		return ZEXIT_USAGE;
 	}
 	char **argv = calloc((size_t)nargs + 1, sizeof(char *));

@@ -298,9 +298,10 @@ parse_options(const struct command *c, int argc, char **argv, struct opts *o, in
 	for (; i < argc; i++) {
 		const char *a = argv[i];
 		const char *val = NULL;
-#define OPT_VALUE(name)                                                                          \
-	(strcmp(a, name) == 0 ? (i + 1 < argc ? (val = argv[++i], 1) : -1)                      \
-	 : strncmp(a, name "=", sizeof(name)) == 0 ? (val = a + sizeof(name), 1) : 0)
+#define OPT_VALUE(name)                                                                         \
+	(strcmp(a, name) == 0                      ? (i + 1 < argc ? (val = argv[++i], 1) : -1) \
+	 : strncmp(a, name "=", sizeof(name)) == 0 ? (val = a + sizeof(name), 1)                \
+						   : 0)
 		int m;
 		if (strcmp(a, "--") == 0) {
 			i++;
@@ -340,8 +341,9 @@ parse_options(const struct command *c, int argc, char **argv, struct opts *o, in
 				goto missing;
 			long n = strtol(val, &end, 10);
 			if (!*val || *end || n < 0 || n > SUPERVISOR_MAX_RUNS_LIMIT) {
-				log_error("--max-runs needs a number from 0 (no limit) to %d, not '%s'",
-					  SUPERVISOR_MAX_RUNS_LIMIT, log_escape(val));
+				log_error(
+					"--max-runs needs a number from 0 (no limit) to %d, not '%s'",
+					SUPERVISOR_MAX_RUNS_LIMIT, log_escape(val));
 				return ZEXIT_USAGE;
 			}
 			/* The flag wins over the environment and the config section. */
@@ -357,7 +359,8 @@ parse_options(const struct command *c, int argc, char **argv, struct opts *o, in
 			o->grace_set = 1;
 		} else if ((c->flags & CMD_FOREGROUND) && strcmp(a, "--foreground") == 0) {
 			o->foreground = 1;
-		} else if ((c->flags & CMD_START_IF_NEEDED) && strcmp(a, "--start-if-needed") == 0) {
+		} else if ((c->flags & CMD_START_IF_NEEDED) &&
+			   strcmp(a, "--start-if-needed") == 0) {
 			o->start_if_needed = 1;
 			o->start_if_needed_set = 1;
 		} else if ((c->flags & CMD_JSON) && strcmp(a, "--json") == 0) {

@@ -53,8 +53,10 @@ apply_start_env(const struct zconf *c)
 	if (c->stable_layout >= 0)
 		setenv_default("PYTEST_ZYGOTE_STABLE_LAYOUT", c->stable_layout ? "1" : "0");
 	if (c->sandbox >= 0)
-		setenv_default("PYTEST_ZYGOTE_SANDBOX", c->sandbox == SANDBOX_NO_NETWORK ? "no-network"
-							: c->sandbox ? "on" : "off");
+		setenv_default("PYTEST_ZYGOTE_SANDBOX", c->sandbox == SANDBOX_NO_NETWORK
+								? "no-network"
+							: c->sandbox ? "on"
+								     : "off");
 	if (c->max_runs >= 0) {
 		snprintf(v, sizeof(v), "%d", c->max_runs);
 		setenv_default("PYTEST_ZYGOTE_MAX_RUNS", v);
@@ -113,8 +115,8 @@ progress_draw(struct progress *pr, const char *root)
  * and fd (if >= 0) passed on as fd_opt. Returns only when exec failed.
  */
 static void
-exec_server(const char *server, const struct opts *o, const struct zpaths *p,
-	    const char *fd_opt, int fd)
+exec_server(const char *server, const struct opts *o, const struct zpaths *p, const char *fd_opt,
+	    int fd)
 {
 	const char *argv[16];
 	char fdbuf[16];
@@ -242,7 +244,8 @@ do_start(const struct opts *o, const struct zpaths *p)
 	const char *sb = getenv("PYTEST_ZYGOTE_SANDBOX");
 	int mode = sb && *sb ? conf_parse_sandbox(sb) : o->conf.sandbox;
 	if (sb && *sb && mode < 0) {
-		log_error("PYTEST_ZYGOTE_SANDBOX='%s' is not on, off or no-network", log_escape(sb));
+		log_error("PYTEST_ZYGOTE_SANDBOX='%s' is not on, off or no-network",
+			  log_escape(sb));
 		return ZEXIT_USAGE;
 	}
 	const char *rl = getenv("PYTEST_ZYGOTE_RELOAD");
@@ -251,8 +254,9 @@ do_start(const struct opts *o, const struct zpaths *p)
 		return ZEXIT_USAGE;
 	}
 	if (!HAVE_SECCOMP && mode == SANDBOX_NO_NETWORK) {
-		log_error("sandbox = no-network needs seccomp, but this pytest-zygote was built "
-			  "with -Dseccomp=disabled; rebuild it with libseccomp or use sandbox = on");
+		log_error(
+			"sandbox = no-network needs seccomp, but this pytest-zygote was built "
+			"with -Dseccomp=disabled; rebuild it with libseccomp or use sandbox = on");
 		return ZEXIT_USAGE;
 	}
 	char exe[PATH_MAX], server[PATH_MAX], err[PATHS_ERR_MAX];

@@ -59,9 +59,10 @@ print_report(const struct zpaths *p, const char *line, int to_stderr)
 		double warm = 0;
 		sscanf(line, "ready pid=%d modules=%31s warmup_s=%lf threads=%d status=%299[^\n]",
 		       &pid, mods, &warm, &threads, status);
-		fprintf(out, "pytest-zygote: %sready%s pid %d, socket %s, %s modules, warm-up %.2f s\n",
-			color() && !to_stderr ? "\033[32m" : "", color() && !to_stderr ? "\033[0m" : "",
-			pid, p->sock, mods, warm);
+		fprintf(out,
+			"pytest-zygote: %sready%s pid %d, socket %s, %s modules, warm-up %.2f s\n",
+			color() && !to_stderr ? "\033[32m" : "",
+			color() && !to_stderr ? "\033[0m" : "", pid, p->sock, mods, warm);
 		if (threads > 1)
 			log_warn("%d threads were running after warm-up; see %s", threads, p->log);
 		if (*status && strcmp(status, "ok") != 0)
@@ -88,7 +89,8 @@ cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 	int r = client_request(p, PROTO_KIND_STATUS, 0, &text);
 	if (r == -ENOENT || r == -ECONNREFUSED) {
 		if (o->json) {
-			printf("{\"server\": false, \"state\": \"stopped\", \"root\": \"%s\"}\n", p->root);
+			printf("{\"server\": false, \"state\": \"stopped\", \"root\": \"%s\"}\n",
+			       p->root);
 			return ZEXIT_NOSERVER;
 		}
 		return no_server(p);
@@ -98,11 +100,12 @@ cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 		free(text);
 		return ZEXIT_INTERNAL;
 	}
-	static const char *numeric[] = { "pid",	     "uptime_s",   "generation", "zygote_pid",
-					 "modules",  "project_files", "warmup_s", "runs",
-					 "running",  "rss_kb",	      "threads",	 "refreshes",
-					 "warming",  "dirty_count",   "last_refresh_s", "queued",
-					 "max_runs", "variants" };
+	static const char *numeric[] = { "pid",        "uptime_s",    "generation",
+					 "zygote_pid", "modules",     "project_files",
+					 "warmup_s",   "runs",        "running",
+					 "rss_kb",     "threads",     "refreshes",
+					 "warming",    "dirty_count", "last_refresh_s",
+					 "queued",     "max_runs",    "variants" };
 	if (o->json) {
 		printf("{\"server\": true");
 		int dirty_open = 0;
@@ -157,26 +160,39 @@ cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 	static const struct {
 		const char *key, *label, *unit;
 	} rows[] = {
-		{ "state", "state", "" },	    { "pid", "pid", "" },
-		{ "root", "root", "" },		    { "python", "python", "" },
-		{ "socket", "socket", "" },	    { "log", "log", "" },
-		{ "uptime_s", "uptime", " s" },	    { "generation", "generation", "" },
-		{ "zygote_pid", "zygote pid", "" }, { "modules", "modules", "" },
-		{ "warmup_s", "warm-up", " s" },    { "runs", "runs served", "" },
-		{ "running", "running", "" },	    { "queued", "queued", "" },
-		{ "max_runs", "max runs", "" },	    { "rss_kb", "zygote memory", " kB RSS" },
-		{ "sandbox", "sandbox", "" },	    { "refreshes", "refreshes", "" },
-		{ "warming", "warming gen", "" },   { "dirty_count", "changes", "" },
-		{ "watching", "watching", "" },	    { "fresh_reason", "waiting for", "" },
+		{ "state", "state", "" },
+		{ "pid", "pid", "" },
+		{ "root", "root", "" },
+		{ "python", "python", "" },
+		{ "socket", "socket", "" },
+		{ "log", "log", "" },
+		{ "uptime_s", "uptime", " s" },
+		{ "generation", "generation", "" },
+		{ "zygote_pid", "zygote pid", "" },
+		{ "modules", "modules", "" },
+		{ "warmup_s", "warm-up", " s" },
+		{ "runs", "runs served", "" },
+		{ "running", "running", "" },
+		{ "queued", "queued", "" },
+		{ "max_runs", "max runs", "" },
+		{ "rss_kb", "zygote memory", " kB RSS" },
+		{ "sandbox", "sandbox", "" },
+		{ "refreshes", "refreshes", "" },
+		{ "warming", "warming gen", "" },
+		{ "dirty_count", "changes", "" },
+		{ "watching", "watching", "" },
+		{ "fresh_reason", "waiting for", "" },
 		{ "last_refresh_s", "last refresh", " s" },
-		{ "warm_phase", "warming now", "" }, { "warm_modules", "warmed modules", "" },
+		{ "warm_phase", "warming now", "" },
+		{ "warm_modules", "warmed modules", "" },
 		{ "variants", "variants", " (zygotes for other environments)" },
 		{ "reload", "reload", "" },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
 		char *v = client_status_get(text, rows[i].key);
-		if (v && !*v && (strcmp(rows[i].key, "fresh_reason") == 0 ||
-				 strncmp(rows[i].key, "warm_", 5) == 0)) {
+		if (v && !*v &&
+		    (strcmp(rows[i].key, "fresh_reason") == 0 ||
+		     strncmp(rows[i].key, "warm_", 5) == 0)) {
 			free(v);
 			continue;
 		}

@@ -51,8 +51,8 @@ const struct conf_setting conf_settings[] = {
 	  "twice the CPUs, at least 8", "runs at once (0: no limit); more wait", CONF_AT_START,
 	  FIELD(max_runs) },
 	{ "reload", "PYTEST_ZYGOTE_RELOAD", CONF_CHOICE, 0, 0, "child|fresh", "child",
-	  "after an edit: re-import in the child, or wait for a fresh generation",
-	  CONF_AT_START, FIELD(reload_fresh) },
+	  "after an edit: re-import in the child, or wait for a fresh generation", CONF_AT_START,
+	  FIELD(reload_fresh) },
 	{ NULL, "PYTEST_ZYGOTE_DEBUG", CONF_BOOL, 0, 0, NULL, "false", "debug logging",
 	  CONF_AT_START | CONF_AT_CLIENT, NO_FIELD },
 	{ NULL, "PYTEST_ZYGOTE_VARIANTS", CONF_INT, 0, 16, NULL, "3",
@@ -214,8 +214,8 @@ toml_array_join(char *v, size_t size)
 		const char *end = strchr(p + 1, *p);
 		if (!end)
 			return -1;
-		int w = snprintf(out + n, sizeof(out) - n, "%s%.*s", n ? ":" : "", (int)(end - p - 1),
-				 p + 1);
+		int w = snprintf(out + n, sizeof(out) - n, "%s%.*s", n ? ":" : "",
+				 (int)(end - p - 1), p + 1);
 		if (w < 0 || (size_t)w >= sizeof(out) - n)
 			return -1;
 		n += (size_t)w;
@@ -234,7 +234,8 @@ conf_check(const struct conf_setting *s, const char *v, char *norm, size_t norms
 	case CONF_BOOL: {
 		int b = conf_parse_bool(v);
 		if (b < 0) {
-			snprintf(why, whysize, "'%s' is not true or false (1/0, yes/no, on/off)", v);
+			snprintf(why, whysize, "'%s' is not true or false (1/0, yes/no, on/off)",
+				 v);
 			return -1;
 		}
 		snprintf(norm, normsize, "%d", b);
@@ -244,8 +245,8 @@ conf_check(const struct conf_setting *s, const char *v, char *norm, size_t norms
 		errno = 0;
 		long x = strtol(v, &end, 10);
 		if (!*v || *end || errno || x < s->lo || x > s->hi) {
-			snprintf(why, whysize, "'%s' is not a whole number from %ld to %ld", v, s->lo,
-				 s->hi);
+			snprintf(why, whysize, "'%s' is not a whole number from %ld to %ld", v,
+				 s->lo, s->hi);
 			return -1;
 		}
 		snprintf(norm, normsize, "%ld", x);
@@ -254,7 +255,8 @@ conf_check(const struct conf_setting *s, const char *v, char *norm, size_t norms
 	case CONF_SECONDS: {
 		double x = strtod(v, &end);
 		if (!*v || *end || !(x >= (double)s->lo && x <= (double)s->hi)) { /* NaN too */
-			snprintf(why, whysize, "'%s' is not seconds from %ld to %ld", v, s->lo, s->hi);
+			snprintf(why, whysize, "'%s' is not seconds from %ld to %ld", v, s->lo,
+				 s->hi);
 			return -1;
 		}
 		snprintf(norm, normsize, "%s", v);
@@ -364,8 +366,10 @@ handler(void *user, const char *section, const char *name, const char *raw)
 	l->found = 1;
 	struct zconf *c = l->c;
 	if (l->r->toolong == l->r->line) {
-		problem(l, "%s: the line is longer than %d characters, the most this reader takes; "
-			   "shorten it or use the environment variable", name, l->r->max);
+		problem(l,
+			"%s: the line is longer than %d characters, the most this reader takes; "
+			"shorten it or use the environment variable",
+			name, l->r->max);
 		return 1;
 	}
 	const struct conf_setting *s = NULL;
@@ -376,8 +380,8 @@ handler(void *user, const char *section, const char *name, const char *raw)
 		char keys[512] = "";
 		for (size_t i = 0, n = 0; i < conf_nsettings; i++)
 			if (conf_settings[i].key)
-				n += (size_t)snprintf(keys + n, sizeof(keys) - n, "%s%s", n ? ", " : "",
-						      conf_settings[i].key);
+				n += (size_t)snprintf(keys + n, sizeof(keys) - n, "%s%s",
+						      n ? ", " : "", conf_settings[i].key);
 		problem(l, "unknown key '%s' in [%s]; known keys: %s", name, l->section, keys);
 		return 1;
 	}

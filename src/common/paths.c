@@ -222,10 +222,8 @@ paths_find_rootdir(const char *cwd, char *buf, size_t size)
 	return 0;
 }
 
-
 int
-paths_for_root(struct zpaths *p, const char *root, const char *instance, char *err,
-	       size_t errsize)
+paths_for_root(struct zpaths *p, const char *root, const char *instance, char *err, size_t errsize)
 {
 	memset(p, 0, sizeof(*p));
 	if (!realpath(root, p->root)) {
@@ -385,14 +383,16 @@ paths_pydir(const char *exe, const struct paths_layout *l, char *buf, size_t siz
 
 	char bin[PATH_MAX], cand[PATH_MAX];
 	dir_of(exe, bin, sizeof(bin));
-	if (l->rel_pydir[0] && (size_t)snprintf(cand, sizeof(cand), "%s/%s", bin, l->rel_pydir) <
-				       sizeof(cand) && holds_package(cand))
+	if (l->rel_pydir[0] &&
+	    (size_t)snprintf(cand, sizeof(cand), "%s/%s", bin, l->rel_pydir) < sizeof(cand) &&
+	    holds_package(cand))
 		return copy_real(cand, buf, size);
 	/* pip into a virtualenv or with --user: scripts in <base>/bin, the
 	 * package in <base>/lib/pythonX.Y/site-packages, whatever the build's
 	 * interpreter called its own directory. */
 	if ((size_t)snprintf(cand, sizeof(cand), "%s/../lib/python%s/site-packages", bin,
-			     l->py_version) < sizeof(cand) && holds_package(cand))
+			     l->py_version) < sizeof(cand) &&
+	    holds_package(cand))
 		return copy_real(cand, buf, size);
 	if (holds_package(l->install_pydir))
 		return copy_out(l->install_pydir, buf, size);

@@ -144,10 +144,12 @@ proto_decoder_feed(struct proto_decoder *d, uint32_t type, const void *payload, 
 			return fail(d, fds, nfds, "ARGV out of order");
 		r = split_strings(p, len, &d->req.argv, &d->req.argc);
 		if (r < 0)
-			return fail(d, fds, nfds,
-				    r == -E2BIG ? "ARGV has too many arguments (over 65536)"
-				    : r == -ENOMEM ? "out of memory"
-						   : "malformed ARGV (each argument must end with a NUL byte)");
+			return fail(
+				d, fds, nfds,
+				r == -E2BIG ? "ARGV has too many arguments (over 65536)"
+				: r == -ENOMEM
+					? "out of memory"
+					: "malformed ARGV (each argument must end with a NUL byte)");
 		d->seen |= SEEN_ARGV;
 		return 0;
 	case PROTO_MSG_CWD:
@@ -166,10 +168,12 @@ proto_decoder_feed(struct proto_decoder *d, uint32_t type, const void *payload, 
 			return fail(d, fds, nfds, "ENV out of order");
 		r = split_strings(p, len, &d->req.env, &d->req.envc);
 		if (r < 0)
-			return fail(d, fds, nfds,
-				    r == -E2BIG ? "ENV has too many variables (over 65536)"
-				    : r == -ENOMEM ? "out of memory"
-						   : "malformed ENV (each entry must end with a NUL byte)");
+			return fail(
+				d, fds, nfds,
+				r == -E2BIG ? "ENV has too many variables (over 65536)"
+				: r == -ENOMEM
+					? "out of memory"
+					: "malformed ENV (each entry must end with a NUL byte)");
 		for (size_t i = 0; i < d->req.envc; i++) {
 			const char *eq = strchr(d->req.env[i], '=');
 			if (!eq || eq == d->req.env[i])

@@ -87,8 +87,10 @@ changes_ext_rebuild(const char *files)
 			int known = 0;
 			for (int i = 0; i < s.ndata_dirs && !known; i++)
 				known = s.data_dirs[i].wd == wd;
-			struct data_dir *d = wd < 0 || known ? NULL
-				: realloc(s.data_dirs, sizeof(*d) * (size_t)(s.ndata_dirs + 1));
+			struct data_dir *d =
+				wd < 0 || known ? NULL
+						: realloc(s.data_dirs,
+							  sizeof(*d) * (size_t)(s.ndata_dirs + 1));
 			if (d) {
 				s.data_dirs = d;
 				d[s.ndata_dirs].wd = wd;
@@ -222,7 +224,8 @@ on_change(const char *path, void *arg)
 	 * or their importer is outside the project. */
 	if (files_has(files, 'P', path)) {
 		snprintf(why, sizeof(why),
-			 "'%s' changed, and pytest or a plugin imported it before the project", path);
+			 "'%s' changed, and pytest or a plugin imported it before the project",
+			 path);
 		need_fresh(why);
 		return;
 	}
@@ -279,8 +282,7 @@ env_int(const char *name, int def, int lo, int hi)
 		return def;
 	long x = strtol(v, &end, 10);
 	if (*end || x < lo || x > hi) {
-		log_warn("%s=%s is not a number between %d and %d; using %d", name, v, lo, hi,
-			 def);
+		log_warn("%s=%s is not a number between %d and %d; using %d", name, v, lo, hi, def);
 		return def;
 	}
 	return (int)x;

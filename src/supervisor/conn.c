@@ -87,7 +87,8 @@ hand_over(int i)
 	proto_buf_free(&b);
 	if (r < 0) {
 		log_warn("cannot hand run %d to the zygote: %s", (int)id, strerror(-r));
-		conn_reply(i, PROTO_MSG_ERROR, "the zygote is not answering; it is being restarted");
+		conn_reply(i, PROTO_MSG_ERROR,
+			   "the zygote is not answering; it is being restarted");
 		return;
 	}
 	s.runs++;
@@ -115,12 +116,14 @@ route_elsewhere(int i)
 	if (!variant_env_differs(gen_serving(), &c->dec.req, id, sizeof(id), why, sizeof(why)))
 		return 0;
 	if (s.is_variant || s.max_variants <= 0) {
-		snprintf(text, sizeof(text),
-			 "this run's environment differs from the zygote's in %s%s", why,
-			 s.is_variant ? ", and this zygote was started for another environment: "
-					"run 'pytest-zygote stop' and run again"
-				      : ", and PYTEST_ZYGOTE_VARIANTS=0 allows no other zygote: "
-					"run with the server's environment, or restart it with this one");
+		snprintf(
+			text, sizeof(text),
+			"this run's environment differs from the zygote's in %s%s", why,
+			s.is_variant
+				? ", and this zygote was started for another environment: "
+				  "run 'pytest-zygote stop' and run again"
+				: ", and PYTEST_ZYGOTE_VARIANTS=0 allows no other zygote: "
+				  "run with the server's environment, or restart it with this one");
 		conn_reply(i, PROTO_MSG_ERROR, text);
 		return 1;
 	}
@@ -203,7 +206,8 @@ request_complete(int i)
 		if (s.fresh_needed && c->dec.req.kind == PROTO_KIND_RUN) {
 			/* Say why the run waits; the client prints it on stderr. */
 			char text[700];
-			snprintf(text, sizeof(text), "waiting for a fresh zygote: %s", s.fresh_reason);
+			snprintf(text, sizeof(text), "waiting for a fresh zygote: %s",
+				 s.fresh_reason);
 			fdpass_send_msg(c->fd, PROTO_MSG_NOTICE, text, strlen(text) + 1);
 		}
 		c->waiting = 1;
@@ -261,8 +265,8 @@ conn_notice_queued(long long now)
 			continue;
 		}
 		char text[160];
-		snprintf(text, sizeof(text), "waiting: %d runs in progress (max_runs=%d)", s.running,
-			 s.max_runs);
+		snprintf(text, sizeof(text), "waiting: %d runs in progress (max_runs=%d)",
+			 s.running, s.max_runs);
 		fdpass_send_msg(c->fd, PROTO_MSG_NOTICE, text, strlen(text) + 1);
 		c->noticed = 1;
 	}

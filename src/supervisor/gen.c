@@ -134,8 +134,8 @@ gen_spawn(int replay)
 		    personality((unsigned long)pers | ADDR_NO_RANDOMIZE) != -1)
 			stable = "--stable-layout";
 		execl(s.o->self_exe, "pytest-zygote", "__zygote", "--ctl-fd", "3", "--root",
-		      s.o->paths.root, "--python", s.o->python, "--generation", gen,
-		      "--supervisor", supbuf, "--pages", pages, stable, (char *)NULL);
+		      s.o->paths.root, "--python", s.o->python, "--generation", gen, "--supervisor",
+		      supbuf, "--pages", pages, stable, (char *)NULL);
 		fprintf(stderr, "pytest-zygote: cannot run '%s': %s\n", s.o->self_exe,
 			strerror(errno));
 		_exit(127);
@@ -215,8 +215,8 @@ gen_ready(struct gen *g, const char *text)
 		s.fresh_needed = 0;
 	changes_ext_rebuild(g->files);
 
-	status_report("ready pid=%d modules=%s warmup_s=%.2f threads=%s status=%s",
-		      (int)getpid(), mods, g->warmup_s, th, st);
+	status_report("ready pid=%d modules=%s warmup_s=%.2f threads=%s status=%s", (int)getpid(),
+		      mods, g->warmup_s, th, st);
 	if (s.o->ready_fd >= 0) {
 		ssize_t w = write(s.o->ready_fd, "\n", 1);
 		(void)w;

@@ -58,7 +58,9 @@ whole_normalize(const char *src, const char *root)
 		n = snprintf(buf, sizeof(buf), "%s", src);
 	else
 		n = snprintf(buf, sizeof(buf), "%s/%s", root,
-			     strncmp(src, "./", 2) == 0 ? src + 2 : strcmp(src, ".") ? src : "");
+			     strncmp(src, "./", 2) == 0 ? src + 2
+			     : strcmp(src, ".")         ? src
+							: "");
 	if (n < 0 || (size_t)n >= sizeof(buf))
 		return NULL;
 	struct stat st;

@@ -46,7 +46,7 @@ struct conn {
 	int fd;
 	struct fdpass_reader rd;
 	struct proto_decoder dec;
-	int waiting; /* request complete, parked until a generation is warm / stop ends */
+	int waiting;         /* request complete, parked until a generation is warm / stop ends */
 	long long queued_ms; /* > 0: parked because max_runs runs are in progress */
 	long queue_seq;      /* first come, first served */
 	int noticed;         /* the client was told it waits */
@@ -61,8 +61,8 @@ struct gen {
 	int draining;
 	int running; /* its runs in progress */
 	struct fdpass_reader rd;
-	char info[1024]; /* the Z_READY text */
-	char *files;     /* the Z_FILES text */
+	char info[1024];    /* the Z_READY text */
+	char *files;        /* the Z_FILES text */
 	char progress[256]; /* the last Z_PROGRESS text, while warming */
 	long long started_ms;
 	double warmup_s;
@@ -90,16 +90,16 @@ struct supervisor_state {
 	int next; /* index of the generation warming up, or -1 */
 	int generations;
 	/* change tracking */
-	struct watch *watch;  /* the project tree */
-	int ext_fd;           /* inotify on directories outside the project */
+	struct watch *watch; /* the project tree */
+	int ext_fd;          /* inotify on directories outside the project */
 	char *dirty[MAX_DIRTY];
-	int ndirty;           /* paths kept */
-	long dirty_total;     /* changes seen since the current generation started */
+	int ndirty;       /* paths kept */
+	long dirty_total; /* changes seen since the current generation started */
 	long long last_change_ms;
 	int settle_ms;
-	int poll_ms;          /* > 0: poll the tree instead of inotify */
+	int poll_ms; /* > 0: poll the tree instead of inotify */
 	long long next_poll_ms;
-	int fresh_needed;     /* runs must wait for a generation started after now */
+	int fresh_needed; /* runs must wait for a generation started after now */
 	long long fresh_since_ms;
 	char fresh_reason[600];
 	long refreshes;
@@ -107,7 +107,7 @@ struct supervisor_state {
 	int nconns;
 	long runs;
 	int running;
-	int max_runs;   /* 0: no limit */
+	int max_runs; /* 0: no limit */
 	int queued;
 	long queue_seq;
 	int32_t next_run;
@@ -118,12 +118,12 @@ struct supervisor_state {
 	long long start_ms;
 	long long accept_paused_until;
 	long long respawn_at;
-	int reload_fresh;     /* reload = fresh: every edit waits for a fresh generation */
+	int reload_fresh; /* reload = fresh: every edit waits for a fresh generation */
 	/* directories of project files imports read (D and F lines), on ext_fd */
 	struct data_dir {
 		int wd;
 		char *dir;
-	} *data_dirs;
+	} * data_dirs;
 	int ndata_dirs;
 	/* variants: the zygotes for other environments this server sent runs to */
 	struct variant variants[MAX_VARIANTS];
@@ -132,8 +132,8 @@ struct supervisor_state {
 	int variant_fds[MAX_VARIANTS]; /* STOP requests to variants, until they answer */
 	int nvariant_fds;
 	long long variants_deadline; /* stopping: when to stop waiting for them */
-	int is_variant;       /* this server is one (its instance has a '~') */
-	long long idle_ms;    /* a variant stops after this long without runs */
+	int is_variant;              /* this server is one (its instance has a '~') */
+	long long idle_ms;           /* a variant stops after this long without runs */
 	long long last_run_ms;
 };
 
@@ -206,8 +206,8 @@ void changes_watch_start(void);
 
 /* Whether a run's environment differs from what g started with or read; if
  * so 1, with the run's variant id in id and the names that differ in why. */
-int variant_env_differs(const struct gen *g, const struct proto_request *r, char *id,
-			size_t idsize, char *why, size_t whysize);
+int variant_env_differs(const struct gen *g, const struct proto_request *r, char *id, size_t idsize,
+			char *why, size_t whysize);
 
 /* Tell the variant server id to stop; its answer is awaited before we exit. */
 void variant_stop(const char *id);

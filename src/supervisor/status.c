@@ -98,26 +98,28 @@ status_text(char *buf, size_t size)
 	static const struct gen none = { .info = "" };
 	const struct gen *g = s.cur >= 0 ? &s.gens[s.cur] : &none;
 	char v[256], t[256], n[256], p[256], m[32];
-	int len = snprintf(buf, size,
-		 "pid=%d\nroot=%s\npython=%s\nsocket=%s\nlog=%s\nuptime_s=%.1f\n"
-		 "generation=%d\nzygote_pid=%d\nmodules=%s\nproject_files=%s\nwarmup_s=%.3f\n"
-		 "runs=%ld\nrunning=%d\nrss_kb=%ld\nthreads=%s\nstate=%s\nsandbox=%s\n"
-		 "version=%s\nrefreshes=%ld\nwarming=%d\ndirty_count=%ld\nwatching=%s\n"
-		 "fresh_reason=%s\nlast_refresh_s=%.3f\nwarm_phase=%s\nwarm_modules=%s\n"
-		 "queued=%d\nmax_runs=%d\nvariants=%d\nreload=%s\n",
-		 (int)getpid(), s.o->paths.root, s.o->python, s.o->paths.sock, s.o->paths.log,
-		 (double)(now_ms() - s.start_ms) / 1000.0, g->number, (int)g->pid,
-		 gen_info_get(g->info, "modules", v, sizeof(v)),
-		 gen_info_get(g->info, "project_files", n, sizeof(n)), g->warmup_s, s.runs,
-		 s.running, g->pid ? rss_kb(g->pid) : 0,
-		 gen_info_get(g->info, "threads", t, sizeof(t)),
-		 state_name(), sandbox_name(), PYZ_VERSION, s.refreshes,
-		 s.next >= 0 ? s.gens[s.next].number : 0, s.dirty_total,
-		 s.poll_ms > 0 ? "poll" : s.watch ? "inotify" : "off",
-		 s.fresh_needed ? s.fresh_reason : "", s.refreshes ? g->warmup_s : 0.0,
-		 s.next >= 0 ? gen_info_get(s.gens[s.next].progress, "phase", p, sizeof(p)) : "",
-		 s.next >= 0 ? gen_info_get(s.gens[s.next].progress, "modules", m, sizeof(m)) : "",
-		 s.queued, s.max_runs, s.nvariants, s.reload_fresh ? "fresh" : "child");
+	int len = snprintf(
+		buf, size,
+		"pid=%d\nroot=%s\npython=%s\nsocket=%s\nlog=%s\nuptime_s=%.1f\n"
+		"generation=%d\nzygote_pid=%d\nmodules=%s\nproject_files=%s\nwarmup_s=%.3f\n"
+		"runs=%ld\nrunning=%d\nrss_kb=%ld\nthreads=%s\nstate=%s\nsandbox=%s\n"
+		"version=%s\nrefreshes=%ld\nwarming=%d\ndirty_count=%ld\nwatching=%s\n"
+		"fresh_reason=%s\nlast_refresh_s=%.3f\nwarm_phase=%s\nwarm_modules=%s\n"
+		"queued=%d\nmax_runs=%d\nvariants=%d\nreload=%s\n",
+		(int)getpid(), s.o->paths.root, s.o->python, s.o->paths.sock, s.o->paths.log,
+		(double)(now_ms() - s.start_ms) / 1000.0, g->number, (int)g->pid,
+		gen_info_get(g->info, "modules", v, sizeof(v)),
+		gen_info_get(g->info, "project_files", n, sizeof(n)), g->warmup_s, s.runs,
+		s.running, g->pid ? rss_kb(g->pid) : 0,
+		gen_info_get(g->info, "threads", t, sizeof(t)), state_name(), sandbox_name(),
+		PYZ_VERSION, s.refreshes, s.next >= 0 ? s.gens[s.next].number : 0, s.dirty_total,
+		s.poll_ms > 0 ? "poll"
+		: s.watch     ? "inotify"
+			      : "off",
+		s.fresh_needed ? s.fresh_reason : "", s.refreshes ? g->warmup_s : 0.0,
+		s.next >= 0 ? gen_info_get(s.gens[s.next].progress, "phase", p, sizeof(p)) : "",
+		s.next >= 0 ? gen_info_get(s.gens[s.next].progress, "modules", m, sizeof(m)) : "",
+		s.queued, s.max_runs, s.nvariants, s.reload_fresh ? "fresh" : "child");
 	for (int i = 0; len >= 0 && (size_t)len < size && i < s.ndirty; i++)
 		len += snprintf(buf + len, size - (size_t)len, "dirty=%s\n", s.dirty[i]);
 	if (len < 0 || (size_t)len >= size)

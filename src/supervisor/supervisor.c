@@ -99,7 +99,8 @@ supervisor_begin_stop(int grace_ms)
 			continue;
 		alive++;
 		int32_t grace = g->ready && !g->draining ? grace_ms : 0;
-		if (g->ctl < 0 || fdpass_send_msg(g->ctl, PROTO_MSG_Z_DRAIN, &grace, sizeof(grace)) < 0)
+		if (g->ctl < 0 ||
+		    fdpass_send_msg(g->ctl, PROTO_MSG_Z_DRAIN, &grace, sizeof(grace)) < 0)
 			kill(g->pid, SIGKILL);
 		g->draining = 1;
 	}
@@ -286,8 +287,9 @@ supervisor_main(const struct supervisor_opts *o)
 		pfd[n++] = (struct pollfd){ .fd = accepting ? s.listen_fd : -1, .events = POLLIN };
 		if (!accepting && s.listen_fd >= 0)
 			wake = s.accept_paused_until;
-		pfd[n++] = (struct pollfd){ .fd = s.watch && s.poll_ms <= 0 ? watch_fd(s.watch) : -1,
-					    .events = POLLIN };
+		pfd[n++] =
+			(struct pollfd){ .fd = s.watch && s.poll_ms <= 0 ? watch_fd(s.watch) : -1,
+					 .events = POLLIN };
 		pfd[n++] = (struct pollfd){ .fd = s.ext_fd, .events = POLLIN };
 		for (int i = 0; i < MAX_GENS; i++)
 			pfd[n++] = (struct pollfd){ .fd = s.gens[i].pid ? s.gens[i].ctl : -1,
@@ -335,8 +337,9 @@ supervisor_main(const struct supervisor_opts *o)
 			/* A zygote for another environment stops when unused. */
 			long long due = s.last_run_ms + s.idle_ms;
 			if (now >= due) {
-				log_info("no runs for %lld s: stopping (a zygote for another environment)",
-					 s.idle_ms / 1000);
+				log_info(
+					"no runs for %lld s: stopping (a zygote for another environment)",
+					s.idle_ms / 1000);
 				supervisor_begin_stop(0);
 				continue;
 			}

@@ -71,13 +71,27 @@ run_env(const struct proto_request *r, const char *name)
  * PYTHONFAULTHANDLER itself.)
  */
 static const char *const interp_vars[] = {
-	"PYTHONHASHSEED",	 "PYTHONDEVMODE",      "PYTHONOPTIMIZE",
-	"PYTHONMALLOC",		 "PYTHONUTF8",	       "PYTHONINTMAXSTRDIGITS",
-	"PYTHONWARNDEFAULTENCODING", "PYTHONTRACEMALLOC", "PYTHONNODEBUGRANGES",
-	"PYTHONPROFILEIMPORTTIME", "PYTHONNOUSERSITE",  "PYTHONUSERBASE",
-	"PYTHONHOME",		 "PYTHONPLATLIBDIR",   "PYTHONSAFEPATH",
-	"PYTHONPYCACHEPREFIX",	 "PYTHONCOERCECLOCALE", "PYTHONVERBOSE",
-	"PYTHONDEBUG",		 "PYTHONMALLOCSTATS",  "PYTHONIOENCODING",
+	"PYTHONHASHSEED",
+	"PYTHONDEVMODE",
+	"PYTHONOPTIMIZE",
+	"PYTHONMALLOC",
+	"PYTHONUTF8",
+	"PYTHONINTMAXSTRDIGITS",
+	"PYTHONWARNDEFAULTENCODING",
+	"PYTHONTRACEMALLOC",
+	"PYTHONNODEBUGRANGES",
+	"PYTHONPROFILEIMPORTTIME",
+	"PYTHONNOUSERSITE",
+	"PYTHONUSERBASE",
+	"PYTHONHOME",
+	"PYTHONPLATLIBDIR",
+	"PYTHONSAFEPATH",
+	"PYTHONPYCACHEPREFIX",
+	"PYTHONCOERCECLOCALE",
+	"PYTHONVERBOSE",
+	"PYTHONDEBUG",
+	"PYTHONMALLOCSTATS",
+	"PYTHONIOENCODING",
 };
 
 /* A setting as CPython takes it: empty is unset, and so is a random hash seed. */
@@ -140,8 +154,8 @@ variant_env_differs(const struct gen *g, const struct proto_request *r, char *id
 	}
 	for (const char *p = g->files ? g->files : ""; *p;) {
 		size_t l = strcspn(p, "\n");
-		const char *tab = l > 2 && p[0] == 'E' && p[1] == '\t' ? memchr(p + 2, '\t', l - 2)
-								       : NULL;
+		const char *tab =
+			l > 2 && p[0] == 'E' && p[1] == '\t' ? memchr(p + 2, '\t', l - 2) : NULL;
 		if (tab) {
 			char name[256], want[24], have[24];
 			snprintf(name, sizeof(name), "%.*s", (int)(tab - p - 2), p + 2);
@@ -149,8 +163,7 @@ variant_env_differs(const struct gen *g, const struct proto_request *r, char *id
 			const char *theirs = run_env(r, name);
 			env_digest(theirs, have, sizeof(have));
 			h = fnv1a(h, name, strlen(name) + 1);
-			h = theirs ? fnv1a(h, theirs, strlen(theirs) + 1)
-				   : fnv1a(h, "\x01", 1);
+			h = theirs ? fnv1a(h, theirs, strlen(theirs) + 1) : fnv1a(h, "\x01", 1);
 			if (strcmp(want, have) != 0) {
 				differ = 1;
 				why_add(why, whysize, name, "read at import outside the project");
@@ -186,8 +199,8 @@ variant_stop(const char *id)
 	}
 	struct proto_request req = { .kind = PROTO_KIND_STOP, .flags = DEFAULT_GRACE_MS };
 	struct proto_buf b = { 0 };
-	if (proto_request_encode(&b, &req, NULL) == 0 && write(fd, b.data, b.len) == (ssize_t)b.len &&
-	    s.nvariant_fds < MAX_VARIANTS) {
+	if (proto_request_encode(&b, &req, NULL) == 0 &&
+	    write(fd, b.data, b.len) == (ssize_t)b.len && s.nvariant_fds < MAX_VARIANTS) {
 		s.variant_fds[s.nvariant_fds++] = fd;
 		log_info("stopping the zygote for another environment (instance %s)", inst);
 	} else {

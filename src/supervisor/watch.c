@@ -80,8 +80,7 @@ struct watch {
 
 /* The absolute path of the components p (for the whole-path globs). */
 static const char *
-join_abs(const struct watch *w, char *const *p, size_t pn, const char *tail, char *buf,
-	 size_t size)
+join_abs(const struct watch *w, char *const *p, size_t pn, const char *tail, char *buf, size_t size)
 {
 	size_t n = (size_t)snprintf(buf, size, "%s", strcmp(w->root, "/") ? w->root : "");
 	for (size_t i = 0; i < pn && n < size; i++)
@@ -120,8 +119,8 @@ static int
 dir_wanted_comps(const struct watch *w, char *const *d, size_t dn)
 {
 	char abs[PATH_MAX];
-	const char *a = w->nwhole + w->nwhole_ignore ? join_abs(w, d, dn, "/", abs, sizeof(abs))
-						       : NULL;
+	const char *a =
+		w->nwhole + w->nwhole_ignore ? join_abs(w, d, dn, "/", abs, sizeof(abs)) : NULL;
 	for (size_t i = 0; i < w->nignore; i++)
 		if (glob_match_comps(w->ignore[i].comp, w->ignore[i].n, d, dn))
 			return 0;

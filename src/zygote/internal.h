@@ -70,9 +70,8 @@ extern const char *pages_file;
 
 /* zygote.c */
 int own_fds(int *fds, int extra);
-void __attribute__((noreturn))
-child_main(struct proto_request *req, int conn, int learn, const int *close_fds, int nclose,
-	   pid_t zygote);
+void __attribute__((noreturn)) child_main(struct proto_request *req, int conn, int learn,
+					  const int *close_fds, int nclose, pid_t zygote);
 void start_run(struct proto_request *req, int32_t id, int conn);
 
 /* spare.c */

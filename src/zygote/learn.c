@@ -100,8 +100,8 @@ learn_load(size_t *ret_n)
  * list of ranges, overlapping and adjacent ones merged. NULL on ENOMEM.
  */
 static struct prefault_range *
-ranges_union(const struct prefault_range *a, size_t na, const struct prefault_range *b,
-	     size_t nb, size_t *ret_n)
+ranges_union(const struct prefault_range *a, size_t na, const struct prefault_range *b, size_t nb,
+	     size_t *ret_n)
 {
 	struct prefault_range *r = malloc((na + nb + 1) * sizeof(*r));
 	if (!r)
@@ -142,7 +142,8 @@ learn_add_saved(void)
 		nhot = nu;
 		hot_real = 1;
 		log_debug("first spare prepares the practice run's pages and %zu ranges a "
-			  "previous generation learned", n);
+			  "previous generation learned",
+			  n);
 	}
 	free(saved);
 }
@@ -180,7 +181,8 @@ practice_run(void)
 	}
 	req.envc = n;
 	for (int i = 0; i < 3; i++)
-		req.fds[i] = open("/dev/null", i == 0 ? O_RDONLY | O_CLOEXEC : O_WRONLY | O_CLOEXEC);
+		req.fds[i] =
+			open("/dev/null", i == 0 ? O_RDONLY | O_CLOEXEC : O_WRONLY | O_CLOEXEC);
 	int conn = open("/dev/null", O_WRONLY | O_CLOEXEC);
 	if (conn < 0 || req.fds[0] < 0 || req.fds[1] < 0 || req.fds[2] < 0) {
 		for (int i = 0; i < 3; i++)
@@ -224,7 +226,8 @@ learn(struct run *r)
 			break;
 		len += (size_t)n;
 	}
-	if (buf && len >= sizeof(struct prefault_range) && len % sizeof(struct prefault_range) == 0) {
+	if (buf && len >= sizeof(struct prefault_range) &&
+	    len % sizeof(struct prefault_range) == 0) {
 		free(hot);
 		hot = (struct prefault_range *)buf;
 		nhot = len / sizeof(struct prefault_range);

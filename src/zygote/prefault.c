@@ -186,8 +186,9 @@ prefault_touch(const struct prefault_range *ranges, size_t n, int (*stop)(void *
 			while (lo < hi) {
 				if (stop && stop(arg))
 					goto out;
-				uint64_t end = hi - lo > PREFAULT_CHUNK * page ? lo + PREFAULT_CHUNK * page
-									       : hi;
+				uint64_t end = hi - lo > PREFAULT_CHUNK * page
+						       ? lo + PREFAULT_CHUNK * page
+						       : hi;
 				touch_bytes(lo, end, page);
 				touched += (long)((end - lo) / page);
 				lo = end;

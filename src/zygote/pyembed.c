@@ -14,7 +14,7 @@
 
 #include "zygote/pyembed.h"
 
-static PyObject *zmod;         /* pytest_zygote._zygote */
+static PyObject *zmod;          /* pytest_zygote._zygote */
 static PyThreadState *unlocked; /* set while the GIL is released */
 static void (*progress_fn)(const char *text);
 static void (*learning_fn)(void);
@@ -69,8 +69,15 @@ static PyMethodDef c_methods[] = {
 };
 
 static struct PyModuleDef c_module = {
-	PyModuleDef_HEAD_INIT, "_pytest_zygote_c", "pytest-zygote's C side.", -1, c_methods,
-	NULL, NULL, NULL, NULL,
+	PyModuleDef_HEAD_INIT,
+	"_pytest_zygote_c",
+	"pytest-zygote's C side.",
+	-1,
+	c_methods,
+	NULL,
+	NULL,
+	NULL,
+	NULL,
 };
 
 static PyObject *
@@ -164,7 +171,8 @@ pyembed_init(const char *python, const char *pydir, char *err, size_t errsize)
 			snprintf(what, sizeof(what),
 				 "the pytest_zygote package is neither installed next to this "
 				 "binary nor importable by '%s' (set PYTEST_ZYGOTE_PYDIR to the "
-				 "directory that holds pytest_zygote/)", python);
+				 "directory that holds pytest_zygote/)",
+				 python);
 			py_error(err, errsize, what);
 		}
 		return -1;

@@ -51,7 +51,8 @@
 #define MAX_PROTECTED 512
 #define MAX_PGIDS 16
 
-struct protected {
+struct protected
+{
 	pid_t ids[MAX_PROTECTED];
 	int n;
 	pid_t pgids[MAX_PGIDS];
@@ -128,8 +129,7 @@ collect(struct protected *p, pid_t zygote, pid_t supervisor)
 	add_process(p, supervisor);
 	add_process(p, zygote);
 	char path[96], buf[4096];
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)supervisor,
-		 (int)supervisor);
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)supervisor, (int)supervisor);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;
@@ -156,8 +156,9 @@ deny_setown(scmp_filter_ctx ctx, int32_t value)
 {
 	int r = 0;
 	for (int i = 0; i < 2 && r == 0; i++)
-		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), i ? SCMP_SYS(fcntl64) : SCMP_SYS(fcntl),
-				     2, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, F_SETOWN),
+		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM),
+				     i ? SCMP_SYS(fcntl64) : SCMP_SYS(fcntl), 2,
+				     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, F_SETOWN),
 				     SCMP_A2(SCMP_CMP_MASKED_EQ, 0xffffffffu, (uint32_t)value));
 	return r;
 }
@@ -166,9 +167,15 @@ static int
 add_rules(scmp_filter_ctx ctx, const struct protected *p, int mode)
 {
 	/* Calls whose first argument is a pid or a thread id. */
-	static const char *const by_id[] = { "kill",	  "tkill",		 "tgkill",
-					     "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_open",
-					     "prlimit64",	  "process_vm_readv",  "process_vm_writev" };
+	static const char *const by_id[] = { "kill",
+					     "tkill",
+					     "tgkill",
+					     "rt_sigqueueinfo",
+					     "rt_tgsigqueueinfo",
+					     "pidfd_open",
+					     "prlimit64",
+					     "process_vm_readv",
+					     "process_vm_writev" };
 	int r = 0;
 	for (int i = 0; i < p->n && r == 0; i++) {
 		for (size_t k = 0; k < sizeof(by_id) / sizeof(by_id[0]) && r == 0; k++)
@@ -201,8 +208,9 @@ add_rules(scmp_filter_ctx ctx, const struct protected *p, int mode)
 	 * machine; glibc's getaddrinfo asks the kernel through it). */
 	for (int af = 0; af < AF_MAX && r == 0; af++)
 		if (af != AF_UNIX && af != AF_NETLINK)
-			r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 1,
-					     SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, (uint32_t)af));
+			r = seccomp_rule_add(
+				ctx, SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 1,
+				SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, (uint32_t)af));
 	/* Old 32-bit programs create sockets through socketcall(SYS_SOCKET,
 	 * args), whose domain seccomp cannot see. */
 	if (r == 0)
@@ -262,7 +270,8 @@ add_compat_arches(scmp_filter_ctx ctx)
 {
 	static const uint32_t arches[] = {
 #if defined(__x86_64__)
-		SCMP_ARCH_X86, SCMP_ARCH_X32,
+		SCMP_ARCH_X86,
+		SCMP_ARCH_X32,
 #elif defined(__aarch64__)
 		SCMP_ARCH_ARM,
 #endif
@@ -365,8 +374,7 @@ sandbox_prepare(pid_t zygote, pid_t supervisor)
 static int
 load_prepared(const struct protected *p, int mode, int nnp)
 {
-	if (!pre.ready || pre.mode != mode || pre.nnp != nnp ||
-	    memcmp(p, &pre.p, sizeof(*p)) != 0)
+	if (!pre.ready || pre.mode != mode || pre.nnp != nnp || memcmp(p, &pre.p, sizeof(*p)) != 0)
 		return 0;
 	if (nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return -errno;
@@ -419,11 +427,13 @@ sandbox_apply(pid_t zygote, pid_t supervisor, char *err, size_t errsize)
 	}
 	free(p);
 	if (r < 0) {
-		snprintf(err, errsize, "cannot %s the seccomp filter for the test process: %s%s; %s",
-			 step, strerror(-r),
-			 r == -EINVAL || r == -ENOSYS ? " (this kernel, or the container it runs in, "
-							"does not allow seccomp filters)"
-						      : "",
+		snprintf(err, errsize,
+			 "cannot %s the seccomp filter for the test process: %s%s; %s", step,
+			 strerror(-r),
+			 r == -EINVAL || r == -ENOSYS
+				 ? " (this kernel, or the container it runs in, "
+				   "does not allow seccomp filters)"
+				 : "",
 			 how_to_disable);
 		return -1;
 	}

@@ -101,9 +101,8 @@ own_fds(int *fds, int extra)
 }
 
 /* A run child, from the fd layout to _exit. */
-void __attribute__((noreturn))
-child_main(struct proto_request *req, int conn, int learn, const int *close_fds, int nclose,
-	   pid_t zygote)
+void __attribute__((noreturn)) child_main(struct proto_request *req, int conn, int learn,
+					  const int *close_fds, int nclose, pid_t zygote)
 {
 	char err[512];
 	/* What the run execs gets randomisation back, as under plain pytest. */
@@ -298,7 +297,7 @@ reap(void)
 			struct run *r = &z.runs[i];
 			if (r->pid != pid)
 				continue;
-			int32_t code = WIFEXITED(st) ? WEXITSTATUS(st)
+			int32_t code = WIFEXITED(st)     ? WEXITSTATUS(st)
 				       : WIFSIGNALED(st) ? 128 + WTERMSIG(st)
 							 : ZEXIT_INTERNAL;
 			/* Whatever the run left in its process group goes with it. */
@@ -334,8 +333,15 @@ static int
 forwardable(int sig)
 {
 	switch (sig) {
-	case SIGINT: case SIGTERM: case SIGHUP: case SIGQUIT: case SIGWINCH:
-	case SIGUSR1: case SIGUSR2: case SIGCONT: case SIGTSTP:
+	case SIGINT:
+	case SIGTERM:
+	case SIGHUP:
+	case SIGQUIT:
+	case SIGWINCH:
+	case SIGUSR1:
+	case SIGUSR2:
+	case SIGCONT:
+	case SIGTSTP:
 	case SIGKILL: /* the client's last escalation of Ctrl-C */
 		return 1;
 	default:
@@ -469,8 +475,7 @@ kill_all_runs(void)
  * every process below us (runs, their process groups, whatever escaped
  * them, the spare), then exit.
  */
-static void __attribute__((noreturn))
-orphaned_exit(void)
+static void __attribute__((noreturn)) orphaned_exit(void)
 {
 	log_warn("the supervisor (pid %d) is gone; killing the runs and exiting",
 		 (int)z.supervisor);
@@ -604,14 +609,29 @@ zygote_main(int argc, char **argv)
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
-		case 'c': z.ctl = atoi(optarg); break;
-		case 'r': z.root = optarg; break;
-		case 'p': python = optarg; break;
-		case 'g': z.generation = atoi(optarg); break;
-		case 's': z.supervisor = (pid_t)atoi(optarg); break;
-		case 'P': pages_file = optarg; break;
-		case 'L': stable_layout = 1; break;
-		default: return ZEXIT_USAGE;
+		case 'c':
+			z.ctl = atoi(optarg);
+			break;
+		case 'r':
+			z.root = optarg;
+			break;
+		case 'p':
+			python = optarg;
+			break;
+		case 'g':
+			z.generation = atoi(optarg);
+			break;
+		case 's':
+			z.supervisor = (pid_t)atoi(optarg);
+			break;
+		case 'P':
+			pages_file = optarg;
+			break;
+		case 'L':
+			stable_layout = 1;
+			break;
+		default:
+			return ZEXIT_USAGE;
 		}
 	}
 	if (z.ctl < 0 || !z.root || z.supervisor <= 0) {
@@ -638,7 +658,8 @@ zygote_main(int argc, char **argv)
 		if (m < 0)
 			snprintf(text, sizeof(text),
 				 "error=cannot run the interpreter '%s'; pass a working one with "
-				 "--python\n", python);
+				 "--python\n",
+				 python);
 		else
 			snprintf(text, sizeof(text),
 				 "error=the interpreter '%s' is Python %s but this pytest-zygote "

@@ -71,14 +71,15 @@ check_errors(const struct zconf *c, const char *path, long lines)
 	check(c->nerrors >= 0, "nerrors not negative");
 	check((c->nerrors == 0) == (c->errors[0] == '\0'), "errors text iff nerrors");
 	for (const char *nl; (nl = strchr(p, '\n')) != NULL; p = nl + 1) {
-		check(strncmp(p, path, plen) == 0 && p[plen] == ':', "an error starts with the path");
+		check(strncmp(p, path, plen) == 0 && p[plen] == ':',
+		      "an error starts with the path");
 		char *end;
 		long line = strtol(p + plen + 1, &end, 10);
 		check(end > p + plen + 1 && end[0] == ':' && end[1] == ' ',
 		      "an error has a line number");
 		if (line < 1 || line > lines) {
-			fprintf(stderr, "fuzz-conf: line %ld of a %ld-line file: %.*s\n", line, lines,
-				(int)(nl - p), p);
+			fprintf(stderr, "fuzz-conf: line %ld of a %ld-line file: %.*s\n", line,
+				lines, (int)(nl - p), p);
 			check(0, "the line number of an error is a line of the file");
 		}
 		check(nl > end + 2, "an error has a message");

@@ -153,7 +153,6 @@ done_testing(void)
 	return tap_failed || (tap_planned >= 0 && tap_planned != tap_count) ? 1 : 0;
 }
 
-
 #include <errno.h>
 #include <sys/stat.h>
 
@@ -176,7 +175,6 @@ tap_mkdirs(const char *path_in, size_t skip)
 	if (mkdir(path, 0755) < 0 && errno != EEXIST)
 		bail_out("mkdir %s: %s", path, strerror(errno));
 }
-
 
 /* A test's temporary tree, and paths in it ("rel" is relative to the tree). */
 static char tap_tree[4096];

@@ -82,9 +82,10 @@ main(void)
 	is_str(c.ignore_globs, "build/:docs/", "a quoted TOML string");
 	is_int(c.spare, 0, "a TOML boolean");
 
-	put("tox.ini", "[tox]\nenvlist = py311\n[pytest-zygote]\nsettle = 5\n"
-		       "poll_ms = soon\nspare = maybe\ngrace = -1\npython = python3\nmax_runs = -2\n"
-		       "reload = always\n");
+	put("tox.ini",
+	    "[tox]\nenvlist = py311\n[pytest-zygote]\nsettle = 5\n"
+	    "poll_ms = soon\nspare = maybe\ngrace = -1\npython = python3\nmax_runs = -2\n"
+	    "reload = always\n");
 	conf_init(&c);
 	is_int(conf_load(&c, base), 7, "tox.ini wins over pyproject.toml; seven problems");
 	snprintf(want, sizeof(want), "%s/tox.ini:4: unknown key 'settle'", base);
@@ -95,7 +96,8 @@ main(void)
 	has_str(c.errors, want, "bad boolean with file and line");
 	has_str(c.errors, "tox.ini:7: bad value for grace", "negative seconds");
 	has_str(c.errors, "tox.ini:8: bad value for python", "a relative interpreter path");
-	has_str(c.errors, "tox.ini:9: bad value for max_runs: '-2' is not a whole number from 0 to 256",
+	has_str(c.errors,
+		"tox.ini:9: bad value for max_runs: '-2' is not a whole number from 0 to 256",
 		"a negative max_runs");
 	is_int(c.max_runs, -1, "and it sets nothing");
 	has_str(c.errors, "tox.ini:10: bad value for reload: 'always' is not child or fresh",
@@ -123,7 +125,8 @@ main(void)
 	is_int(conf_load(&c, base), 1, "sandbox = strict: one problem");
 	snprintf(want, sizeof(want),
 		 "%s/.pytest-zygote.ini:3: bad value for sandbox: 'strict' is not on, off or "
-		 "no-network", base);
+		 "no-network",
+		 base);
 	has_str(c.errors, want, "bad sandbox policy with file, line and the choices");
 	is_int(c.sandbox, -1, "and it sets nothing");
 	rm(".pytest-zygote.ini");
@@ -136,8 +139,10 @@ main(void)
 	conf_init(&c);
 	is_int(conf_load(&c, base), 1, "TOML arrays: one problem");
 	is_str(c.watch_globs, "src/**/*.py:tests/*.py", "a TOML array of globs, joined");
-	has_str(c.errors, "bad value for ignore_globs: '[\"gen/\", unquoted]' is not a list of quoted "
-			  "globs", "an array with an unquoted item is refused");
+	has_str(c.errors,
+		"bad value for ignore_globs: '[\"gen/\", unquoted]' is not a list of quoted "
+		"globs",
+		"an array with an unquoted item is refused");
 	is_str(c.ignore_globs, "", "and sets nothing");
 
 	/* The environment gets the file's checks and words, and one spelling. */
@@ -152,10 +157,14 @@ main(void)
 	setenv("PYTEST_ZYGOTE_MAX_RUNS", "lots", 1);
 	setenv("PYTEST_ZYGOTE_TIMING", "sometimes", 1);
 	is_int(conf_check_env(CONF_AT_START, errs, sizeof(errs)), 2, "two bad values at start");
-	has_str(errs, "bad value for PYTEST_ZYGOTE_SPARE in the environment: 'maybe' is not true "
-		      "or false", "a bad boolean, named");
-	has_str(errs, "bad value for PYTEST_ZYGOTE_MAX_RUNS in the environment: 'lots' is not a "
-		      "whole number from 0 to 256", "a bad number, with the file's words");
+	has_str(errs,
+		"bad value for PYTEST_ZYGOTE_SPARE in the environment: 'maybe' is not true "
+		"or false",
+		"a bad boolean, named");
+	has_str(errs,
+		"bad value for PYTEST_ZYGOTE_MAX_RUNS in the environment: 'lots' is not a "
+		"whole number from 0 to 256",
+		"a bad number, with the file's words");
 	is_int(conf_check_env(CONF_AT_RUN, errs, sizeof(errs)), 1, "a run reads only TIMING");
 	has_str(errs, "PYTEST_ZYGOTE_TIMING in the environment: 'sometimes'", "named");
 	unsetenv("PYTEST_ZYGOTE_SPARE");

@@ -39,8 +39,7 @@ main(void)
 				first_bad = c;
 		}
 	}
-	is_int(bad, 0, "every byte escapes as strnvis escapes it (first differing: %d)",
-	       first_bad);
+	is_int(bad, 0, "every byte escapes as strnvis escapes it (first differing: %d)", first_bad);
 
 	bad = 0;
 	for (int a = 1; a < 256; a++) {

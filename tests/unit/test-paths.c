@@ -24,7 +24,6 @@
 
 #define base tap_tree /* the tree tap_at() names paths in */
 
-
 /* Write text to base/rel, creating its directory. */
 static void
 put(const char *rel, const char *text)
@@ -450,8 +449,8 @@ test_server_exe(void)
 				sizeof(err)),
 	       0, "the configured bindir's server");
 	is_str(got, at("prefix/bin/pytest-zygote-server"), "is the fallback");
-	is_int(paths_server_exe(at("inst/bin/pytest-zygote"), "relative/bin", got, sizeof(got),
-				err, sizeof(err)),
+	is_int(paths_server_exe(at("inst/bin/pytest-zygote"), "relative/bin", got, sizeof(got), err,
+				sizeof(err)),
 	       -ENOENT, "a relative bindir is not looked in");
 
 	/* Beside the client wins over the bindir; a directory of that name does not. */

@@ -54,7 +54,6 @@ fmt(char *buf, size_t size, const char *f, ...)
 		bail_out("path too long");
 }
 
-
 /* Write text to root/rel (truncating it in place), creating its directory. */
 static void
 put(const char *rel, const char *text)
