@@ -158,7 +158,8 @@ def test_bad_sandbox_values_stop_start(pz):
     root = pz.project("sandbox")
     r = pz.cli("start", "--root", root, env={"PYTEST_ZYGOTE_SANDBOX": "strict"})
     assert r.rc == 64, r
-    assert "PYTEST_ZYGOTE_SANDBOX='strict' is not on, off or no-network" in r.err, r
+    assert ("bad value for PYTEST_ZYGOTE_SANDBOX in the environment: 'strict' is not on, off "
+            "or no-network") in r.err, r
     (root / ".pytest-zygote.ini").write_text("[pytest-zygote]\n\nsandbox = maybe\n")
     r = pz.cli("start", "--root", root)
     assert r.rc == 64, r
