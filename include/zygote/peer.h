@@ -110,6 +110,9 @@ int peer_flush(struct peer *p);
 /* Whether frames wait to be written: poll for POLLOUT. */
 int peer_wants_write(const struct peer *p);
 
+/* 0, or the error that broke the peer (-ENOBUFS, the socket's): drop it. */
+int peer_error(const struct peer *p);
+
 /* Bytes of frames queued and not yet written. */
 size_t peer_queued(const struct peer *p);
 
@@ -117,9 +120,10 @@ size_t peer_queued(const struct peer *p);
  * One read from the socket (blocking on a blocking socket), then every
  * complete frame buffered goes to fn with its descriptors, in order.
  * Returns 1 while the peer is open; 0 at end of file, once every complete
- * frame was handed out; PEER_STOP when fn stopped; -EMSGSIZE for a frame
- * over PROTO_MAX_PAYLOAD, -ETOOMANYREFS for more descriptors in one read than
- * a frame may carry, or the socket's error: the connection is unusable.
+ * frame was handed out; PEER_STOP when fn stopped; -ETOOMANYREFS for more
+ * descriptors in one read than a frame may carry, or the socket's error
+ * (both before any frame is handed out), or -EMSGSIZE for a frame over
+ * PROTO_MAX_PAYLOAD: the connection is unusable.
  */
 int peer_read(struct peer *p, peer_handler_fn *fn, void *arg);
 

@@ -321,13 +321,12 @@ int
 peer_read(struct peer *p, peer_handler_fn *fn, void *arg)
 {
 	ssize_t n = fdpass_reader_fill(&p->rd, p->fd);
-	int err = 0;
 	if (n == -EMSGSIZE)
 		/* MSG_CTRUNC (a full buffer cannot happen: frames are at most
 		 * 1 MiB and the buffer grows to 4 MiB while they are drained). */
-		err = -ETOOMANYREFS;
-	else if (n < 0 && n != -EAGAIN)
-		err = (int)n;
+		return -ETOOMANYREFS;
+	if (n < 0 && n != -EAGAIN)
+		return (int)n;
 	for (;;) {
 		struct proto_hdr h;
 		const char *payload;
@@ -349,9 +348,13 @@ peer_read(struct peer *p, peer_handler_fn *fn, void *arg)
 		if (r != 0)
 			return PEER_STOP;
 	}
-	if (err)
-		return err;
 	return n == 0 ? 0 : 1;
+}
+
+int
+peer_error(const struct peer *p)
+{
+	return p->error;
 }
 
 int
