@@ -67,6 +67,13 @@ struct peer *peer_create(int fd);
  * descriptor; what was not sent is lost. Accepts NULL. */
 void peer_destroy(struct peer *p);
 
+static inline void
+peer_destroyp(struct peer **p)
+{
+	peer_destroy(*p);
+}
+#define _cleanup_peer_ __attribute__((cleanup(peer_destroyp)))
+
 /* The socket, for poll() (and shutdown()). */
 int peer_fd(const struct peer *p);
 
