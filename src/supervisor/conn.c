@@ -165,7 +165,8 @@ hand_over(int i)
 	s.last_run_ms = now_ms();
 	/* The zygote (or the queue to it) holds the connection and the fds now:
 	 * a plain close, since shutdown() would act on the socket the zygote
-	 * shares. A notice still queued for the client is dropped. */
+	 * shares. A notice still queued for the client goes if it can. */
+	peer_flush(c->peer);
 	peer_destroy(c->peer);
 	c->peer = NULL;
 	conn_close(i);
