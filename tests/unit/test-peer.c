@@ -278,6 +278,29 @@ test_bound_drops_and_closes(void)
 }
 
 static void
+test_bound_on_descriptors(void)
+{
+	int sv[2];
+	make_pair(sv);
+	struct peer *tx = peer_create(sv[0]);
+	peer_set_limit(tx, 1u << 30, 2);
+	static char buf[8000];
+	alarm(10);
+	while (peer_queued(tx) == 0)
+		if (peer_send(tx, PROTO_MSG_NOTICE, buf, sizeof(buf), NULL, 0) < 0)
+			bail_out("peer_send");
+	alarm(0);
+	int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	is_int(peer_send(tx, PROTO_MSG_NOTICE, "a", 1, &null, 1), 0, "first descriptor queued");
+	is_int(peer_send(tx, PROTO_MSG_NOTICE, "b", 1, &null, 1), 0, "second descriptor queued");
+	is_int(peer_send(tx, PROTO_MSG_NOTICE, "c", 1, &null, 1), -ENOBUFS,
+	       "a third passes the bound of 2 descriptors: -ENOBUFS");
+	close(null);
+	peer_destroy(tx);
+	close(sv[1]);
+}
+
+static void
 test_idle_peer_takes_a_big_frame(void)
 {
 	int sv[2];
@@ -541,6 +564,7 @@ main(void)
 	test_queue_when_full();
 	test_fds_arrive_with_their_frames();
 	test_bound_drops_and_closes();
+	test_bound_on_descriptors();
 	test_idle_peer_takes_a_big_frame();
 	test_refusals();
 	test_handover();
