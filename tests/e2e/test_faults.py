@@ -9,6 +9,7 @@ crash without a run are in test_signals.py and test_lifecycle.py; these extend
 them with processes that escape the run's process group and with the cases
 those files do not cover."""
 
+import collections
 import hashlib
 import json
 import os
@@ -386,7 +387,9 @@ def test_a_stopped_zygote_costs_a_queue_not_the_server(pz, faults):
         out, err = _finish(c)
         ends.append((c.returncode, out, err))
     codes = [e[0] for e in ends]
-    assert codes == [0] * 20, (codes, [e for e in ends if e[0] != 0][:2], problems)
+    bad = [e for e in ends if e[0] != 0]
+    assert not bad, "exit codes %s; %d status checks failed (%s); first failed run: %r" % (
+        dict(collections.Counter(codes)), len(problems), problems[:1], bad[0])
     assert all(b"1 passed" in out for _, out, _ in ends)
     assert not problems, problems
     # The runs were handed to the stopped zygote (running), the rest waited
