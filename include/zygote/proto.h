@@ -149,6 +149,14 @@ int proto_request_encode(struct proto_buf *b, const struct proto_request *req,
  */
 int proto_kv_get(const char *text, const char *key, char *buf, size_t size);
 
+/*
+ * How many descriptors ride along with a message (the table in
+ * docs/design.md): FDS the count it announces (none when that is over
+ * PROTO_MAX_FDS: the decoder refuses it), Z_RUN one (the client connection),
+ * every other message none. The spare's Z_RUN carries two (spare.c).
+ */
+int proto_msg_fds(uint32_t type, const void *payload, uint32_t len);
+
 /* Decode one int32 payload. Returns 0 or -EPROTO. */
 int proto_get_i32(const void *payload, uint32_t len, int32_t *ret);
 

@@ -2,7 +2,9 @@
  * The client: sends a request (argv, cwd, environment, and its own stdin,
  * stdout and stderr as descriptors), then relays terminal signals to the run
  * until the server reports its exit code. It never reads or writes the test
- * output itself: the child writes straight to our terminal.
+ * output itself: the child writes straight to our terminal. It talks through
+ * the same peer layer as the server (peer.h), on a blocking socket: a
+ * client has nothing to do but wait for its server.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,7 +20,7 @@
 
 #include "zygote/client.h"
 #include "zygote/common.h"
-#include "zygote/fdpass.h"
+#include "zygote/peer.h"
 #include "zygote/log.h"
 #include "zygote/proto.h"
 
@@ -56,32 +58,50 @@ client_status_get(const char *text, const char *key)
 	return buf;
 }
 
+/* The first message of a reply: its type and text. */
+struct reply {
+	int got;
+	uint32_t type;
+	char *text;
+};
+
+static int
+reply_frame(struct peer *p, struct peer_frame *f, void *arg)
+{
+	struct reply *rep = arg;
+	rep->got = 1;
+	rep->type = f->type;
+	rep->text = strndup(f->payload, f->len);
+	return PEER_STOP;
+}
+
 int
 client_request(const struct zpaths *p, uint32_t kind, uint32_t flags, char **ret_text)
 {
-	_cleanup_close_ int fd = client_connect(p->sock);
+	int fd = client_connect(p->sock);
 	if (fd < 0)
 		return fd;
+	struct peer *peer = peer_create(fd);
+	if (!peer)
+		return -ENOMEM;
 	struct proto_request req = { .kind = kind, .flags = flags };
-	struct proto_buf b = { 0 };
-	int r = proto_request_encode(&b, &req, NULL);
-	if (r == 0)
-		r = fdpass_send(fd, b.data, b.len, NULL, 0, 0);
-	proto_buf_free(&b);
-	if (r < 0)
-		return r;
-	struct fdpass_reader rd;
-	fdpass_reader_init(&rd);
-	struct proto_hdr h;
-	const char *payload;
-	r = fdpass_read_msg(&rd, fd, &h, &payload);
-	if (r == 1 && (h.type == PROTO_MSG_STATUS || h.type == PROTO_MSG_ERROR)) {
-		*ret_text = strndup(payload, h.len);
-		r = h.type == PROTO_MSG_STATUS ? 0 : -EPROTO;
-	} else if (r >= 0) {
-		r = -ECONNRESET;
+	struct reply rep = { 0 };
+	int r = peer_send_request(peer, -1, NULL, 0, &req);
+	while (r == 0 && !rep.got) {
+		int m = peer_read(peer, reply_frame, &rep);
+		if (m <= 0)
+			r = m < 0 ? m : -ECONNRESET;
 	}
-	fdpass_reader_finish(&rd);
+	peer_destroy(peer);
+	if (r == 0 && rep.type != PROTO_MSG_STATUS && rep.type != PROTO_MSG_ERROR)
+		r = -ECONNRESET;
+	else if (r == 0 && !rep.text)
+		r = -ENOMEM;
+	else if (r == 0)
+		r = rep.type == PROTO_MSG_STATUS ? 0 : -EPROTO;
+	if (r == 0 || r == -EPROTO)
+		*ret_text = steal_ptr(&rep.text);
+	free(rep.text);
 	return r;
 }
 
@@ -101,10 +121,9 @@ ensure_stdio(void)
 }
 
 static int
-send_signal(int fd, int sig)
+send_signal(struct peer *peer, int sig)
 {
-	int32_t v = sig;
-	return fdpass_send_msg(fd, PROTO_MSG_SIGNAL, &v, sizeof(v));
+	return peer_send_i32(peer, PROTO_MSG_SIGNAL, sig);
 }
 
 #define DEFAULT_INTERRUPT_TIMEOUT_MS 10000
@@ -142,11 +161,11 @@ struct interrupt {
 };
 
 static void
-interrupt_step(struct interrupt *in, int fd, int by_timer)
+interrupt_step(struct interrupt *in, struct peer *peer, int by_timer)
 {
 	switch (in->stage) {
 	case 0:
-		send_signal(fd, SIGINT);
+		send_signal(peer, SIGINT);
 		in->next_ms = in->timeout_ms > 0 ? now_ms() + in->timeout_ms : -1;
 		break;
 	case 1:
@@ -157,13 +176,13 @@ interrupt_step(struct interrupt *in, int fd, int by_timer)
 		else
 			log_info("Ctrl-C again: sending the run SIGTERM (SIGKILL in %d s)",
 				 TERM_TO_KILL_MS / 1000);
-		send_signal(fd, SIGTERM);
+		send_signal(peer, SIGTERM);
 		in->next_ms = now_ms() + TERM_TO_KILL_MS;
 		break;
 	case 2:
 		log_info("%s: killing the run (SIGKILL)",
 			 by_timer ? "the run did not stop after SIGTERM" : "Ctrl-C again");
-		send_signal(fd, SIGKILL);
+		send_signal(peer, SIGKILL);
 		in->next_ms = -1;
 		break;
 	default:
@@ -172,13 +191,52 @@ interrupt_step(struct interrupt *in, int fd, int by_timer)
 	in->stage++;
 }
 
+/* Where a run is, from the client's side. */
+struct run_state {
+	int code; /* -1 until EXIT */
+	int error_seen;
+	int redirected;
+};
+
+/* One message from the server during a run. */
+static int
+run_frame(struct peer *p, struct peer_frame *f, void *arg)
+{
+	struct run_state *st = arg;
+	int32_t v;
+	switch (f->type) {
+	case PROTO_MSG_EXIT:
+		if (proto_get_i32(f->payload, f->len, &v) == 0)
+			st->code = v & 0xff;
+		break;
+	case PROTO_MSG_ERROR:
+		log_error("%.*s", (int)f->len, f->payload);
+		st->error_seen = 1;
+		break;
+	case PROTO_MSG_NOTICE:
+		log_info("%.*s", (int)f->len, f->payload);
+		break;
+	case PROTO_MSG_REDIRECT:
+		/* Before the run started: nothing of it happened. */
+		snprintf(client_redirect, sizeof(client_redirect), "%.*s", (int)f->len, f->payload);
+		st->redirected = 1;
+		break;
+	default:
+		break;
+	}
+	return st->code >= 0 || st->redirected ? PEER_STOP : 0;
+}
+
 int
 client_run(const struct zpaths *p, int nargs, char **args)
 {
 	ensure_stdio();
-	_cleanup_close_ int fd = client_connect(p->sock);
+	int fd = client_connect(p->sock);
 	if (fd < 0)
 		return fd; /* the caller says "no zygote running" or starts one */
+	_cleanup_peer_ struct peer *peer = peer_create(fd);
+	if (!peer)
+		return ZEXIT_INTERNAL;
 
 	/*
 	 * Terminal signals are ours (the child is in its own session): take
@@ -215,26 +273,17 @@ client_run(const struct zpaths *p, int nargs, char **args)
 		.fds = { 0, 1, 2 },
 		.nfds = 3,
 	};
-	struct proto_buf b = { 0 };
-	size_t fds_off;
-	int r = proto_request_encode(&b, &req, &fds_off);
+	int r = peer_send_request(peer, -1, NULL, 0, &req);
 	free(argv);
-	if (r == 0)
-		r = fdpass_send(fd, b.data, b.len, req.fds, 3, fds_off);
-	proto_buf_free(&b);
 	if (r < 0) {
 		log_error("cannot send the request: %s%s", strerror(-r),
 			  r == -E2BIG ? " (arguments or environment over 1 MiB)" : "");
 		return ZEXIT_INTERNAL;
 	}
 
-	struct fdpass_reader rd;
-	fdpass_reader_init(&rd);
-	int code = -1;
-	int error_seen = 0;
+	struct run_state st = { .code = -1 };
 	struct interrupt intr = { .next_ms = -1, .timeout_ms = interrupt_timeout_ms() };
-	int redirected = 0;
-	while (code < 0 && !redirected) {
+	while (st.code < 0 && !st.redirected) {
 		struct pollfd pfd[2] = {
 			{ .fd = fd, .events = POLLIN },
 			{ .fd = sigfd, .events = POLLIN },
@@ -251,7 +300,7 @@ client_run(const struct zpaths *p, int nargs, char **args)
 			break;
 		}
 		if (k == 0) {
-			interrupt_step(&intr, fd, 1);
+			interrupt_step(&intr, peer, 1);
 			continue;
 		}
 		if (pfd[1].revents & POLLIN) {
@@ -259,10 +308,10 @@ client_run(const struct zpaths *p, int nargs, char **args)
 			while (read(sigfd, &si, sizeof(si)) == sizeof(si)) {
 				int sig = (int)si.ssi_signo;
 				if (sig == SIGINT) {
-					interrupt_step(&intr, fd, 0);
+					interrupt_step(&intr, peer, 0);
 					continue;
 				}
-				send_signal(fd, sig);
+				send_signal(peer, sig);
 				if (sig == SIGTSTP) {
 					/* Stop ourselves too, as the shell expects; SIGCONT
 					 * on `fg` is forwarded in turn. */
@@ -272,46 +321,19 @@ client_run(const struct zpaths *p, int nargs, char **args)
 		}
 		if (!pfd[0].revents)
 			continue;
-		ssize_t n = fdpass_reader_fill(&rd, fd);
-		if (n == 0 || (n < 0 && n != -EAGAIN)) {
-			if (!error_seen) {
+		int m = peer_read(peer, run_frame, &st);
+		if (m <= 0) {
+			if (!st.error_seen) {
 				/* No exit report: the zygote died (the server starts a new one). */
 				log_error("the zygote went away during the run (it is being "
 					  "restarted); run again");
-				code = ZEXIT_RETRY;
+				st.code = ZEXIT_RETRY;
 			} else {
-				code = ZEXIT_INTERNAL;
+				st.code = ZEXIT_INTERNAL;
 			}
 			break;
 		}
-		struct proto_hdr h;
-		const char *payload;
-		while (code < 0 && !redirected && fdpass_reader_next(&rd, &h, &payload) > 0) {
-			int32_t v;
-			switch (h.type) {
-			case PROTO_MSG_EXIT:
-				if (proto_get_i32(payload, h.len, &v) == 0)
-					code = v & 0xff;
-				break;
-			case PROTO_MSG_ERROR:
-				log_error("%.*s", (int)h.len, payload);
-				error_seen = 1;
-				break;
-			case PROTO_MSG_NOTICE:
-				log_info("%.*s", (int)h.len, payload);
-				break;
-			case PROTO_MSG_REDIRECT:
-				/* Before the run started: nothing of it happened. */
-				snprintf(client_redirect, sizeof(client_redirect), "%.*s",
-					 (int)h.len, payload);
-				redirected = 1;
-				break;
-			default:
-				break;
-			}
-		}
 	}
-	fdpass_reader_finish(&rd);
 	sigprocmask(SIG_SETMASK, &old, NULL);
-	return redirected ? CLIENT_REDIRECT : code;
+	return st.redirected ? CLIENT_REDIRECT : st.code;
 }

@@ -212,6 +212,23 @@ proto_decoder_feed(struct proto_decoder *d, uint32_t type, const void *payload, 
 	}
 }
 
+int
+proto_msg_fds(uint32_t type, const void *payload, uint32_t len)
+{
+	uint32_t count;
+	switch (type) {
+	case PROTO_MSG_FDS:
+		if (len != sizeof(count))
+			return 0;
+		memcpy(&count, payload, sizeof(count));
+		return count <= PROTO_MAX_FDS ? (int)count : 0;
+	case PROTO_MSG_Z_RUN:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
 long
 proto_frame(const void *buf, size_t avail, struct proto_hdr *ret_hdr)
 {

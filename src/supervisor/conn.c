@@ -1,8 +1,9 @@
 /*
  * Client connections: accept (own uid only), decode the request, answer,
- * park or queue it, hand a run to the serving generation. Sockets are
- * non-blocking: nothing here waits on a client, and a bad client costs its
- * own connection only.
+ * park or queue it, hand a run to the serving generation. Every connection
+ * is a peer (peer.h) on a non-blocking socket: nothing here waits on a
+ * client or a zygote, and a bad client costs its own connection only. A
+ * reply a client does not read at once lingers until it is out.
  */
 #include <errno.h>
 #include <limits.h>
@@ -14,24 +15,46 @@
 #include <unistd.h>
 
 #include "zygote/common.h"
-#include "zygote/fdpass.h"
 #include "zygote/log.h"
+#include "zygote/peer.h"
 #include "zygote/proto.h"
 #include "internal.h"
 
+/* What one client may have queued: replies and notices are small. */
+#define CONN_MAX_QUEUED (1u << 20)
+
 /*
- * Close a client's socket after a reply. Unread bytes in our receive queue
- * would make the kernel reset the connection, and the client would see
+ * Close a client's socket after its reply is out. Unread bytes in our receive
+ * queue would make the kernel reset the connection, and the client would see
  * ECONNRESET instead of our reply: read what is there first.
  */
 static void
-close_draining(int fd)
+close_draining(struct peer *p)
 {
 	char buf[4096];
+	int fd = peer_fd(p);
 	shutdown(fd, SHUT_WR);
 	for (int k = 0; k < 64 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0; k++)
 		;
-	close(fd);
+	peer_destroy(p);
+}
+
+/* Close a client's peer after a reply: now if the reply is out, else once
+ * it is (s.lingering, polled for POLLOUT, dropped after LINGER_MS). */
+static void
+release(struct peer *p)
+{
+	if (!peer_wants_write(p)) {
+		close_draining(p);
+		return;
+	}
+	if (s.nlingering >= MAX_CONNS) {
+		peer_destroy(p);
+		return;
+	}
+	s.lingering[s.nlingering].peer = p;
+	s.lingering[s.nlingering].until_ms = now_ms() + LINGER_MS;
+	s.nlingering++;
 }
 
 /* Close connection i and free it; the last connection takes its index. */
@@ -41,10 +64,9 @@ conn_close(int i)
 	struct conn *c = s.conns[i];
 	if (c->queued_ms)
 		s.queued--;
-	fdpass_reader_finish(&c->rd);
 	proto_decoder_finish(&c->dec);
-	if (c->fd >= 0)
-		close_draining(c->fd);
+	if (c->peer)
+		release(c->peer);
 	free(c);
 	s.conns[i] = s.conns[--s.nconns];
 }
@@ -53,9 +75,55 @@ conn_close(int i)
 void
 conn_reply(int i, uint32_t type, const char *text)
 {
-	/* The socket is non-blocking; a reply is small and the buffer empty. */
-	fdpass_send_msg(s.conns[i]->fd, type, text, strlen(text) + 1);
+	peer_send_text(s.conns[i]->peer, type, text);
 	conn_close(i);
+}
+
+/* POLLOUT (or an error) on connection i: write what it has queued. 0 when
+ * the connection was closed (the client is gone). */
+int
+conn_writable(int i)
+{
+	if (peer_flush(s.conns[i]->peer) < 0) {
+		conn_close(i);
+		return 0;
+	}
+	return 1;
+}
+
+/* POLLOUT on lingering connection k: write its reply, close it once out. */
+void
+conn_linger_writable(int k)
+{
+	struct peer *p = s.lingering[k].peer;
+	int r = peer_flush(p);
+	if (r == 0 && peer_wants_write(p))
+		return;
+	if (r < 0)
+		peer_destroy(p);
+	else
+		close_draining(p);
+	s.lingering[k] = s.lingering[--s.nlingering];
+}
+
+/* Drop lingering connections whose time is up; the next deadline, or -1. */
+long long
+conn_linger_expire(long long now)
+{
+	long long wake = -1;
+	for (int k = s.nlingering - 1; k >= 0; k--) {
+		if (now < s.lingering[k].until_ms) {
+			if (wake < 0 || s.lingering[k].until_ms < wake)
+				wake = s.lingering[k].until_ms;
+			continue;
+		}
+		log_info("a client did not read its reply for %d s (%zu bytes left); closing its "
+			 "connection",
+			 LINGER_MS / 1000, peer_queued(s.lingering[k].peer));
+		peer_destroy(s.lingering[k].peer);
+		s.lingering[k] = s.lingering[--s.nlingering];
+	}
+	return wake;
 }
 
 /* Answer connection i with the status text. */
@@ -72,21 +140,20 @@ static void
 hand_over(int i)
 {
 	struct conn *c = s.conns[i];
-	struct proto_buf b = { 0 };
-	size_t fds_off;
 	int32_t id = ++s.next_run;
 	struct gen *g = gen_serving();
-	int r = proto_buf_put_i32(&b, PROTO_MSG_Z_RUN, id);
-	if (r == 0)
-		r = fdpass_send(g->ctl, b.data, b.len, &c->fd, 1, 0);
-	proto_buf_free(&b);
-	if (r == 0)
-		r = proto_request_encode(&b, &c->dec.req, &fds_off);
-	if (r == 0)
-		r = fdpass_send(g->ctl, b.data, b.len, c->dec.req.fds, c->dec.req.nfds, fds_off);
-	proto_buf_free(&b);
+	/*
+	 * Z_RUN with the client connection, then the request with the
+	 * client's descriptors, queued whole: a zygote that does not read
+	 * (stopped, swapped out, in a debugger) costs a queue, never a wait,
+	 * and never a message cut in half.
+	 */
+	int conn_fd = peer_fd(c->peer);
+	int r = peer_send_request(g->ctl, id, &conn_fd, 1, &c->dec.req);
 	if (r < 0) {
 		log_warn("cannot hand run %d to the zygote: %s", (int)id, strerror(-r));
+		if (peer_error(g->ctl))
+			gen_drop(g, r); /* reap() starts the next generation */
 		conn_reply(i, PROTO_MSG_ERROR,
 			   "the zygote is not answering; it is being restarted");
 		return;
@@ -96,10 +163,12 @@ hand_over(int i)
 	g->running++;
 	g->seed_used = 1;
 	s.last_run_ms = now_ms();
-	/* The zygote holds the connection and the fds now: a plain close, since
-	 * shutdown() would act on the socket the zygote shares. */
-	close(c->fd);
-	c->fd = -1;
+	/* The zygote (or the queue to it) holds the connection and the fds now:
+	 * a plain close, since shutdown() would act on the socket the zygote
+	 * shares. A notice still queued for the client goes if it can. */
+	peer_flush(c->peer);
+	peer_destroy(c->peer);
+	c->peer = NULL;
 	conn_close(i);
 }
 
@@ -173,7 +242,7 @@ request_complete(int i)
 			if (!c->noticed) {
 				const char *t = "waiting for a zygote with a new hash seed "
 						"(PYTEST_ZYGOTE_HASH_SEED=per-run)";
-				fdpass_send_msg(c->fd, PROTO_MSG_NOTICE, t, strlen(t) + 1);
+				peer_send_text(c->peer, PROTO_MSG_NOTICE, t);
 				c->noticed = 1;
 			}
 			c->waiting = 1;
@@ -208,7 +277,7 @@ request_complete(int i)
 			char text[700];
 			snprintf(text, sizeof(text), "waiting for a fresh zygote: %s",
 				 s.fresh_reason);
-			fdpass_send_msg(c->fd, PROTO_MSG_NOTICE, text, strlen(text) + 1);
+			peer_send_text(c->peer, PROTO_MSG_NOTICE, text);
 		}
 		c->waiting = 1;
 		return;
@@ -267,10 +336,29 @@ conn_notice_queued(long long now)
 		char text[160];
 		snprintf(text, sizeof(text), "waiting: %d runs in progress (max_runs=%d)",
 			 s.running, s.max_runs);
-		fdpass_send_msg(c->fd, PROTO_MSG_NOTICE, text, strlen(text) + 1);
+		peer_send_text(c->peer, PROTO_MSG_NOTICE, text);
 		c->noticed = 1;
 	}
 	return wake;
+}
+
+/* One message from a parked client (see conn_waiting_readable). */
+static int
+waiting_frame(struct peer *p, struct peer_frame *f, void *arg)
+{
+	int i = *(int *)arg;
+	int32_t sig;
+	if (f->type != PROTO_MSG_SIGNAL || proto_get_i32(f->payload, f->len, &sig) < 0) {
+		conn_reply(i, PROTO_MSG_ERROR, "unexpected message while waiting");
+		return PEER_STOP;
+	}
+	if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT || sig == SIGKILL) {
+		peer_send_text(p, PROTO_MSG_NOTICE, "interrupted before the run started");
+		peer_send_i32(p, PROTO_MSG_EXIT, 128 + sig);
+		conn_close(i);
+		return PEER_STOP;
+	}
+	return 0;
 }
 
 /*
@@ -281,35 +369,41 @@ conn_notice_queued(long long now)
 void
 conn_waiting_readable(int i)
 {
-	struct conn *c = s.conns[i];
-	ssize_t n = fdpass_reader_fill(&c->rd, c->fd);
-	if (n == -EAGAIN)
+	int r = peer_read(s.conns[i]->peer, waiting_frame, &i);
+	if (r == 1 || r == PEER_STOP)
 		return;
-	if (n <= 0) {
-		conn_close(i);
-		return;
-	}
-	struct proto_hdr h;
-	const char *p;
-	int m;
-	while ((m = fdpass_reader_next(&c->rd, &h, &p)) > 0) {
-		int32_t sig;
-		if (h.type != PROTO_MSG_SIGNAL || proto_get_i32(p, h.len, &sig) < 0) {
-			conn_reply(i, PROTO_MSG_ERROR, "unexpected message while waiting");
-			return;
-		}
-		if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT ||
-		    sig == SIGKILL) {
-			int32_t code = 128 + sig;
-			const char *msg = "interrupted before the run started";
-			fdpass_send_msg(c->fd, PROTO_MSG_NOTICE, msg, strlen(msg) + 1);
-			fdpass_send_msg(c->fd, PROTO_MSG_EXIT, &code, sizeof(code));
-			conn_close(i);
-			return;
-		}
-	}
-	if (m < 0)
+	if (r == -EMSGSIZE)
 		conn_reply(i, PROTO_MSG_ERROR, "message too large");
+	else
+		conn_close(i);
+}
+
+/* One message of a request: feed the decoder, act once it is complete. */
+static int
+request_frame(struct peer *p, struct peer_frame *f, void *arg)
+{
+	int i = *(int *)arg;
+	struct conn *c = s.conns[i];
+	/* The decoder owns the descriptors from here, and closes them on error. */
+	int r = proto_decoder_feed(&c->dec, f->type, f->payload, f->len, f->fds, f->nfds);
+	f->nfds = 0;
+	if (r == 0 && f->type == PROTO_MSG_FDS && peer_unclaimed_fds(p) > 0) {
+		/* Only FDS carries descriptors: these are extra. */
+		r = -EPROTO;
+		snprintf(c->dec.error, sizeof(c->dec.error),
+			 "more file descriptors than the FDS message announced");
+	}
+	if (r < 0) {
+		log_info("closing a connection: %s", log_escape(c->dec.error));
+		conn_reply(i, PROTO_MSG_ERROR, c->dec.error);
+		return PEER_STOP;
+	}
+	if (r == 1) {
+		/* What follows the request (an early SIGNAL) stays buffered. */
+		request_complete(i);
+		return PEER_STOP;
+	}
+	return 0;
 }
 
 /* Read what connection i sent and act on a complete request. */
@@ -317,64 +411,24 @@ void
 conn_readable(int i)
 {
 	struct conn *c = s.conns[i];
-	for (;;) {
-		ssize_t n = fdpass_reader_fill(&c->rd, c->fd);
-		if (n == -EAGAIN)
-			return;
-		if (n == -EMSGSIZE) {
-			conn_reply(i, PROTO_MSG_ERROR,
-				   "too many file descriptors in one message (a run sends 3)");
-			return;
-		}
-		if (n == 0 && (c->rd.len > c->rd.consumed || c->dec.state == PROTO_ST_BODY)) {
-			/* A client that only shut down its side can still read why. */
-			conn_reply(i, PROTO_MSG_ERROR,
-				   c->rd.len > c->rd.consumed
-					   ? "the request was cut off in the middle of a message"
-					   : "the request ended before its DONE message");
-			return;
-		}
-		if (n <= 0) {
-			conn_close(i);
-			return;
-		}
-		struct proto_hdr h;
-		const char *p;
-		int m;
-		while ((m = fdpass_reader_next(&c->rd, &h, &p)) > 0) {
-			if (c->dec.state == PROTO_ST_DONE)
-				break; /* data after the request (e.g. an early SIGNAL): keep it */
-			int fds[PROTO_MAX_FDS];
-			int nfds = 0;
-			if (h.type == PROTO_MSG_FDS && h.len == sizeof(uint32_t)) {
-				uint32_t count;
-				memcpy(&count, p, sizeof(count));
-				if (count <= PROTO_MAX_FDS)
-					nfds = fdpass_reader_take_fds(&c->rd, fds, (int)count);
-			}
-			int r = proto_decoder_feed(&c->dec, h.type, p, h.len, fds, nfds);
-			if (r == 0 && h.type == PROTO_MSG_FDS && c->rd.nfds > 0) {
-				/* Only FDS carries descriptors: these are extra. */
-				r = -EPROTO;
-				snprintf(c->dec.error, sizeof(c->dec.error),
-					 "more file descriptors than the FDS message announced");
-			}
-			if (r < 0) {
-				log_info("closing a connection: %s", log_escape(c->dec.error));
-				conn_reply(i, PROTO_MSG_ERROR, c->dec.error);
-				return;
-			}
-			if (r == 1) {
-				request_complete(i);
-				return;
-			}
-		}
-		if (m < 0) {
-			conn_reply(i, PROTO_MSG_ERROR,
-				   "a message larger than 1 MiB (the limit for one message; "
-				   "arguments and environment each must fit in it)");
-			return;
-		}
+	int r = peer_read(c->peer, request_frame, &i);
+	if (r == 1 || r == PEER_STOP)
+		return;
+	if (r == -ETOOMANYREFS) {
+		conn_reply(i, PROTO_MSG_ERROR,
+			   "too many file descriptors in one message (a run sends 3)");
+	} else if (r == -EMSGSIZE) {
+		conn_reply(i, PROTO_MSG_ERROR,
+			   "a message larger than 1 MiB (the limit for one message; "
+			   "arguments and environment each must fit in it)");
+	} else if (r == 0 && (peer_read_partial(c->peer) || c->dec.state == PROTO_ST_BODY)) {
+		/* A client that only shut down its side can still read why. */
+		conn_reply(i, PROTO_MSG_ERROR,
+			   peer_read_partial(c->peer)
+				   ? "the request was cut off in the middle of a message"
+				   : "the request ended before its DONE message");
+	} else {
+		conn_close(i);
 	}
 }
 
@@ -401,15 +455,21 @@ conn_accept_clients(void)
 				 "refused: this zygote belongs to uid %u; start your own with "
 				 "'pytest-zygote start'",
 				 (unsigned)getuid());
-			fdpass_send_msg(fd, PROTO_MSG_ERROR, msg, strlen(msg) + 1);
+			struct peer *p = peer_create(fd);
+			if (p) {
+				peer_send_text(p, PROTO_MSG_ERROR, msg);
+				release(p);
+			}
 			log_warn("refused a connection from uid %u", (unsigned)cred.uid);
-			close_draining(fd);
 			continue;
 		}
 		if (s.nconns >= MAX_CONNS) {
-			const char *msg = "too many connections; try again shortly";
-			fdpass_send_msg(fd, PROTO_MSG_ERROR, msg, strlen(msg) + 1);
-			close_draining(fd);
+			struct peer *p = peer_create(fd);
+			if (p) {
+				peer_send_text(p, PROTO_MSG_ERROR,
+					       "too many connections; try again shortly");
+				release(p);
+			}
 			continue;
 		}
 		struct conn *c = calloc(1, sizeof(*c));
@@ -417,8 +477,12 @@ conn_accept_clients(void)
 			close(fd);
 			continue;
 		}
-		c->fd = fd;
-		fdpass_reader_init(&c->rd);
+		c->peer = peer_create(fd);
+		if (!c->peer) {
+			free(c);
+			continue;
+		}
+		peer_set_limit(c->peer, CONN_MAX_QUEUED, 16);
 		proto_decoder_init(&c->dec);
 		s.conns[s.nconns++] = c;
 	}

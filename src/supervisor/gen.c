@@ -16,8 +16,8 @@
 #include <unistd.h>
 
 #include "zygote/common.h"
-#include "zygote/fdpass.h"
 #include "zygote/log.h"
+#include "zygote/peer.h"
 #include "zygote/proto.h"
 #include "zygote/spawn.h"
 #include "internal.h"
@@ -64,7 +64,7 @@ gen_unlink_pages(void)
 struct gen *
 gen_serving(void)
 {
-	if (s.cur < 0 || !s.gens[s.cur].pid || !s.gens[s.cur].ready || s.gens[s.cur].ctl < 0)
+	if (s.cur < 0 || !s.gens[s.cur].pid || !s.gens[s.cur].ready || !s.gens[s.cur].ctl)
 		return NULL;
 	return &s.gens[s.cur];
 }
@@ -90,13 +90,22 @@ gen_spawn(int replay)
 		log_error("socketpair: %s", strerror(errno));
 		return -1;
 	}
+	/* Our end never blocks (O_NONBLOCK is per open file: the zygote's end
+	 * stays blocking until it is warm). */
+	fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+	struct peer *ctl = peer_create(sv[0]);
+	if (!ctl) {
+		log_error("cannot start a generation: %s", strerror(errno));
+		close(sv[1]);
+		return -1;
+	}
 	int number = ++s.generations;
 	replay = replay && s.dirty_total == 0 && !s.fresh_needed;
 	pid_t sup = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
 		log_error("fork: %s", strerror(errno));
-		close(sv[0]);
+		peer_destroy(ctl);
 		close(sv[1]);
 		return -1;
 	}
@@ -142,15 +151,13 @@ gen_spawn(int replay)
 	}
 	close(sv[1]);
 	struct gen *g = &s.gens[slot];
-	fdpass_reader_finish(&g->rd);
+	peer_destroy(g->ctl);
 	free(g->files);
 	memset(g, 0, sizeof(*g));
 	g->pid = pid;
-	g->ctl = sv[0];
+	g->ctl = ctl;
 	g->number = number;
 	g->started_ms = now_ms();
-	fdpass_reader_init(&g->rd);
-	fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
 	s.next = slot;
 	/* What changed so far is this generation's to absorb. */
 	for (int i = 0; i < s.ndirty; i++)
@@ -203,10 +210,7 @@ gen_ready(struct gen *g, const char *text)
 	if (s.cur >= 0 && s.cur != idx && s.gens[s.cur].pid) {
 		struct gen *old = &s.gens[s.cur];
 		old->draining = 1;
-		int32_t grace = DRAIN_GRACE_MS;
-		if (old->ctl < 0 ||
-		    fdpass_send_msg(old->ctl, PROTO_MSG_Z_DRAIN, &grace, sizeof(grace)) < 0)
-			kill(old->pid, SIGKILL);
+		gen_send_i32(old, PROTO_MSG_Z_DRAIN, DRAIN_GRACE_MS);
 	}
 	s.cur = idx;
 	if (s.next == idx)
@@ -227,54 +231,97 @@ gen_ready(struct gen *g, const char *text)
 	conn_serve_waiting();
 }
 
+/* One message from a generation. PEER_STOP once its peer is gone (a message
+ * it sent led to dropping it). */
+static int
+gen_frame(struct peer *p, struct peer_frame *f, void *arg)
+{
+	struct gen *g = arg;
+	const char *text = f->payload;
+	int terminated = f->len > 0 && text[f->len - 1] == '\0';
+	switch (f->type) {
+	case PROTO_MSG_Z_READY:
+		if (terminated && !g->draining)
+			gen_ready(g, text);
+		break;
+	case PROTO_MSG_Z_DONE:
+		if (g->running > 0) {
+			g->running--;
+			s.running--;
+		}
+		/* Dependency exception: a free slot starts a queued run. */
+		conn_dispatch_queue();
+		break;
+	case PROTO_MSG_Z_PROGRESS:
+		if (!terminated || g->ready)
+			break;
+		snprintf(g->progress, sizeof(g->progress), "%s", text);
+		if (!s.ever_ready)
+			status_report_progress(text);
+		break;
+	case PROTO_MSG_Z_FILES:
+		if (!terminated)
+			break;
+		free(g->files);
+		g->files = strdup(text);
+		if (s.cur == (int)(g - s.gens))
+			changes_ext_rebuild(g->files);
+		break;
+	default:
+		log_warn("unexpected message %u from the zygote", f->type);
+	}
+	return g->ctl == p ? 0 : PEER_STOP;
+}
+
 /* Read a generation's control socket and act on what it says. */
 void
 gen_readable(struct gen *g)
 {
-	ssize_t n = fdpass_reader_fill(&g->rd, g->ctl);
-	if (n == -EAGAIN)
+	int r = peer_read(g->ctl, gen_frame, g);
+	if (r == 1 || r == PEER_STOP)
 		return;
-	if (n <= 0) {
-		/* The zygote is exiting; SIGCHLD tells how. Stop polling it. */
-		close(g->ctl);
-		g->ctl = -1;
-		g->ready = 0;
+	/* The zygote is exiting; SIGCHLD tells how. Stop polling it. */
+	peer_destroy(g->ctl);
+	g->ctl = NULL;
+	g->ready = 0;
+}
+
+/* POLLOUT on a generation's control socket: write what waits for it. */
+void
+gen_writable(struct gen *g)
+{
+	int r = peer_flush(g->ctl);
+	if (r < 0)
+		gen_drop(g, r);
+}
+
+/* Send g a message; a zygote that cannot take it is dropped. */
+void
+gen_send_i32(struct gen *g, uint32_t type, int32_t v)
+{
+	if (!g->ctl) {
+		kill(g->pid, SIGKILL);
 		return;
 	}
-	struct proto_hdr h;
-	const char *p;
-	while (fdpass_reader_next(&g->rd, &h, &p) > 0) {
-		int terminated = h.len > 0 && p[h.len - 1] == '\0';
-		switch (h.type) {
-		case PROTO_MSG_Z_READY:
-			if (terminated && !g->draining)
-				gen_ready(g, p);
-			break;
-		case PROTO_MSG_Z_DONE:
-			if (g->running > 0) {
-				g->running--;
-				s.running--;
-			}
-			/* Dependency exception: a free slot starts a queued run. */
-			conn_dispatch_queue();
-			break;
-		case PROTO_MSG_Z_PROGRESS:
-			if (!terminated || g->ready)
-				break;
-			snprintf(g->progress, sizeof(g->progress), "%s", p);
-			if (!s.ever_ready)
-				status_report_progress(p);
-			break;
-		case PROTO_MSG_Z_FILES:
-			if (!terminated)
-				break;
-			free(g->files);
-			g->files = strdup(p);
-			if (s.cur == (int)(g - s.gens))
-				changes_ext_rebuild(g->files);
-			break;
-		default:
-			log_warn("unexpected message %u from the zygote", h.type);
-		}
-	}
+	int r = peer_send_i32(g->ctl, type, v);
+	if (r < 0)
+		gen_drop(g, r);
+}
+
+/* A zygote whose control socket broke, or that stopped reading it: kill it. */
+void
+gen_drop(struct gen *g, int err)
+{
+	if (err == -ENOBUFS)
+		log_warn("generation %d: the zygote (pid %d) is not reading its control socket "
+			 "(%zu bytes wait for it, the limit is %u MiB); killing it: its runs end "
+			 "with exit 75 (run again)",
+			 g->number, (int)g->pid, peer_queued(g->ctl), PEER_MAX_QUEUED >> 20);
+	else
+		log_warn("generation %d: cannot write to the zygote (pid %d): %s; killing it",
+			 g->number, (int)g->pid, strerror(-err));
+	peer_destroy(g->ctl);
+	g->ctl = NULL;
+	g->ready = 0;
+	kill(g->pid, SIGKILL);
 }

@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "zygote/fdpass.h"
+#include "zygote/peer.h"
 #include "zygote/proto.h"
 #include "zygote/supervisor.h"
 
@@ -40,11 +40,13 @@ struct watch;
 
 #define MAX_CONNS 512
 #define DEFAULT_GRACE_MS 5000
+/* How long a reply may take to reach a client that does not read it before
+ * its connection is dropped (the wait a blocking send used to have). */
+#define LINGER_MS 5000
 
 /* A client's connection, from accept until its reply or hand-over to a zygote. */
 struct conn {
-	int fd;
-	struct fdpass_reader rd;
+	struct peer *peer; /* non-blocking, like every socket of ours */
 	struct proto_decoder dec;
 	int waiting;         /* request complete, parked until a generation is warm / stop ends */
 	long long queued_ms; /* > 0: parked because max_runs runs are in progress */
@@ -54,13 +56,12 @@ struct conn {
 
 /* A zygote generation: a slot of s.gens. */
 struct gen {
-	pid_t pid; /* 0: a free slot */
-	int ctl;   /* -1 once the zygote closed it */
+	pid_t pid;        /* 0: a free slot */
+	struct peer *ctl; /* the control socket; NULL once the zygote closed it or was dropped */
 	int number;
 	int ready;
 	int draining;
-	int running; /* its runs in progress */
-	struct fdpass_reader rd;
+	int running;        /* its runs in progress */
 	char info[1024];    /* the Z_READY text */
 	char *files;        /* the Z_FILES text */
 	char progress[256]; /* the last Z_PROGRESS text, while warming */
@@ -105,6 +106,13 @@ struct supervisor_state {
 	long refreshes;
 	struct conn *conns[MAX_CONNS];
 	int nconns;
+	/* Connections answered whose reply is still being written (the client
+	 * reads slowly); closed once it is out, dropped after LINGER_MS. */
+	struct lingering_reply {
+		struct peer *peer;
+		long long until_ms;
+	} lingering[MAX_CONNS];
+	int nlingering;
 	long runs;
 	int running;
 	int max_runs; /* 0: no limit */
@@ -170,6 +178,16 @@ void conn_readable(int i);
 /* Accept every pending connection from our own uid. */
 void conn_accept_clients(void);
 
+/* POLLOUT (or an error) on connection i: write what it has queued. 0 when
+ * that closed it (the client is gone). */
+int conn_writable(int i);
+
+/* POLLOUT on lingering connection k: write its reply, close it once out. */
+void conn_linger_writable(int k);
+
+/* Drop lingering connections whose time is up; the next deadline, or -1. */
+long long conn_linger_expire(long long now);
+
 /* gen.c: generations */
 
 /* A value of a generation's Z_READY text ("" when absent). */
@@ -187,6 +205,17 @@ int gen_spawn(int replay);
 
 /* Read a generation's control socket and act on what it says. */
 void gen_readable(struct gen *g);
+
+/* POLLOUT on a generation's control socket: write what waits for it. */
+void gen_writable(struct gen *g);
+
+/* Send g a message (Z_DRAIN); a zygote that cannot take it is dropped. */
+void gen_send_i32(struct gen *g, uint32_t type, int32_t v);
+
+/* A zygote whose control socket broke or that stopped reading it (its queue
+ * passed the bound): say why, kill it; reap() starts the next one. The runs
+ * queued for it end as when a zygote dies (exit 75, run again). */
+void gen_drop(struct gen *g, int err);
 
 /* changes.c: change tracking */
 

@@ -33,8 +33,8 @@
 #include <unistd.h>
 
 #include "zygote/common.h"
-#include "zygote/fdpass.h"
 #include "zygote/log.h"
+#include "zygote/peer.h"
 #include "zygote/proctree.h"
 #include "zygote/proto.h"
 #include "zygote/supervisor.h"
@@ -99,10 +99,8 @@ supervisor_begin_stop(int grace_ms)
 			continue;
 		alive++;
 		int32_t grace = g->ready && !g->draining ? grace_ms : 0;
-		if (g->ctl < 0 ||
-		    fdpass_send_msg(g->ctl, PROTO_MSG_Z_DRAIN, &grace, sizeof(grace)) < 0)
-			kill(g->pid, SIGKILL);
 		g->draining = 1;
+		gen_send_i32(g, PROTO_MSG_Z_DRAIN, grace);
 	}
 	if (!alive)
 		maybe_finish();
@@ -145,9 +143,8 @@ reap(void)
 		/* Its runs ended with it (their clients saw the connection close). */
 		s.running -= g->running;
 		g->running = 0;
-		if (g->ctl >= 0)
-			close(g->ctl);
-		g->ctl = -1;
+		peer_destroy(g->ctl);
+		g->ctl = NULL;
 		g->pid = 0;
 		g->ready = 0;
 		if (idx == s.next)
@@ -276,9 +273,14 @@ supervisor_main(const struct supervisor_opts *o)
 		return ZEXIT_NOSTART;
 	}
 
+	/*
+	 * Every peer (a generation's control socket, a client's connection, a
+	 * reply still going out) is polled for POLLOUT while it has output
+	 * queued: nothing in this loop waits on a peer.
+	 */
 	enum { P_SIG, P_LISTEN, P_WATCH, P_EXT, P_GENS };
 	for (;;) {
-		struct pollfd pfd[P_GENS + MAX_GENS + MAX_VARIANTS + MAX_CONNS];
+		struct pollfd pfd[P_GENS + MAX_GENS + MAX_VARIANTS + 2 * MAX_CONNS];
 		int n = 0;
 		long long now = now_ms();
 		long long wake = -1; /* absolute ms, -1: none */
@@ -291,16 +293,28 @@ supervisor_main(const struct supervisor_opts *o)
 			(struct pollfd){ .fd = s.watch && s.poll_ms <= 0 ? watch_fd(s.watch) : -1,
 					 .events = POLLIN };
 		pfd[n++] = (struct pollfd){ .fd = s.ext_fd, .events = POLLIN };
-		for (int i = 0; i < MAX_GENS; i++)
-			pfd[n++] = (struct pollfd){ .fd = s.gens[i].pid ? s.gens[i].ctl : -1,
-						    .events = POLLIN };
+		for (int i = 0; i < MAX_GENS; i++) {
+			struct peer *ctl = s.gens[i].pid ? s.gens[i].ctl : NULL;
+			pfd[n++] = (struct pollfd){
+				.fd = ctl ? peer_fd(ctl) : -1,
+				.events = POLLIN | (ctl && peer_wants_write(ctl) ? POLLOUT : 0)
+			};
+		}
 		int first_variant = n;
 		for (int i = 0; i < s.nvariant_fds; i++)
 			pfd[n++] = (struct pollfd){ .fd = s.variant_fds[i], .events = POLLIN };
 		int first_conn = n;
-		for (int i = 0; i < s.nconns; i++)
+		for (int i = 0; i < s.nconns; i++) {
 			/* Parked requests are watched for hang-up and Ctrl-C. */
-			pfd[n++] = (struct pollfd){ .fd = s.conns[i]->fd, .events = POLLIN };
+			struct peer *p = s.conns[i]->peer;
+			pfd[n++] = (struct pollfd){ .fd = peer_fd(p),
+						    .events = POLLIN |
+							      (peer_wants_write(p) ? POLLOUT : 0) };
+		}
+		int first_linger = n;
+		for (int k = 0; k < s.nlingering; k++)
+			pfd[n++] = (struct pollfd){ .fd = peer_fd(s.lingering[k].peer),
+						    .events = POLLOUT };
 
 		/* Timers: respawn after a crash, refresh after the settle time, polling. */
 		if (!s.stopping && s.cur < 0 && s.next < 0 && s.ever_ready) {
@@ -350,6 +364,11 @@ supervisor_main(const struct supervisor_opts *o)
 			if (due >= 0)
 				wake = wake < 0 || due < wake ? due : wake;
 		}
+		if (s.nlingering > 0) {
+			long long due = conn_linger_expire(now);
+			if (due >= 0)
+				wake = wake < 0 || due < wake ? due : wake;
+		}
 		int timeout = wake < 0 ? -1 : (int)(wake > now ? wake - now : 0);
 		if (poll(pfd, (nfds_t)n, timeout) < 0) {
 			if (errno == EINTR)
@@ -362,13 +381,27 @@ supervisor_main(const struct supervisor_opts *o)
 			changes_watch_settle();
 		if (pfd[P_EXT].revents & POLLIN)
 			changes_ext_drain();
-		/* Connections by fd, since the handlers reorder s.conns. */
-		for (int j = first_conn; j < n; j++) {
+		/* Replies going out, then connections, by fd: the handlers
+		 * reorder both arrays. */
+		for (int j = first_linger; j < n; j++) {
+			if (!pfd[j].revents)
+				continue;
+			for (int k = 0; k < s.nlingering; k++)
+				if (peer_fd(s.lingering[k].peer) == pfd[j].fd) {
+					conn_linger_writable(k);
+					break;
+				}
+		}
+		for (int j = first_conn; j < first_linger; j++) {
 			if (!pfd[j].revents)
 				continue;
 			for (int i = 0; i < s.nconns; i++) {
-				if (s.conns[i]->fd != pfd[j].fd)
+				if (!s.conns[i]->peer || peer_fd(s.conns[i]->peer) != pfd[j].fd)
 					continue;
+				if ((pfd[j].revents & POLLOUT) && !conn_writable(i))
+					break; /* the client is gone */
+				if (!(pfd[j].revents & ~POLLOUT))
+					break;
 				if (s.conns[i]->waiting)
 					conn_waiting_readable(i); /* Ctrl-C or hang-up, parked */
 				else
@@ -391,9 +424,18 @@ supervisor_main(const struct supervisor_opts *o)
 			maybe_finish();
 		if (pfd[P_LISTEN].revents & POLLIN)
 			conn_accept_clients();
-		for (int i = 0; i < MAX_GENS; i++)
-			if (pfd[P_GENS + i].revents && s.gens[i].pid && s.gens[i].ctl >= 0)
-				gen_readable(&s.gens[i]);
+		for (int i = 0; i < MAX_GENS; i++) {
+			struct gen *g = &s.gens[i];
+			short re = pfd[P_GENS + i].revents;
+			if (!re || !g->pid || !g->ctl || peer_fd(g->ctl) != pfd[P_GENS + i].fd)
+				continue;
+			/* Read first: a zygote that exits closes its end (end of
+			 * file, not a write error). */
+			if (re & ~POLLOUT)
+				gen_readable(g);
+			if ((re & POLLOUT) && g->ctl)
+				gen_writable(g);
+		}
 		if (pfd[P_SIG].revents & POLLIN) {
 			struct signalfd_siginfo si;
 			while (read(s.sigfd, &si, sizeof(si)) == sizeof(si)) {

@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "zygote/fdpass.h"
+#include "zygote/peer.h"
 #include "zygote/prefault.h"
 #include "zygote/proto.h"
 
@@ -19,19 +19,17 @@
 struct run {
 	int32_t id;
 	pid_t pid;
-	int conn;  /* -1 once the client is gone */
-	int learn; /* read end of the child's SPAWN_FD_LEARN pipe */
-	struct fdpass_reader rd;
+	struct peer *conn; /* the client; NULL once it is gone */
+	int learn;         /* read end of the child's SPAWN_FD_LEARN pipe */
 };
 
 /* The generation (zygote.c). */
 struct zygote_state {
-	int ctl;
+	struct peer *ctl; /* to the supervisor; blocking until warm, then not */
 	int sigfd;
 	pid_t supervisor;
 	int generation;
 	const char *root;
-	struct fdpass_reader ctl_rd;
 	struct proto_decoder dec;
 	int in_request;
 	int32_t req_id;

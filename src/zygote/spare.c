@@ -12,7 +12,7 @@
 
 #include "internal.h"
 #include "zygote/common.h"
-#include "zygote/fdpass.h"
+#include "zygote/peer.h"
 #include "zygote/prefault.h"
 #include "zygote/proto.h"
 #include "zygote/pyembed.h"
@@ -38,6 +38,47 @@ static void
 spare_prepare(int sock)
 {
 	prefault_touch(hot, nhot, request_waiting, &sock);
+}
+
+/* The spare's Z_RUN carries two descriptors: the client connection and the
+ * write end of the learning pipe. */
+static int
+spare_frame_fds(uint32_t type, const void *payload, uint32_t len)
+{
+	return type == PROTO_MSG_Z_RUN ? 2 : proto_msg_fds(type, payload, len);
+}
+
+/* In the spare: the request, as the zygote hands it over. */
+struct spare_request {
+	struct proto_decoder dec;
+	int got[2]; /* the connection and the learning pipe */
+	int done;
+	int failed;
+};
+
+static int
+spare_frame(struct peer *p, struct peer_frame *f, void *arg)
+{
+	struct spare_request *sr = arg;
+	if (f->type == PROTO_MSG_Z_RUN) {
+		if (f->nfds != 2) {
+			sr->failed = 1;
+			return PEER_STOP;
+		}
+		for (int i = 0; i < 2; i++) {
+			sr->got[i] = f->fds[i];
+			f->fds[i] = -1;
+		}
+		return 0;
+	}
+	int r = proto_decoder_feed(&sr->dec, f->type, f->payload, f->len, f->fds, f->nfds);
+	f->nfds = 0; /* the decoder's now */
+	if (r < 0 || sr->got[0] < 0) {
+		sr->failed = 1;
+		return PEER_STOP;
+	}
+	sr->done = r == 1;
+	return sr->done ? PEER_STOP : 0;
 }
 
 /* Fork the next spare, unless there is one or we are stopping. */
@@ -69,37 +110,21 @@ spare_fork(void)
 		if (!request_waiting(&sv[1]))
 			pyembed_spare_speculate();
 
-		/* Wait for a request: Z_RUN (connection and learning pipe) + request. */
-		struct fdpass_reader rd;
-		struct proto_decoder dec;
-		int fds[PROTO_MAX_FDS], got[2] = { -1, -1 };
-		fdpass_reader_init(&rd);
-		proto_decoder_init(&dec);
-		for (;;) {
-			struct proto_hdr h;
-			const char *p;
-			if (fdpass_read_msg(&rd, sv[1], &h, &p) <= 0)
+		/* Wait for a request: Z_RUN (connection and learning pipe) + request,
+		 * read on a blocking socket: the spare has nothing else to do. */
+		struct peer *p = peer_create(sv[1]);
+		struct spare_request sr = { .got = { -1, -1 } };
+		proto_decoder_init(&sr.dec);
+		if (!p)
+			_exit(ZEXIT_INTERNAL);
+		peer_set_fds_rule(p, spare_frame_fds);
+		while (!sr.done && !sr.failed)
+			if (peer_read(p, spare_frame, &sr) <= 0)
 				_exit(0);
-			int nfds = 0;
-			if (h.type == PROTO_MSG_Z_RUN) {
-				if (fdpass_reader_take_fds(&rd, got, 2) != 2)
-					_exit(ZEXIT_INTERNAL);
-				continue;
-			}
-			if (h.type == PROTO_MSG_FDS && h.len == sizeof(uint32_t)) {
-				uint32_t count;
-				memcpy(&count, p, sizeof(count));
-				if (count <= PROTO_MAX_FDS)
-					nfds = fdpass_reader_take_fds(&rd, fds, (int)count);
-			}
-			int r = proto_decoder_feed(&dec, h.type, p, h.len, fds, nfds);
-			if (r < 0 || got[0] < 0)
-				_exit(ZEXIT_INTERNAL);
-			if (r == 1)
-				break;
-		}
-		close(sv[1]);
-		child_main(&dec.req, got[0], got[1], NULL, 0, zygote);
+		if (sr.failed)
+			_exit(ZEXIT_INTERNAL);
+		peer_destroy(p);
+		child_main(&sr.dec.req, sr.got[0], sr.got[1], NULL, 0, zygote);
 	}
 	pyembed_fork_parent();
 	close(sv[1]);
@@ -130,20 +155,12 @@ spare_take(const struct proto_request *req, int32_t id, int conn, int learn)
 {
 	if (!spare.pid)
 		return 0;
-	struct proto_buf b = { 0 };
-	size_t off;
+	/* The spare reads as soon as a request is waiting: its socket blocks. */
 	int fds2[2] = { conn, learn };
-	int r = proto_buf_put_i32(&b, PROTO_MSG_Z_RUN, id);
-	if (r == 0)
-		r = fdpass_send(spare.sock, b.data, b.len, fds2, 2, 0);
-	proto_buf_free(&b);
-	if (r == 0)
-		r = proto_request_encode(&b, req, &off);
-	if (r == 0)
-		r = fdpass_send(spare.sock, b.data, b.len, req->fds, req->nfds, off);
-	proto_buf_free(&b);
+	struct peer *p = peer_create(spare.sock); /* closes it on failure */
+	int r = p ? peer_send_request(p, id, fds2, 2, req) : -ENOMEM;
+	peer_destroy(p);
 	pid_t pid = spare.pid;
-	close(spare.sock);
 	spare.sock = -1;
 	spare.pid = 0;
 	if (r < 0) {

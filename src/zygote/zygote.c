@@ -26,6 +26,7 @@
 #include "zygote/common.h"
 #include "zygote/conf.h"
 #include "zygote/fdpass.h"
+#include "zygote/peer.h"
 #include "zygote/log.h"
 #include "zygote/prefault.h"
 #include "zygote/proctree.h"
@@ -37,12 +38,17 @@
 /* The supervisor turned address randomisation off for us (and only us). */
 static int stable_layout;
 
-struct zygote_state z = { .ctl = -1, .sigfd = -1, .req_conn = -1 };
+struct zygote_state z = { .sigfd = -1, .req_conn = -1 };
 
+/*
+ * Messages to the supervisor go through z.ctl: during warm-up its socket
+ * blocks (there is no loop to flush a queue, and the supervisor always
+ * reads); once serving it does not, and serve() flushes on POLLOUT.
+ */
 static void
 send_ready(const char *text)
 {
-	if (fdpass_send_msg(z.ctl, PROTO_MSG_Z_READY, text, strlen(text) + 1) < 0)
+	if (!z.ctl || peer_send_text(z.ctl, PROTO_MSG_Z_READY, text) < 0)
 		_exit(0); /* the supervisor is gone */
 }
 
@@ -50,7 +56,7 @@ send_ready(const char *text)
 static void
 send_progress(const char *text)
 {
-	if (fdpass_send_msg(z.ctl, PROTO_MSG_Z_PROGRESS, text, strlen(text) + 1) < 0)
+	if (!z.ctl || peer_send_text(z.ctl, PROTO_MSG_Z_PROGRESS, text) < 0)
 		log_debug("cannot send warm-up progress to the supervisor");
 }
 
@@ -58,8 +64,8 @@ send_progress(const char *text)
 static void
 learning_child_setup(void)
 {
-	close(z.ctl);
-	z.ctl = -1;
+	peer_destroy(z.ctl);
+	z.ctl = NULL;
 	setproctitle("learning gen %d %s", z.generation, z.root);
 }
 
@@ -67,18 +73,22 @@ static void
 send_done(int32_t id, int32_t code)
 {
 	int32_t p[2] = { id, code };
-	if (fdpass_send_msg(z.ctl, PROTO_MSG_Z_DONE, p, sizeof(p)) < 0)
+	if (!z.ctl || peer_send(z.ctl, PROTO_MSG_Z_DONE, p, sizeof(p), NULL, 0) < 0)
 		log_debug("cannot report run %d to the supervisor", (int)id);
 }
 
-/* Tell a client something and finish it (no child was started). */
+/* Tell a client something and finish it (no child was started). Its socket
+ * does not block: what it cannot take now is lost, with the connection. */
 static void
 refuse_run(int conn, int32_t id, const char *text)
 {
-	fdpass_send_msg(conn, PROTO_MSG_ERROR, text, strlen(text) + 1);
+	struct peer *p = peer_create(conn);
 	int32_t code = ZEXIT_INTERNAL;
-	fdpass_send_msg(conn, PROTO_MSG_EXIT, &code, sizeof(code));
-	close(conn);
+	if (p) {
+		peer_send_text(p, PROTO_MSG_ERROR, text);
+		peer_send_i32(p, PROTO_MSG_EXIT, code);
+		peer_destroy(p);
+	}
 	if (id >= 0)
 		send_done(id, code);
 }
@@ -88,11 +98,11 @@ int
 own_fds(int *fds, int extra)
 {
 	int n = 0;
-	fds[n++] = z.ctl;
+	fds[n++] = z.ctl ? peer_fd(z.ctl) : -1;
 	fds[n++] = z.sigfd;
 	fds[n++] = spare.sock;
 	for (int i = 0; i < z.nruns; i++) {
-		fds[n++] = z.runs[i].conn;
+		fds[n++] = z.runs[i].conn ? peer_fd(z.runs[i].conn) : -1;
 		fds[n++] = z.runs[i].learn;
 	}
 	if (extra >= 0)
@@ -193,16 +203,15 @@ start_run(struct proto_request *req, int32_t id, int conn)
 	struct run *r = &z.runs[z.nruns++];
 	r->id = id;
 	r->pid = pid;
-	r->conn = conn;
+	r->conn = NULL;
 	r->learn = lp[0];
-	fdpass_reader_init(&r->rd);
 	if (id < 0) {
 		/* The practice run has no client to hear from. */
 		close(conn);
-		r->conn = -1;
 		return;
 	}
 	fcntl(conn, F_SETFL, fcntl(conn, F_GETFL) | O_NONBLOCK);
+	r->conn = peer_create(conn); /* NULL (out of memory): as if the client left */
 	log_debug("run %d: child %d", (int)id, (int)pid);
 }
 
@@ -268,9 +277,7 @@ note_warm_children(void)
 static void
 run_remove(int i)
 {
-	fdpass_reader_finish(&z.runs[i].rd);
-	if (z.runs[i].conn >= 0)
-		close(z.runs[i].conn);
+	peer_destroy(z.runs[i].conn);
 	if (z.runs[i].learn >= 0)
 		close(z.runs[i].learn);
 	z.runs[i] = z.runs[--z.nruns];
@@ -302,8 +309,8 @@ reap(void)
 							 : ZEXIT_INTERNAL;
 			/* Whatever the run left in its process group goes with it. */
 			kill(-pid, SIGKILL);
-			if (r->conn >= 0)
-				fdpass_send_msg(r->conn, PROTO_MSG_EXIT, &code, sizeof(code));
+			if (r->conn)
+				peer_send_i32(r->conn, PROTO_MSG_EXIT, code);
 			if (r->id >= 0)
 				send_done(r->id, code);
 			if (learn(r))
@@ -357,30 +364,25 @@ run_over(const struct run *r)
 	return r->learn >= 0 && poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
 }
 
+/* A message from a run's client: a signal to forward, or the end of it. */
+static int
+client_frame(struct peer *p, struct peer_frame *f, void *arg)
+{
+	struct run *r = arg;
+	int32_t sig;
+	if (f->type != PROTO_MSG_SIGNAL || proto_get_i32(f->payload, f->len, &sig) < 0 ||
+	    !forwardable(sig))
+		return PEER_STOP; /* broke the protocol: gone */
+	/* SIGTSTP cannot stop an orphaned group's leader usefully: stop it. */
+	kill(-r->pid, sig == SIGTSTP ? SIGSTOP : sig);
+	return 0;
+}
+
 static void
 client_readable(struct run *r)
 {
-	for (;;) {
-		ssize_t n = fdpass_reader_fill(&r->rd, r->conn);
-		if (n == -EAGAIN)
-			return;
-		if (n <= 0)
-			goto gone;
-		struct proto_hdr h;
-		const char *p;
-		int m;
-		while ((m = fdpass_reader_next(&r->rd, &h, &p)) > 0) {
-			int32_t sig;
-			if (h.type != PROTO_MSG_SIGNAL || proto_get_i32(p, h.len, &sig) < 0 ||
-			    !forwardable(sig))
-				goto gone;
-			/* SIGTSTP cannot stop an orphaned group's leader usefully: stop it. */
-			kill(-r->pid, sig == SIGTSTP ? SIGSTOP : sig);
-		}
-		if (m < 0)
-			goto gone;
-	}
-gone:
+	if (peer_read(r->conn, client_frame, r) == 1)
+		return;
 	/*
 	 * The client died or broke the protocol: its run dies with it. Unless
 	 * the run is over (the child said so on the learning pipe before it
@@ -391,8 +393,8 @@ gone:
 		kill(-r->pid, SIGKILL);
 		kill(r->pid, SIGKILL);
 	}
-	close(r->conn);
-	r->conn = -1;
+	peer_destroy(r->conn);
+	r->conn = NULL;
 }
 
 static void
@@ -407,21 +409,16 @@ request_failed(const char *why)
 	z.in_request = 0;
 }
 
-/* One message on the control socket. Returns -1 when the zygote must exit. */
+/* One message on the control socket, with the descriptors that came with
+ * it. PEER_STOP, with *(int *)arg set, when the zygote must exit. */
 static int
-ctl_message(const struct proto_hdr *h, const char *p)
+ctl_frame(struct peer *peer, struct peer_frame *f, void *arg)
 {
-	int fds[PROTO_MAX_FDS];
-	int nfds = 0;
-
+	const char *p = f->payload;
 	if (z.in_request) {
-		if (h->type == PROTO_MSG_FDS && h->len == sizeof(uint32_t)) {
-			uint32_t count;
-			memcpy(&count, p, sizeof(count));
-			if (count <= PROTO_MAX_FDS)
-				nfds = fdpass_reader_take_fds(&z.ctl_rd, fds, (int)count);
-		}
-		int r = proto_decoder_feed(&z.dec, h->type, p, h->len, fds, nfds);
+		/* The decoder owns the descriptors from here. */
+		int r = proto_decoder_feed(&z.dec, f->type, p, f->len, f->fds, f->nfds);
+		f->nfds = 0;
 		if (r < 0) {
 			request_failed(z.dec.error);
 		} else if (r == 1) {
@@ -432,14 +429,16 @@ ctl_message(const struct proto_hdr *h, const char *p)
 		}
 		return 0;
 	}
-	switch (h->type) {
+	switch (f->type) {
 	case PROTO_MSG_Z_RUN: {
 		int32_t id;
-		if (proto_get_i32(p, h->len, &id) < 0 ||
-		    fdpass_reader_take_fds(&z.ctl_rd, &z.req_conn, 1) != 1) {
+		if (proto_get_i32(p, f->len, &id) < 0 || f->nfds != 1) {
 			log_error("malformed run hand-over from the supervisor");
-			return -1;
+			*(int *)arg = 1;
+			return PEER_STOP;
 		}
+		z.req_conn = f->fds[0];
+		f->fds[0] = -1;
 		z.req_id = id;
 		z.in_request = 1;
 		proto_decoder_init(&z.dec);
@@ -447,7 +446,7 @@ ctl_message(const struct proto_hdr *h, const char *p)
 	}
 	case PROTO_MSG_Z_DRAIN: {
 		int32_t grace;
-		if (proto_get_i32(p, h->len, &grace) < 0)
+		if (proto_get_i32(p, f->len, &grace) < 0)
 			grace = 5000;
 		z.draining = 1;
 		z.drain_deadline = now_ms() + grace;
@@ -455,8 +454,9 @@ ctl_message(const struct proto_hdr *h, const char *p)
 		return 0;
 	}
 	default:
-		log_error("unexpected message %u from the supervisor", h->type);
-		return -1;
+		log_error("unexpected message %u from the supervisor", f->type);
+		*(int *)arg = 1;
+		return PEER_STOP;
 	}
 }
 
@@ -492,14 +492,21 @@ serve(void)
 			return 0;
 		struct pollfd pfd[MAX_RUNS + 2];
 		int n = 0;
-		pfd[n] = (struct pollfd){ .fd = z.ctl, .events = POLLIN };
+		/* What waits to go to the supervisor goes on POLLOUT: a
+		 * supervisor that does not read costs a queue, not a wait. */
+		pfd[n] = (struct pollfd){ .fd = peer_fd(z.ctl),
+					  .events = POLLIN |
+						    (peer_wants_write(z.ctl) ? POLLOUT : 0) };
 		n++;
 		pfd[n] = (struct pollfd){ .fd = z.sigfd, .events = POLLIN };
 		n++;
 		for (int i = 0; i < z.nruns; i++) {
-			if (z.runs[i].conn < 0)
+			struct peer *c = z.runs[i].conn;
+			if (!c)
 				continue;
-			pfd[n] = (struct pollfd){ .fd = z.runs[i].conn, .events = POLLIN };
+			pfd[n] = (struct pollfd){ .fd = peer_fd(c),
+						  .events = POLLIN |
+							    (peer_wants_write(c) ? POLLOUT : 0) };
 			n++;
 		}
 		int timeout = -1;
@@ -525,9 +532,15 @@ serve(void)
 		for (int j = 2; j < n; j++) {
 			if (!pfd[j].revents)
 				continue;
-			for (int i = 0; i < z.nruns; i++)
-				if (z.runs[i].conn == pfd[j].fd)
-					client_readable(&z.runs[i]);
+			for (int i = 0; i < z.nruns; i++) {
+				struct run *r = &z.runs[i];
+				if (!r->conn || peer_fd(r->conn) != pfd[j].fd)
+					continue;
+				if (pfd[j].revents & POLLOUT)
+					peer_flush(r->conn); /* a failure shows as end of file */
+				if (pfd[j].revents & ~POLLOUT)
+					client_readable(r);
+			}
 		}
 		if (pfd[1].revents & POLLIN) {
 			struct signalfd_siginfo si;
@@ -544,20 +557,16 @@ serve(void)
 			}
 			reap();
 		}
-		if (pfd[0].revents) {
-			ssize_t r = fdpass_reader_fill(&z.ctl_rd, z.ctl);
-			if (r == 0 || (r < 0 && r != -EAGAIN)) {
+		if ((pfd[0].revents & POLLOUT) && peer_flush(z.ctl) < 0)
+			orphaned_exit(); /* the supervisor is gone */
+		if (pfd[0].revents & ~POLLOUT) {
+			int fatal = 0;
+			int r = peer_read(z.ctl, ctl_frame, &fatal);
+			if (fatal || r == -EMSGSIZE)
+				return 1;
+			if (r <= 0)
 				/* The supervisor is gone: nobody can reach us any more. */
 				orphaned_exit();
-			}
-			struct proto_hdr h;
-			const char *p;
-			int m;
-			while ((m = fdpass_reader_next(&z.ctl_rd, &h, &p)) > 0)
-				if (ctl_message(&h, p) < 0)
-					return 1;
-			if (m < 0)
-				return 1;
 		}
 	}
 }
@@ -605,12 +614,12 @@ zygote_main(int argc, char **argv)
 		{ 0 },
 	};
 	const char *python = PYZ_DEFAULT_PYTHON;
-	int c;
+	int c, ctl_fd = -1;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
-			z.ctl = atoi(optarg);
+			ctl_fd = atoi(optarg);
 			break;
 		case 'r':
 			z.root = optarg;
@@ -634,7 +643,7 @@ zygote_main(int argc, char **argv)
 			return ZEXIT_USAGE;
 		}
 	}
-	if (z.ctl < 0 || !z.root || z.supervisor <= 0) {
+	if (ctl_fd < 0 || !z.root || z.supervisor <= 0) {
 		fprintf(stderr, "pytest-zygote: __zygote is internal; use 'pytest-zygote start'\n");
 		return ZEXIT_USAGE;
 	}
@@ -650,7 +659,9 @@ zygote_main(int argc, char **argv)
 		return 0;
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	setproctitle("zygote gen %d %s", z.generation, z.root);
-	fdpass_reader_init(&z.ctl_rd);
+	z.ctl = peer_create(ctl_fd);
+	if (!z.ctl)
+		return ZEXIT_NOSTART;
 
 	char text[1024], err[768], ver[32];
 	int m = zygote_python_matches(python, ver, sizeof(ver));
@@ -723,7 +734,7 @@ zygote_main(int argc, char **argv)
 		 w.status);
 	log_info("generation %d warm: %ld modules in %.2f s (%s)", z.generation, w.modules,
 		 w.seconds, w.status);
-	if (w.files && fdpass_send_msg(z.ctl, PROTO_MSG_Z_FILES, w.files, strlen(w.files) + 1) < 0)
+	if (w.files && peer_send_text(z.ctl, PROTO_MSG_Z_FILES, w.files) < 0)
 		log_warn("cannot send the watch list to the supervisor");
 	free(w.files);
 	const char *sp = getenv("PYTEST_ZYGOTE_SPARE");
@@ -738,7 +749,7 @@ zygote_main(int argc, char **argv)
 		snprintf(deferred_ready, sizeof(deferred_ready), "%s", text);
 	else
 		send_ready(text);
-	fcntl(z.ctl, F_SETFL, fcntl(z.ctl, F_GETFL) | O_NONBLOCK);
+	fcntl(peer_fd(z.ctl), F_SETFL, fcntl(peer_fd(z.ctl), F_GETFL) | O_NONBLOCK);
 	note_warm_children();
 	/* The supervisor may have died while we were blocking SIGTERM. */
 	if (getppid() != z.supervisor)

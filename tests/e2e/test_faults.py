@@ -9,7 +9,9 @@ crash without a run are in test_signals.py and test_lifecycle.py; these extend
 them with processes that escape the run's process group and with the cases
 those files do not cover."""
 
+import collections
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -338,3 +340,61 @@ def test_client_gone_while_output_is_pending(pz, faults):
     pz_util.assert_no_strays(_markers(pz), srv.pid)
     _still_serves(pz, root, srv)
     assert srv.wait_idle()["running"] == 0
+
+
+# -- a zygote that stops reading ----------------------------------------------
+
+
+def test_a_stopped_zygote_costs_a_queue_not_the_server(pz, faults):
+    """The zygote stops reading its control socket (SIGSTOP here; swapping
+    or a debugger do the same) for 10 s while 20 runs, each with a 100 KB
+    environment, are started. The supervisor keeps answering (status within
+    2 s), queues the hand-overs whole, and once the zygote goes on every run
+    ends as plain pytest does, served by the same zygote. The supervisor used
+    to wait up to 5 s per hand-over, then leave half a message on the socket,
+    and the zygote exited when it resumed: status timed out and the runs
+    exited 70 and 75."""
+    root, srv = faults
+    st = srv.status()
+    zygote, gen = st["zygote_pid"], st["generation"]
+    env = {"PZ_BIG_ENV": "x" * 100_000}
+    args = ["-q", "-p", "no:cacheprovider", NODE % "test_ok"]
+    assert pz.run_plain(args, cwd=root, env=env).rc == 0
+    problems, seen, clients = [], [], []
+    os.kill(zygote, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        for _ in range(20):
+            clients.append(_launch(pz, root, "test_ok", env, args=args[:-1]))
+        while time.monotonic() - start < 10:
+            t = time.monotonic()
+            try:
+                r = pz.cli("status", "--root", root, "--json", timeout=3)
+            except AssertionError as e:  # timed out
+                problems.append("status did not answer: %s" % str(e)[:200])
+                continue
+            took = time.monotonic() - t
+            if r.rc != 0 or took > 2:
+                problems.append("status took %.1f s (rc %d, %r)" % (took, r.rc, r.err))
+            else:
+                st = json.loads(r.out)
+                seen.append((st["running"], st["queued"]))
+            time.sleep(0.25)
+    finally:
+        os.kill(zygote, signal.SIGCONT)
+    ends = []
+    for c in clients:
+        out, err = _finish(c)
+        ends.append((c.returncode, out, err))
+    codes = [e[0] for e in ends]
+    bad = [e for e in ends if e[0] != 0]
+    assert not bad, "exit codes %s; %d status checks failed (%s); first failed run: %r" % (
+        dict(collections.Counter(codes)), len(problems), problems[:1], bad[0])
+    assert all(b"1 passed" in out for _, out, _ in ends)
+    assert not problems, problems
+    # The runs were handed to the stopped zygote (running), the rest waited
+    # for a slot (queued), and the zygote that served them is the same one.
+    assert any(running > 0 and running + queued == 20 for running, queued in seen), seen
+    st = srv.wait_idle()
+    assert (st["zygote_pid"], st["generation"], st["running"]) == (zygote, gen, 0), st
+    pz_util.assert_no_strays(_markers(pz), srv.pid)

@@ -743,5 +743,17 @@ main(void)
 		is_str(v, "", "kv: absent gives an empty value");
 		is_int(proto_kv_get("", "pid", v, sizeof(v)), 0, "kv: empty text");
 	}
+	/* proto_msg_fds: which messages carry descriptors, and how many. */
+	{
+		uint32_t n = 3, over = PROTO_MAX_FDS + 1;
+		int32_t id = 1;
+		is_int(proto_msg_fds(PROTO_MSG_FDS, &n, sizeof(n)), 3, "fds: FDS its count");
+		is_int(proto_msg_fds(PROTO_MSG_FDS, &over, sizeof(over)), 0,
+		       "fds: an FDS over the limit none (the decoder refuses it)");
+		is_int(proto_msg_fds(PROTO_MSG_FDS, &n, 2), 0, "fds: a malformed FDS none");
+		is_int(proto_msg_fds(PROTO_MSG_Z_RUN, &id, sizeof(id)), 1,
+		       "fds: Z_RUN the client connection");
+		is_int(proto_msg_fds(PROTO_MSG_NOTICE, "x", 1), 0, "fds: others none");
+	}
 	return done_testing();
 }
