@@ -42,19 +42,25 @@ def test_modules_pytest_reexecutes_run_in_every_run_as_in_plain(pz, rootless, mo
         assert sorted(ln.split()[0] for ln in _lines(log)) == executed
 
 
-def test_an_edited_rootless_conftest_runs_again(pz, rootless):
+def test_an_edited_rootless_conftest_runs_again(pz, rootless, tmp_path):
     root, log, env = rootless
-    # No fresh generation during the test: its learning run imports the
-    # conftests too and would write to the same log (seen in CI).
-    pz.start(root, env=dict(env, PYTEST_ZYGOTE_SETTLE_MS="3600000"))
+    pz.start(root, env=env)
     assert pz.run_zygote(ARGS, cwd=root, env=env).rc == 0
     log.write_text("")
     sub = root / "tests" / "sub" / "conftest.py"
     sub.write_text(sub.read_text().replace('"sub/conftest ', '"sub/conftest-v2 '))
-    z = pz.run_zygote(ARGS, cwd=root, env=env)
-    assert z.rc == 0, z
-    assert [ln.split()[0] for ln in _lines(log) if "sub/" in ln] == ["sub/conftest-v2"], \
-        _lines(log)
+    # The run says its pid: a fresh generation that warms up meanwhile runs
+    # every conftest in its learning run, writing to the same log.
+    (tmp_path / "say_pid.py").write_text(
+        "import os\n\ndef pytest_sessionstart(session):\n    print('RUN-PID', os.getpid())\n")
+    run_env = dict(env, PYTHONPATH=str(tmp_path))
+    z = pz.run_zygote(ARGS + ["-s", "-p", "say_pid"], cwd=root, env=run_env)
+    assert z.rc == 0 and "RUN-PID " in z.out, z
+    pid = z.out.split("RUN-PID ")[1].split()[0]
+    mine = [ln.split()[0] for ln in _lines(log) if ln.split()[1] == pid]
+    # rootless conftests run in every run, as in plain pytest; the edit's text
+    assert mine == ["conftest", "sub/conftest-v2", "test_rootless"], _lines(log)
+    assert not any(ln.split()[0] == "sub/conftest" for ln in _lines(log)), _lines(log)
 
 
 def _built_config(prof):
