@@ -15,6 +15,8 @@ NOT_PROJECT = ("site-packages", "dist-packages", ".venv", "venv", ".tox", ".nox"
 
 
 def is_project_file(path):
+    """Whether an absolute path is the project's: under the root, and not in
+    a directory of third-party code there (NOT_PROJECT)."""
     if not path or not state.root:
         return False
     if not (path == state.root or path.startswith(state.root + os.sep)):

@@ -37,8 +37,6 @@ def progress(phase=None):
 # Callers of os.environ[key] that read the whole environment (a copy, an
 # items() loop, a comparison): not reads of one variable by a module.
 _WHOLE_ENV_READERS = frozenset(("copy", "__iter__", "__eq__", "__or__", "__ror__", "__repr__"))
-
-
 # Modules of os.environ's own machinery (Mapping.get is collections.abc's).
 _ENV_MACHINERY = frozenset(("os", "_collections_abc", "collections.abc"))
 
