@@ -23,7 +23,7 @@
 #define ZEXIT_RETRY 75    /* the zygote died during the run: run again */
 
 /* FNV-1a, 64 bits: stable names for roots (paths.c) and digests of values
- * (supervisor/variant.c; the zygote's _digest computes the same). */
+ * (supervisor/variant.c; the zygote's _zy/inputs.py computes the same). */
 #define FNV1A_BASIS 14695981039346656037ULL
 static inline unsigned long long
 fnv1a(unsigned long long h, const void *data, size_t n)

@@ -42,7 +42,7 @@ pages_path(char *buf, size_t size)
 	snprintf(buf, size, "%s/%s.pages", s.o->paths.dir, s.o->paths.name);
 }
 
-/* What the last learning run reported (_zygote._learn_and_import), beside it. */
+/* What the last learning run reported (_zy/warmup.py, _learn_and_import), beside it. */
 static void
 learned_path(char *buf, size_t size)
 {

@@ -105,7 +105,7 @@ interp_value(const char *name, const char *v)
 	return v;
 }
 
-/* A value's digest as the zygote writes it in E lines (_zygote._digest). */
+/* A value's digest as the zygote writes it in E lines (_zy/inputs.py, _digest). */
 static void
 env_digest(const char *v, char *buf, size_t size)
 {

@@ -1,7 +1,8 @@
 /*
  * Embedding CPython: interpreter set-up, the warm-up call and the per-run
- * call into plugin/src/pytest_zygote/_zygote.py. The only file that includes
- * Python.h. Never used by the supervisor, which must not initialise Python.
+ * call into plugin/src/pytest_zygote/_zygote.py (which hands them on to the
+ * modules of _zy/). The only file that includes Python.h. Never used by the
+ * supervisor, which must not initialise Python.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

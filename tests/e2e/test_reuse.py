@@ -125,7 +125,7 @@ def test_runs_reuse_the_rewritten_code_of_unchanged_test_modules(pz, tmp_path):
         z = pz.run_zygote(["-q"], cwd=root, env={"PYTEST_ZYGOTE_PROFILE": str(prof)})
         assert z.rc == plain.rc and normalise(z.out) == normalise(plain.out), (z, plain)
         # pytest's own cache reads and rewrites (the zygote's wrapper of
-        # _read_pyc lives in _zygote.py, not counted)
+        # _read_pyc lives in _zy/speedups.py, not counted)
         return sum(_calls(prof, name, "_pytest/assertion/rewrite.py")
                    for name in ("_read_pyc", "rewrite_asserts"))
 
