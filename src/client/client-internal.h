@@ -41,6 +41,9 @@ int cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **a
 /* start.c: start the server for p (detached, or become it with --foreground). */
 int do_start(const struct opts *o, const struct zpaths *p);
 
+/* Log conf_check_env's lines (errs is cut up); returns -1. */
+int check_env_failed(char *errs);
+
 /* status.c: print the result of `start` from the supervisor's report line. */
 int print_report(const struct zpaths *p, const char *line, int to_stderr);
 

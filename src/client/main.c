@@ -396,15 +396,6 @@ missing:
  * flags left unset (flags > environment > section > defaults). Returns -1
  * when bad settings stop command c (logged), else 0.
  */
-/* Report conf_check_env's lines; returns -1. */
-static int
-env_errors(char *errs)
-{
-	for (char *line = strtok(errs, "\n"); line; line = strtok(NULL, "\n"))
-		log_error("%s", line);
-	return -1;
-}
-
 static int
 load_settings(const struct command *c, struct opts *o, const char *root)
 {
@@ -428,12 +419,11 @@ load_settings(const struct command *c, struct opts *o, const char *root)
 			return -1;
 	}
 	/* The environment gets the file's checks (conf.c's table): settings this
-	 * command reads, and those of a server it may start. */
+	 * command reads (those of a server it starts: do_start). */
 	char errs[4096];
-	int when = CONF_AT_CLIENT | (c->flags & CMD_PYTEST_ARGS ? CONF_AT_RUN : 0) |
-		   (c->flags & CMD_CONF_FATAL ? CONF_AT_START : 0);
+	int when = CONF_AT_CLIENT | (c->flags & CMD_PYTEST_ARGS ? CONF_AT_RUN : 0);
 	if (conf_check_env(when, errs, sizeof(errs)) > 0)
-		return env_errors(errs);
+		return check_env_failed(errs);
 	const char *env;
 	static char default_python[PATH_MAX];
 	if (!o->python_set) {
@@ -458,9 +448,6 @@ load_settings(const struct command *c, struct opts *o, const char *root)
 		else if (o->conf.start_if_needed >= 0)
 			o->start_if_needed = o->conf.start_if_needed;
 	}
-	if (o->start_if_needed && !(when & CONF_AT_START) &&
-	    conf_check_env(CONF_AT_START, errs, sizeof(errs)) > 0)
-		return env_errors(errs);
 	return 0;
 }
 

@@ -228,6 +228,14 @@ start_detached(const struct opts *o, const struct zpaths *p, const char *server)
 }
 
 int
+check_env_failed(char *errs)
+{
+	for (char *line = strtok(errs, "\n"); line; line = strtok(NULL, "\n"))
+		log_error("%s", line);
+	return -1;
+}
+
+int
 do_start(const struct opts *o, const struct zpaths *p)
 {
 	struct stat st;
@@ -240,19 +248,17 @@ do_start(const struct opts *o, const struct zpaths *p)
 			  o->python);
 		return ZEXIT_USAGE;
 	}
-	/* The sandbox policy: the variable wins over the section (which conf.c checked). */
+	/* What the server reads from the environment, checked (and normalized)
+	 * by conf.c's table, here where every start passes: start, restart,
+	 * run --start-if-needed and a run's variant zygote. */
+	char errs[4096];
+	if (conf_check_env(CONF_AT_START, errs, sizeof(errs)) > 0) {
+		check_env_failed(errs);
+		return ZEXIT_USAGE;
+	}
+	/* The sandbox policy: the variable wins over the section. */
 	const char *sb = getenv("PYTEST_ZYGOTE_SANDBOX");
 	int mode = sb && *sb ? conf_parse_sandbox(sb) : o->conf.sandbox;
-	if (sb && *sb && mode < 0) {
-		log_error("PYTEST_ZYGOTE_SANDBOX='%s' is not on, off or no-network",
-			  log_escape(sb));
-		return ZEXIT_USAGE;
-	}
-	const char *rl = getenv("PYTEST_ZYGOTE_RELOAD");
-	if (rl && *rl && strcmp(rl, "child") != 0 && strcmp(rl, "fresh") != 0) {
-		log_error("PYTEST_ZYGOTE_RELOAD='%s' is not child or fresh", log_escape(rl));
-		return ZEXIT_USAGE;
-	}
 	if (!HAVE_SECCOMP && mode == SANDBOX_NO_NETWORK) {
 		log_error(
 			"sandbox = no-network needs seccomp, but this pytest-zygote was built "
