@@ -95,9 +95,16 @@ def test_hands_over_before_pytest_is_imported(pz, hook_env):
     (root / "tests" / "test_fails.py").write_text("def test_fails():\n    assert 0\n")
     pz.start(root, env=_env(pz, hook_env))
     args = ("-p", "no:cacheprovider", "-rA", "-v")
+    # twice in a row, then after an edit: per test id as plain pytest
+    for what in ("(start hook)", "(start hook, again)"):
+        r = _pytest(pz, hook_env, root, *args)
+        assert HANDED in r.err, r
+        pz_util.assert_same_outcomes(_plain(pz, root, *args), r, what)
+    (root / "tests" / "test_fails.py").write_text(
+        "def test_fails():\n    assert 1\n\n\ndef test_new():\n    assert 0\n")
     r = _pytest(pz, hook_env, root, *args)
-    assert HANDED in r.err, r
-    pz_util.assert_same_outcomes(_plain(pz, root, *args), r, "(start hook)")
+    assert HANDED in r.err and "test_fails.py::test_new FAILED" in r.out, r
+    pz_util.assert_same_outcomes(_plain(pz, root, *args), r, "(start hook, after an edit)")
     r = _pytest(pz, hook_env, root, "-q", "-s", "-k", "where")
     assert r.rc == 0 and "IN-ZYGOTE" in r.out and HANDED in r.err, r
     # From a subdirectory, with a node id: the rootdir pytest would find.
