@@ -44,14 +44,27 @@ struct watch;
  * its connection is dropped (the wait a blocking send used to have). */
 #define LINGER_MS 5000
 
-/* A client's connection, from accept until its reply or hand-over to a zygote. */
+/* Where a client's connection is. The loop polls it by its state. */
+enum conn_state {
+	CONN_READING,   /* its request is being read */
+	CONN_REQUESTED, /* the request is complete and about to be acted on */
+	CONN_WAITING,   /* a run or WAIT parked until a generation is warm (or one
+			 * with a new hash seed); a Ctrl-C cancels it */
+	CONN_QUEUED,    /* a run parked at the max_runs limit, first come first served */
+	CONN_STOPPING,  /* a STOP, answered once the server has stopped */
+	CONN_LINGERING, /* answered; its reply is still going out (for at most LINGER_MS) */
+	CONN_CLOSED,    /* gone; freed by conn_sweep, where no handler holds it */
+};
+
+/* A client's connection, from accept until its reply is out or its run is
+ * handed over to a zygote. */
 struct conn {
-	struct peer *peer; /* non-blocking, like every socket of ours */
+	enum conn_state state;
+	struct peer *peer; /* non-blocking, like every socket of ours; NULL once CLOSED */
 	struct proto_decoder dec;
-	int waiting;         /* request complete, parked until a generation is warm / stop ends */
-	long long queued_ms; /* > 0: parked because max_runs runs are in progress */
-	long queue_seq;      /* first come, first served */
-	int noticed;         /* the client was told it waits */
+	long long deadline_ms; /* LINGERING: dropped then; QUEUED: told why then */
+	long queue_seq;        /* QUEUED: first come, first served */
+	int told;              /* the client was told why it waits */
 };
 
 /* A zygote generation: a slot of s.gens. */
@@ -104,19 +117,14 @@ struct supervisor_state {
 	long long fresh_since_ms;
 	char fresh_reason[600];
 	long refreshes;
+	/* Every connection, in the order they were accepted (CLOSED ones until
+	 * conn_sweep frees them). */
 	struct conn *conns[MAX_CONNS];
 	int nconns;
-	/* Connections answered whose reply is still being written (the client
-	 * reads slowly); closed once it is out, dropped after LINGER_MS. */
-	struct lingering_reply {
-		struct peer *peer;
-		long long until_ms;
-	} lingering[MAX_CONNS];
-	int nlingering;
 	long runs;
 	int running;
 	int max_runs; /* 0: no limit */
-	int queued;
+	int queued;   /* connections QUEUED */
 	long queue_seq;
 	int32_t next_run;
 	int stopping;
@@ -156,8 +164,8 @@ void supervisor_begin_stop(int grace_ms);
 
 /* conn.c: connections */
 
-/* Send one message to connection i, then close it (i's slot is reused). */
-void conn_reply(int i, uint32_t type, const char *text);
+/* Send one message to c, then close it (it lingers while the reply goes out). */
+void conn_reply(struct conn *c, uint32_t type, const char *text);
 
 /* Start queued runs, oldest first, while there is room under max_runs. */
 void conn_dispatch_queue(void);
@@ -165,28 +173,23 @@ void conn_dispatch_queue(void);
 /* A generation became warm: serve what waited for it. */
 void conn_serve_waiting(void);
 
-/* Tell runs that have waited about a second for a free slot why they wait;
- * the next time one is due, or -1. */
-long long conn_notice_queued(long long now);
+/* The connections' timers: tell queued runs that have waited about a second
+ * why they wait, drop connections whose reply is overdue. The next time one
+ * is due, or -1. */
+long long conn_expire(long long now);
 
-/* A parked client sent something: a terminating signal cancels its run. */
-void conn_waiting_readable(int i);
+/* POLLIN (or hang-up, error) on c: by its state, read its request and act
+ * on it, take a Ctrl-C while it is parked, or finish writing its reply. */
+void conn_readable(struct conn *c);
 
-/* Read what connection i sent and act on a complete request. */
-void conn_readable(int i);
+/* POLLOUT on c: write what it has queued; close it once a reply is out. */
+void conn_writable(struct conn *c);
 
 /* Accept every pending connection from our own uid. */
 void conn_accept_clients(void);
 
-/* POLLOUT (or an error) on connection i: write what it has queued. 0 when
- * that closed it (the client is gone). */
-int conn_writable(int i);
-
-/* POLLOUT on lingering connection k: write its reply, close it once out. */
-void conn_linger_writable(int k);
-
-/* Drop lingering connections whose time is up; the next deadline, or -1. */
-long long conn_linger_expire(long long now);
+/* Free the CLOSED connections. Only where no handler holds one (the loop). */
+void conn_sweep(void);
 
 /* gen.c: generations */
 
