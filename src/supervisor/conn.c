@@ -397,11 +397,14 @@ parked_readable(struct conn *c)
 		conn_drop(c);
 }
 
-/* One message of a request: feed the decoder, act once it is complete. */
+/* One message of a request: feed the decoder; the messages read with the
+ * end of the request are a parked client's (request_readable). */
 static int
 request_frame(struct peer *p, struct peer_frame *f, void *arg)
 {
 	struct conn *c = arg;
+	if (c->state == CONN_REQUESTED)
+		return parked_frame(p, f, arg);
 	/* The decoder owns the descriptors from here, and closes them on error. */
 	int r = proto_decoder_feed(&c->dec, f->type, f->payload, f->len, f->fds, f->nfds);
 	f->nfds = 0;
@@ -416,20 +419,36 @@ request_frame(struct peer *p, struct peer_frame *f, void *arg)
 		conn_reply(c, PROTO_MSG_ERROR, c->dec.error);
 		return PEER_STOP;
 	}
-	if (r == 1) {
-		/* What follows the request (an early SIGNAL) stays buffered. */
+	if (r == 1)
 		set_state(c, CONN_REQUESTED);
-		request_complete(c);
-		return PEER_STOP;
-	}
 	return 0;
 }
 
-/* Read what c sent while its request is being read. */
+/*
+ * Read what c sent while its request is being read. Once it is complete,
+ * the messages that came in the same read are taken before it is acted on:
+ * a Ctrl-C sent right after the request cancels the run as when it is
+ * parked, instead of staying in our buffer, unseen, while the run is handed
+ * over or waits.
+ */
 static void
 request_readable(struct conn *c)
 {
 	int r = peer_read(c->peer, request_frame, c);
+	/* A message cut off at the end of that read: its rest is in the socket
+	 * (a client writes a message at once). Read it here, or a zygote
+	 * would be handed half a message. */
+	for (int k = 0; k < 8 && r == 1 && c->state == CONN_REQUESTED && peer_read_partial(c->peer);
+	     k++)
+		r = peer_read(c->peer, request_frame, c);
+	if (c->state == CONN_REQUESTED && (r == 1 || r == 0)) {
+		if (peer_read_partial(c->peer))
+			conn_reply(c, PROTO_MSG_ERROR,
+				   "the request was followed by part of a message");
+		else
+			request_complete(c); /* at end of file too: it can still read a reply */
+		return;
+	}
 	if (r == 1 || r == PEER_STOP)
 		return;
 	if (r == -ETOOMANYREFS) {

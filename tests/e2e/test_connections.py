@@ -1,0 +1,126 @@
+"""The supervisor's client connections, over the real socket: a Ctrl-C sent
+together with the end of a request cancels the run wherever the run is
+(handed over at once, queued under max_runs, waiting for a generation)."""
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+
+import pz_util
+from pz_util import (MSG_ERROR, MSG_EXIT, MSG_NOTICE, MSG_SIGNAL, TIMEOUT, message, read_msg,
+                     run_request)
+from test_errors import _connect
+
+# A real client's environment has HOME, which the standard library reads at
+# import; without it the run would be sent to another zygote (a REDIRECT).
+RAW_ENV = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/")}
+
+
+def _send_run_and_ctrl_c(sock_path, root, node, env=None):
+    """A raw client: the whole run request and a SIGINT frame, the end of the
+    request and the SIGINT in one write (so in one read of the server's).
+    Returns (socket, read end of the run's stdout pipe)."""
+    head, tail = run_request(["-q", "-p", "no:cacheprovider", node], str(root),
+                             dict(RAW_ENV, **(env or {})))
+    r, w = os.pipe()
+    fds = [os.open("/dev/null", os.O_RDONLY), w, os.dup(w)]
+    s = _connect(sock_path)
+    try:
+        s.sendall(head)
+        socket.send_fds(s, [tail + message(MSG_SIGNAL, struct.pack("=i", signal.SIGINT))], fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return s, r
+
+
+def _messages(s, timeout):
+    """Every message until the first EXIT or ERROR (or EOF, or timeout)."""
+    s.settimeout(timeout)
+    out = []
+    try:
+        while True:
+            typ, payload = read_msg(s)
+            if typ is None:
+                break
+            out.append((typ, payload))
+            if typ in (MSG_EXIT, MSG_ERROR):
+                break
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return out
+
+
+def _assert_cancelled(msgs, out_fd):
+    assert [t for t, _ in msgs] == [MSG_NOTICE, MSG_EXIT], msgs
+    assert msgs[0][1].rstrip(b"\0") == b"interrupted before the run started", msgs
+    assert struct.unpack("=i", msgs[1][1]) == (128 + signal.SIGINT,), msgs
+    os.set_blocking(out_fd, False)
+    try:
+        ran = os.read(out_fd, 65536)
+    except BlockingIOError:
+        ran = b""
+    assert b"passed" not in ran, "the cancelled run ran: %r" % ran
+
+
+def test_ctrl_c_with_the_request_cancels_a_run_handed_over_at_once(pz):
+    root = pz.project("signals")
+    srv = pz.start(root)
+    s, out = _send_run_and_ctrl_c(srv.socket, root, "tests/test_signals.py::test_ok")
+    try:
+        _assert_cancelled(_messages(s, TIMEOUT), out)
+    finally:
+        s.close()
+        os.close(out)
+    st = srv.wait_idle()
+    assert st["runs"] == 0, st
+    r = pz.run_zygote(["-q", "tests/test_signals.py::test_ok"], cwd=root)
+    assert r.rc == 0 and "1 passed" in r.out, r
+
+
+def test_ctrl_c_with_the_request_cancels_a_queued_run(pz, tmp_path):
+    root = pz.project("signals")
+    srv = pz.start(root, "--max-runs", "1")
+    pid_file, release = tmp_path / "pids", tmp_path / "release"
+    holder = subprocess.Popen(
+        [pz.zbin, "run", "--", "-q", "tests/test_signals.py::test_wait_then_pass"], cwd=root,
+        env=pz.env({"PZ_PID_FILE": str(pid_file), "PZ_RELEASE_FILE": str(release)}),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert pz_util.wait_until(pid_file.exists, timeout=TIMEOUT), "the holder never ran"
+        s, out = _send_run_and_ctrl_c(srv.socket, root, "tests/test_signals.py::test_ok")
+        try:
+            # Answered while the holder still runs: the queued run never started.
+            _assert_cancelled(_messages(s, 20), out)
+        finally:
+            s.close()
+            os.close(out)
+        assert holder.poll() is None
+    finally:
+        release.touch()
+        out_text, err_text = holder.communicate(timeout=TIMEOUT)
+    assert holder.returncode == 0, (out_text, err_text)
+    st = srv.wait_idle()
+    assert st["queued"] == 0 and st["runs"] == 1, st
+
+
+def test_ctrl_c_with_the_request_cancels_a_run_that_waits_for_a_generation(pz):
+    # PYTEST_ZYGOTE_HASH_SEED=per-run after a run: it waits for a new generation.
+    root = pz.project("signals")
+    srv = pz.start(root)
+    r = pz.run_zygote(["-q", "-p", "no:cacheprovider", "tests/test_signals.py::test_ok"],
+                      cwd=root)
+    assert r.rc == 0, r
+    s, out = _send_run_and_ctrl_c(srv.socket, root, "tests/test_signals.py::test_ok",
+                                  env={"PYTEST_ZYGOTE_HASH_SEED": "per-run"})
+    try:
+        msgs = _messages(s, TIMEOUT)
+        if msgs and msgs[0][0] == MSG_NOTICE and b"new hash seed" in msgs[0][1]:
+            msgs = msgs[1:]  # told why it waits, then cancelled
+        _assert_cancelled(msgs, out)
+    finally:
+        s.close()
+        os.close(out)
+    assert srv.wait_idle()["runs"] == 1
