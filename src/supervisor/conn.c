@@ -203,15 +203,31 @@ route_elsewhere(struct conn *c)
 	return 1;
 }
 
-/* Park a REQUESTED connection in st (WAITING or QUEUED). */
-static void
+/*
+ * Park a REQUESTED connection in st (WAITING or QUEUED). Parked runs never
+ * take the last CONN_RESERVE slots, so that `status` and `stop` always find
+ * one: -1 when the run was refused for that.
+ */
+static int
 park(struct conn *c, enum conn_state st)
 {
+	int parked = 0;
+	for (int i = 0; i < s.nconns; i++)
+		if (s.conns[i]->state == CONN_WAITING || s.conns[i]->state == CONN_QUEUED)
+			parked++;
+	if (parked >= MAX_CONNS - CONN_RESERVE) {
+		char text[160];
+		snprintf(text, sizeof(text),
+			 "too many runs waiting (%d); try again when some have finished", parked);
+		conn_reply(c, PROTO_MSG_ERROR, text);
+		return -1;
+	}
 	set_state(c, st);
 	if (st == CONN_QUEUED) {
 		c->queue_seq = ++s.queue_seq;
 		c->deadline_ms = now_ms() + 1000; /* then say why it waits */
 	}
+	return 0;
 }
 
 /* A REQUESTED connection: answer it, park it or hand the run over. */
@@ -256,8 +272,7 @@ request_complete(struct conn *c)
 				peer_send_text(c->peer, PROTO_MSG_NOTICE, t);
 				c->told = 1;
 			}
-			park(c, CONN_WAITING);
-			if (s.next < 0)
+			if (park(c, CONN_WAITING) == 0 && s.next < 0)
 				gen_spawn(1);
 			return;
 		}
@@ -267,7 +282,7 @@ request_complete(struct conn *c)
 			if (c->dec.req.kind == PROTO_KIND_RUN && s.max_runs > 0 &&
 			    s.running >= s.max_runs) {
 				/* At the limit: queue, first come first served. */
-				park(c, CONN_QUEUED);
+				(void)park(c, CONN_QUEUED);
 				return;
 			}
 			if (c->dec.req.kind == PROTO_KIND_RUN) {
@@ -287,7 +302,7 @@ request_complete(struct conn *c)
 				 s.fresh_reason);
 			peer_send_text(c->peer, PROTO_MSG_NOTICE, text);
 		}
-		park(c, CONN_WAITING);
+		(void)park(c, CONN_WAITING);
 		return;
 	}
 }
@@ -341,9 +356,11 @@ long long
 conn_expire(long long now)
 {
 	long long wake = -1;
+	int idle = 0;
 	for (int i = 0; i < s.nconns; i++) {
 		struct conn *c = s.conns[i];
-		if (!(c->state == CONN_QUEUED && !c->told) && c->state != CONN_LINGERING)
+		if (c->state != CONN_READING && c->state != CONN_LINGERING &&
+		    !(c->state == CONN_QUEUED && !c->told))
 			continue;
 		if (now < c->deadline_ms) {
 			wake = wake < 0 || c->deadline_ms < wake ? c->deadline_ms : wake;
@@ -351,13 +368,25 @@ conn_expire(long long now)
 		}
 		if (c->state == CONN_QUEUED) {
 			tell_queued(c);
-			continue;
+		} else if (c->state == CONN_READING) {
+			char text[160];
+			snprintf(
+				text, sizeof(text),
+				"no whole request within %d s of connecting; closing the connection",
+				CONN_REQUEST_MS / 1000);
+			conn_reply(c, PROTO_MSG_ERROR, text);
+			idle++;
+		} else {
+			log_info("a client did not read its reply for %d s (%zu bytes left); "
+				 "closing its connection",
+				 LINGER_MS / 1000, peer_queued(c->peer));
+			conn_drop(c);
 		}
-		log_info("a client did not read its reply for %d s (%zu bytes left); closing its "
-			 "connection",
-			 LINGER_MS / 1000, peer_queued(c->peer));
-		conn_drop(c);
 	}
+	if (idle)
+		log_info(
+			"closed %d connection%s that sent no whole request within %d s of connecting",
+			idle, idle == 1 ? "" : "s", CONN_REQUEST_MS / 1000);
 	return wake;
 }
 
@@ -503,10 +532,51 @@ refuse(int fd, const char *text)
 	close_draining(p);
 }
 
+/*
+ * The table is full: close the oldest connection that has not sent a whole
+ * request, to make room. Reserving slots instead would not do: what a
+ * connection wants is known only once its request is read, so idle ones
+ * would take the reserve too. A client sends its request at once, so the one
+ * that has waited longest is the likeliest to be idle (and it goes by
+ * CONN_REQUEST_MS anyway). 0, or -1 when every connection is a request
+ * being served (parked runs leave CONN_RESERVE slots to the others).
+ */
+static int
+evict_idle(void)
+{
+	for (int i = 0; i < s.nconns; i++) {
+		struct conn *c = s.conns[i];
+		if (c->state != CONN_READING)
+			continue;
+		char text[160];
+		snprintf(text, sizeof(text),
+			 "too many connections (%d): closing this one, which sent no request, "
+			 "to serve a newer one",
+			 MAX_CONNS);
+		conn_reply(c, PROTO_MSG_ERROR, text);
+		/* Its slot is needed now; the loop calls us where no handler
+		 * holds a connection, so it can be freed at once. */
+		if (c->state == CONN_LINGERING)
+			conn_drop(c);
+		conn_sweep();
+		return 0;
+	}
+	/* Else a reply the client has not read (it would go after LINGER_MS). */
+	for (int i = 0; i < s.nconns; i++) {
+		if (s.conns[i]->state != CONN_LINGERING)
+			continue;
+		conn_drop(s.conns[i]);
+		conn_sweep();
+		return 0;
+	}
+	return -1;
+}
+
 /* Accept every pending connection from our own uid. */
 void
 conn_accept_clients(void)
 {
+	int evicted = 0;
 	for (;;) {
 		int fd = accept4(s.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0) {
@@ -515,7 +585,7 @@ conn_accept_clients(void)
 				log_warn("out of file descriptors; not accepting for 100 ms");
 				s.accept_paused_until = now_ms() + 100;
 			}
-			return;
+			break;
 		}
 		struct ucred cred;
 		socklen_t len = sizeof(cred);
@@ -531,8 +601,11 @@ conn_accept_clients(void)
 			continue;
 		}
 		if (s.nconns >= MAX_CONNS) {
-			refuse(fd, "too many connections; try again shortly");
-			continue;
+			if (evict_idle() < 0) {
+				refuse(fd, "too many connections; try again shortly");
+				continue;
+			}
+			evicted++;
 		}
 		struct conn *c = calloc(1, sizeof(*c));
 		if (!c) {
@@ -547,6 +620,10 @@ conn_accept_clients(void)
 		peer_set_limit(c->peer, CONN_MAX_QUEUED, 16);
 		proto_decoder_init(&c->dec);
 		c->state = CONN_READING;
+		c->deadline_ms = now_ms() + CONN_REQUEST_MS;
 		s.conns[s.nconns++] = c;
 	}
+	if (evicted)
+		log_warn("too many connections (%d): closed the oldest %d that had sent no request",
+			 MAX_CONNS, evicted);
 }

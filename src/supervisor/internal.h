@@ -39,6 +39,12 @@ struct watch;
 #pragma GCC visibility push(hidden)
 
 #define MAX_CONNS 512
+/* Of the MAX_CONNS slots, this many are never taken by parked runs (waiting
+ * for a generation or in the max_runs queue): room for `status` and `stop`. */
+#define CONN_RESERVE 16
+/* How long a client may take to send its whole request (a client sends it
+ * at once) before its connection is closed (docs/security.md). */
+#define CONN_REQUEST_MS 10000
 #define DEFAULT_GRACE_MS 5000
 /* How long a reply may take to reach a client that does not read it before
  * its connection is dropped (the wait a blocking send used to have). */
@@ -46,7 +52,7 @@ struct watch;
 
 /* Where a client's connection is. The loop polls it by its state. */
 enum conn_state {
-	CONN_READING,   /* its request is being read */
+	CONN_READING,   /* its request is being read (for at most CONN_REQUEST_MS) */
 	CONN_REQUESTED, /* the request is complete and about to be acted on */
 	CONN_WAITING,   /* a run or WAIT parked until a generation is warm (or one
 			 * with a new hash seed); a Ctrl-C cancels it */
@@ -62,7 +68,7 @@ struct conn {
 	enum conn_state state;
 	struct peer *peer; /* non-blocking, like every socket of ours; NULL once CLOSED */
 	struct proto_decoder dec;
-	long long deadline_ms; /* LINGERING: dropped then; QUEUED: told why then */
+	long long deadline_ms; /* READING, LINGERING: closed then; QUEUED: told why then */
 	long queue_seq;        /* QUEUED: first come, first served */
 	int told;              /* the client was told why it waits */
 };
@@ -174,8 +180,8 @@ void conn_dispatch_queue(void);
 void conn_serve_waiting(void);
 
 /* The connections' timers: tell queued runs that have waited about a second
- * why they wait, drop connections whose reply is overdue. The next time one
- * is due, or -1. */
+ * why they wait, close connections whose request or reply is overdue. The
+ * next time one is due, or -1. */
 long long conn_expire(long long now);
 
 /* POLLIN (or hang-up, error) on c: by its state, read its request and act
@@ -185,7 +191,8 @@ void conn_readable(struct conn *c);
 /* POLLOUT on c: write what it has queued; close it once a reply is out. */
 void conn_writable(struct conn *c);
 
-/* Accept every pending connection from our own uid. */
+/* Accept every pending connection from our own uid; at MAX_CONNS, the
+ * oldest that has not sent a whole request makes room. */
 void conn_accept_clients(void);
 
 /* Free the CLOSED connections. Only where no handler holds one (the loop). */

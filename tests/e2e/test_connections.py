@@ -1,12 +1,18 @@
 """The supervisor's client connections, over the real socket: a Ctrl-C sent
 together with the end of a request cancels the run wherever the run is
-(handed over at once, queued under max_runs, waiting for a generation)."""
+(handed over at once, queued under max_runs, waiting for a generation), and
+connections that never send a request cannot lock out `status`, `stop` or
+`run`: they are dropped after a deadline, and at the connection limit the
+oldest of them makes room."""
 
 import os
+import re
+import resource
 import signal
 import socket
 import struct
 import subprocess
+from pathlib import Path
 
 import pz_util
 from pz_util import (MSG_ERROR, MSG_EXIT, MSG_NOTICE, MSG_SIGNAL, TIMEOUT, message, read_msg,
@@ -16,6 +22,10 @@ from test_errors import _connect
 # A real client's environment has HOME, which the standard library reads at
 # import; without it the run would be sent to another zygote (a REDIRECT).
 RAW_ENV = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/")}
+
+# What src/supervisor/internal.h calls MAX_CONNS and CONN_REQUEST_MS.
+MAX_CONNS = 512
+REQUEST_DEADLINE_S = 10
 
 
 def _send_run_and_ctrl_c(sock_path, root, node, env=None):
@@ -124,3 +134,77 @@ def test_ctrl_c_with_the_request_cancels_a_run_that_waits_for_a_generation(pz):
         s.close()
         os.close(out)
     assert srv.wait_idle()["runs"] == 1
+
+
+# --- idle connections -------------------------------------------------------
+
+
+def _raise_nofile(n):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(n, hard), hard))
+
+
+def _idle_connections(path, n):
+    return [_connect(path) for _ in range(n)]
+
+
+def _closed_with(s, timeout):
+    """(closed by the server in time, the ERROR text it sent or None)."""
+    s.settimeout(timeout)
+    text = None
+    try:
+        while True:
+            typ, payload = read_msg(s)
+            if typ is None:
+                return True, text
+            if typ == MSG_ERROR:
+                text = payload.rstrip(b"\0").decode()
+    except ConnectionResetError:
+        return True, text
+    except socket.timeout:
+        return False, text
+
+
+def test_idle_connections_at_the_limit_do_not_lock_out_status_stop_and_run(pz):
+    _raise_nofile(4 * MAX_CONNS)
+    root = pz.project("basic")
+    srv = pz.start(root)
+    idle = _idle_connections(srv.socket, MAX_CONNS + 40)
+    try:
+        # The table is full of connections that sent nothing: each command
+        # still gets a slot (the oldest idle connection makes room).
+        st = srv.status()
+        assert st["pid"] == srv.pid
+        r = pz.run_zygote(["-q", "tests/test_scopes.py"], cwd=root)
+        assert r.rc == 0 and "4 passed" in r.out, r
+        # Every idle connection is closed, with a reason, by the deadline
+        # (the limit only bounds a hang: they go REQUEST_DEADLINE_S after
+        # they were accepted, or earlier when evicted).
+        reasons = set()
+        for s in idle:
+            closed, text = _closed_with(s, REQUEST_DEADLINE_S + TIMEOUT)
+            assert closed, "an idle connection was never closed"
+            reasons.add(re.sub(r"\d+", "N", text or "(none)"))
+        assert reasons <= {
+            "no whole request within N s of connecting; closing the connection",
+            "too many connections (N): closing this one, which sent no request, "
+            "to serve a newer one",
+        }, reasons
+        log = Path(srv.status()["log"]).read_text()
+        assert re.search(r"closed \d+ connections? that sent no whole request within %d s "
+                         r"of connecting" % REQUEST_DEADLINE_S, log), log[-3000:]
+        assert re.search(r"too many connections \(%d\): closed the oldest \d+ that had sent "
+                         r"no request" % MAX_CONNS, log), log[-3000:]
+    finally:
+        for s in idle:
+            s.close()
+    # At the limit again: stop is served (no 'Broken pipe').
+    idle = _idle_connections(srv.socket, MAX_CONNS + 40)
+    try:
+        r = srv.stop()
+        assert r.rc == 0 and pz_util.STOPPED_RE.match(r.out.strip()), r
+    finally:
+        for s in idle:
+            s.close()
+    assert pz_util.wait_until(lambda: pz_util.is_gone(srv.pid, srv.starttime), timeout=TIMEOUT)
