@@ -3,7 +3,7 @@ together with the end of a request cancels the run wherever the run is
 (handed over at once, queued under max_runs, waiting for a generation), and
 connections that never send a request cannot lock out `status`, `stop` or
 `run`: they are dropped after a deadline, and at the connection limit the
-oldest of them makes room."""
+oldest of them makes room; waiting runs never take the last slots."""
 
 import os
 import re
@@ -208,3 +208,50 @@ def test_idle_connections_at_the_limit_do_not_lock_out_status_stop_and_run(pz):
         for s in idle:
             s.close()
     assert pz_util.wait_until(lambda: pz_util.is_gone(srv.pid, srv.starttime), timeout=TIMEOUT)
+
+
+def test_waiting_runs_leave_room_for_status_and_stop(pz, tmp_path):
+    # One run holds the only slot of max_runs=1 and MAX_CONNS + 8 more ask to
+    # run: the queue stops short of the table's last slots, the runs beyond
+    # it are told why, and status and stop are still served.
+    _raise_nofile(8 * MAX_CONNS)
+    root = pz.project("signals")
+    srv = pz.start(root, "--max-runs", "1")
+    pid_file, release = tmp_path / "pids", tmp_path / "release"
+    holder = subprocess.Popen(
+        [pz.zbin, "run", "--", "-q", "tests/test_signals.py::test_wait_then_pass"], cwd=root,
+        env=pz.env({"PZ_PID_FILE": str(pid_file), "PZ_RELEASE_FILE": str(release)}),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    waiting = []
+    fds = [os.open("/dev/null", os.O_RDWR) for _ in range(3)]
+    try:
+        assert pz_util.wait_until(pid_file.exists, timeout=TIMEOUT), "the holder never ran"
+        head, tail = run_request(["-q", "tests/test_signals.py::test_ok"], str(root), RAW_ENV)
+        for _ in range(MAX_CONNS + 8):
+            s = _connect(srv.socket)
+            waiting.append(s)
+            s.sendall(head)
+            socket.send_fds(s, [tail], fds)
+        st = srv.status()
+        assert st["queued"] == MAX_CONNS - 16, st
+        last = _messages(waiting[-1], TIMEOUT)
+        assert [(t, p.rstrip(b"\0").decode()) for t, p in last] == [
+            (MSG_ERROR, "too many runs waiting (%d); try again when some have finished"
+             % (MAX_CONNS - 16))], last
+        stopper = subprocess.Popen([pz.zbin, "stop", "--root", str(root)], env=pz.env(),
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        assert pz_util.wait_until(lambda: not os.path.exists(srv.socket), timeout=TIMEOUT)
+        release.touch()
+        out, err = stopper.communicate(timeout=TIMEOUT)
+        assert stopper.returncode == 0 and pz_util.STOPPED_RE.match(out.strip()), (out, err)
+        # The queued runs never ran; they were told the server stopped.
+        first = _messages(waiting[0], TIMEOUT)
+        assert first and first[-1] == (MSG_ERROR, b"the server stopped\0"), first
+    finally:
+        release.touch()
+        holder.communicate(timeout=TIMEOUT)
+        for s in waiting:
+            s.close()
+        for fd in fds:
+            os.close(fd)
