@@ -53,7 +53,8 @@ struct watch;
 /* Where a client's connection is. The loop polls it by its state. */
 enum conn_state {
 	CONN_READING,   /* its request is being read (for at most CONN_REQUEST_MS) */
-	CONN_REQUESTED, /* the request is complete and about to be acted on */
+	CONN_REQUESTED, /* complete, to be acted on once the messages read with it
+			 * are taken (a Ctrl-C among them cancels it) */
 	CONN_WAITING,   /* a run or WAIT parked until a generation is warm (or one
 			 * with a new hash seed); a Ctrl-C cancels it */
 	CONN_QUEUED,    /* a run parked at the max_runs limit, first come first served */
