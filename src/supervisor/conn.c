@@ -4,6 +4,10 @@
  * is a peer (peer.h) on a non-blocking socket: nothing here waits on a
  * client or a zygote, and a bad client costs its own connection only. A
  * reply a client does not read at once lingers until it is out.
+ *
+ * A connection is a struct conn with one state (internal.h); every function
+ * here takes the connection itself. A closed one stays in s.conns, CLOSED,
+ * until the loop calls conn_sweep, so no handler ever holds a freed one.
  */
 #include <errno.h>
 #include <limits.h>
@@ -39,107 +43,107 @@ close_draining(struct peer *p)
 	peer_destroy(p);
 }
 
-/* Close a client's peer after a reply: now if the reply is out, else once
- * it is (s.lingering, polled for POLLOUT, dropped after LINGER_MS). */
+/* Move c to state st, keeping the count of queued runs. */
 static void
-release(struct peer *p)
+set_state(struct conn *c, enum conn_state st)
 {
-	if (!peer_wants_write(p)) {
-		close_draining(p);
-		return;
-	}
-	if (s.nlingering >= MAX_CONNS) {
-		peer_destroy(p);
-		return;
-	}
-	s.lingering[s.nlingering].peer = p;
-	s.lingering[s.nlingering].until_ms = now_ms() + LINGER_MS;
-	s.nlingering++;
-}
-
-/* Close connection i and free it; the last connection takes its index. */
-static void
-conn_close(int i)
-{
-	struct conn *c = s.conns[i];
-	if (c->queued_ms)
+	if (c->state == CONN_QUEUED)
 		s.queued--;
-	proto_decoder_finish(&c->dec);
-	if (c->peer)
-		release(c->peer);
-	free(c);
-	s.conns[i] = s.conns[--s.nconns];
+	if (st == CONN_QUEUED)
+		s.queued++;
+	c->state = st;
 }
 
-/* Send one message to connection i, then close it. */
-void
-conn_reply(int i, uint32_t type, const char *text)
-{
-	peer_send_text(s.conns[i]->peer, type, text);
-	conn_close(i);
-}
-
-/* POLLOUT (or an error) on connection i: write what it has queued. 0 when
- * the connection was closed (the client is gone). */
-int
-conn_writable(int i)
-{
-	if (peer_flush(s.conns[i]->peer) < 0) {
-		conn_close(i);
-		return 0;
-	}
-	return 1;
-}
-
-/* POLLOUT on lingering connection k: write its reply, close it once out. */
-void
-conn_linger_writable(int k)
-{
-	struct peer *p = s.lingering[k].peer;
-	int r = peer_flush(p);
-	if (r == 0 && peer_wants_write(p))
-		return;
-	if (r < 0)
-		peer_destroy(p);
-	else
-		close_draining(p);
-	s.lingering[k] = s.lingering[--s.nlingering];
-}
-
-/* Drop lingering connections whose time is up; the next deadline, or -1. */
-long long
-conn_linger_expire(long long now)
-{
-	long long wake = -1;
-	for (int k = s.nlingering - 1; k >= 0; k--) {
-		if (now < s.lingering[k].until_ms) {
-			if (wake < 0 || s.lingering[k].until_ms < wake)
-				wake = s.lingering[k].until_ms;
-			continue;
-		}
-		log_info("a client did not read its reply for %d s (%zu bytes left); closing its "
-			 "connection",
-			 LINGER_MS / 1000, peer_queued(s.lingering[k].peer));
-		peer_destroy(s.lingering[k].peer);
-		s.lingering[k] = s.lingering[--s.nlingering];
-	}
-	return wake;
-}
-
-/* Answer connection i with the status text. */
+/* The client is gone (or is given up on): close at once, nothing more to say. */
 static void
-reply_status(int i)
+conn_drop(struct conn *c)
+{
+	proto_decoder_finish(&c->dec);
+	peer_destroy(c->peer);
+	c->peer = NULL;
+	set_state(c, CONN_CLOSED);
+}
+
+/* c was answered: close it now if the reply is out, else once it is
+ * (LINGERING: polled for POLLOUT, dropped after LINGER_MS). */
+static void
+conn_finish(struct conn *c)
+{
+	proto_decoder_finish(&c->dec);
+	if (peer_wants_write(c->peer)) {
+		set_state(c, CONN_LINGERING);
+		c->deadline_ms = now_ms() + LINGER_MS;
+		return;
+	}
+	close_draining(c->peer);
+	c->peer = NULL;
+	set_state(c, CONN_CLOSED);
+}
+
+/* Send one message to c, then close it. */
+void
+conn_reply(struct conn *c, uint32_t type, const char *text)
+{
+	peer_send_text(c->peer, type, text);
+	conn_finish(c);
+}
+
+/* Free the CLOSED connections; the others keep their order (accept order). */
+void
+conn_sweep(void)
+{
+	int n = 0;
+	for (int i = 0; i < s.nconns; i++) {
+		struct conn *c = s.conns[i];
+		if (c->state == CONN_CLOSED)
+			free(c);
+		else
+			s.conns[n++] = c;
+	}
+	s.nconns = n;
+}
+
+/* A lingering reply: write it, close the connection once it is out. */
+static void
+linger_flush(struct conn *c)
+{
+	int r = peer_flush(c->peer);
+	if (r == 0 && peer_wants_write(c->peer))
+		return;
+	if (r < 0) {
+		conn_drop(c);
+		return;
+	}
+	close_draining(c->peer);
+	c->peer = NULL;
+	set_state(c, CONN_CLOSED);
+}
+
+/* POLLOUT on c: write what it has queued. */
+void
+conn_writable(struct conn *c)
+{
+	if (c->state == CONN_CLOSED)
+		return;
+	if (c->state == CONN_LINGERING)
+		linger_flush(c);
+	else if (peer_flush(c->peer) < 0)
+		conn_drop(c); /* the client is gone */
+}
+
+/* Answer c with the status text. */
+static void
+reply_status(struct conn *c)
 {
 	char text[16384];
 	status_text(text, sizeof(text));
-	conn_reply(i, PROTO_MSG_STATUS, text);
+	conn_reply(c, PROTO_MSG_STATUS, text);
 }
 
 /* Hand a complete run request to the current generation. */
 static void
-hand_over(int i)
+hand_over(struct conn *c)
 {
-	struct conn *c = s.conns[i];
 	int32_t id = ++s.next_run;
 	struct gen *g = gen_serving();
 	/*
@@ -154,7 +158,7 @@ hand_over(int i)
 		log_warn("cannot hand run %d to the zygote: %s", (int)id, strerror(-r));
 		if (peer_error(g->ctl))
 			gen_drop(g, r); /* reap() starts the next generation */
-		conn_reply(i, PROTO_MSG_ERROR,
+		conn_reply(c, PROTO_MSG_ERROR,
 			   "the zygote is not answering; it is being restarted");
 		return;
 	}
@@ -167,9 +171,7 @@ hand_over(int i)
 	 * a plain close, since shutdown() would act on the socket the zygote
 	 * shares. A notice still queued for the client goes if it can. */
 	peer_flush(c->peer);
-	peer_destroy(c->peer);
-	c->peer = NULL;
-	conn_close(i);
+	conn_drop(c);
 }
 
 /*
@@ -178,9 +180,8 @@ hand_over(int i)
  * sent away or refused.
  */
 static int
-route_elsewhere(int i)
+route_elsewhere(struct conn *c)
 {
-	struct conn *c = s.conns[i];
 	char id[20], why[400], text[700 + PATH_MAX];
 	if (!variant_env_differs(gen_serving(), &c->dec.req, id, sizeof(id), why, sizeof(why)))
 		return 0;
@@ -193,28 +194,54 @@ route_elsewhere(int i)
 				  "run 'pytest-zygote stop' and run again"
 				: ", and PYTEST_ZYGOTE_VARIANTS=0 allows no other zygote: "
 				  "run with the server's environment, or restart it with this one");
-		conn_reply(i, PROTO_MSG_ERROR, text);
+		conn_reply(c, PROTO_MSG_ERROR, text);
 		return 1;
 	}
 	variant_used(id);
 	snprintf(text, sizeof(text), "variant=%s\nreason=%s\npython=%s\n", id, why, s.o->python);
-	conn_reply(i, PROTO_MSG_REDIRECT, text);
+	conn_reply(c, PROTO_MSG_REDIRECT, text);
 	return 1;
 }
 
-/* A request was read in full: answer it, park it or hand the run over. */
-static void
-request_complete(int i)
+/*
+ * Park a REQUESTED connection in st (WAITING or QUEUED). Parked runs never
+ * take the last CONN_RESERVE slots, so that `status` and `stop` always find
+ * one: -1 when the run was refused for that.
+ */
+static int
+park(struct conn *c, enum conn_state st)
 {
-	struct conn *c = s.conns[i];
+	int parked = 0;
+	for (int i = 0; i < s.nconns; i++)
+		if (s.conns[i]->state == CONN_WAITING || s.conns[i]->state == CONN_QUEUED)
+			parked++;
+	if (parked >= MAX_CONNS - CONN_RESERVE) {
+		char text[160];
+		snprintf(text, sizeof(text),
+			 "too many runs waiting (%d); try again when some have finished", parked);
+		conn_reply(c, PROTO_MSG_ERROR, text);
+		return -1;
+	}
+	set_state(c, st);
+	if (st == CONN_QUEUED) {
+		c->queue_seq = ++s.queue_seq;
+		c->deadline_ms = now_ms() + 1000; /* then say why it waits */
+	}
+	return 0;
+}
+
+/* A REQUESTED connection: answer it, park it or hand the run over. */
+static void
+request_complete(struct conn *c)
+{
 	int new_seed = 0;
 	switch (c->dec.req.kind) {
 	case PROTO_KIND_STATUS:
 		changes_watch_settle(); /* the changes made before asking are in the answer */
-		reply_status(i);
+		reply_status(c);
 		return;
 	case PROTO_KIND_STOP:
-		c->waiting = 1;
+		set_state(c, CONN_STOPPING);
 		/* Dependency exception: a call into the loop, which answers it. */
 		supervisor_begin_stop(c->dec.req.flags ? (int)c->dec.req.flags : DEFAULT_GRACE_MS);
 		return;
@@ -225,28 +252,27 @@ request_complete(int i)
 		if (s.ext_fd >= 0)
 			changes_ext_drain();
 		if (s.stopping) {
-			conn_reply(i, PROTO_MSG_ERROR, "the server is stopping; start it again");
+			conn_reply(c, PROTO_MSG_ERROR, "the server is stopping; start it again");
 			return;
 		}
 		new_seed = variant_wants_new_seed(&c->dec.req);
 		if (new_seed < 0) {
-			conn_reply(i, PROTO_MSG_ERROR,
+			conn_reply(c, PROTO_MSG_ERROR,
 				   "PYTEST_ZYGOTE_HASH_SEED must be per-run or generation");
 			return;
 		}
-		if (gen_serving() && !s.fresh_needed && route_elsewhere(i))
+		if (gen_serving() && !s.fresh_needed && route_elsewhere(c))
 			return;
 		if (new_seed && gen_serving() && !s.fresh_needed && gen_serving()->seed_used) {
 			/* Every run of this kind gets a generation of its own, so a
 			 * hash seed of its own, as a cold run would. */
-			if (!c->noticed) {
+			if (!c->told) {
 				const char *t = "waiting for a zygote with a new hash seed "
 						"(PYTEST_ZYGOTE_HASH_SEED=per-run)";
 				peer_send_text(c->peer, PROTO_MSG_NOTICE, t);
-				c->noticed = 1;
+				c->told = 1;
 			}
-			c->waiting = 1;
-			if (s.next < 0)
+			if (park(c, CONN_WAITING) == 0 && s.next < 0)
 				gen_spawn(1);
 			return;
 		}
@@ -256,19 +282,16 @@ request_complete(int i)
 			if (c->dec.req.kind == PROTO_KIND_RUN && s.max_runs > 0 &&
 			    s.running >= s.max_runs) {
 				/* At the limit: queue, first come first served. */
-				c->waiting = 1;
-				c->queued_ms = now_ms();
-				c->queue_seq = ++s.queue_seq;
-				s.queued++;
+				(void)park(c, CONN_QUEUED);
 				return;
 			}
 			if (c->dec.req.kind == PROTO_KIND_RUN) {
-				hand_over(i);
+				hand_over(c);
 				/* The next such run's generation warms meanwhile. */
 				if (new_seed > 0 && s.next < 0 && !s.stopping)
 					gen_spawn(1);
 			} else {
-				reply_status(i);
+				reply_status(c);
 			}
 			return;
 		}
@@ -279,7 +302,7 @@ request_complete(int i)
 				 s.fresh_reason);
 			peer_send_text(c->peer, PROTO_MSG_NOTICE, text);
 		}
-		c->waiting = 1;
+		(void)park(c, CONN_WAITING);
 		return;
 	}
 }
@@ -290,72 +313,97 @@ conn_dispatch_queue(void)
 {
 	while (s.queued > 0 && gen_serving() && !s.stopping &&
 	       (s.max_runs <= 0 || s.running < s.max_runs)) {
-		int best = -1;
-		for (int i = 0; i < s.nconns; i++)
-			if (s.conns[i]->queued_ms &&
-			    (best < 0 || s.conns[i]->queue_seq < s.conns[best]->queue_seq))
-				best = i;
-		if (best < 0)
+		struct conn *best = NULL;
+		for (int i = 0; i < s.nconns; i++) {
+			struct conn *c = s.conns[i];
+			if (c->state == CONN_QUEUED && (!best || c->queue_seq < best->queue_seq))
+				best = c;
+		}
+		if (!best)
 			return;
-		struct conn *c = s.conns[best];
-		c->queued_ms = 0;
-		c->waiting = 0;
-		s.queued--;
+		set_state(best, CONN_REQUESTED);
 		request_complete(best);
 	}
 }
 
-/* A generation became warm: serve what waited for it. */
+/* A generation became warm: serve what waited for it, oldest first. */
 void
 conn_serve_waiting(void)
 {
-	for (int i = s.nconns - 1; i >= 0; i--) {
+	for (int i = 0; i < s.nconns; i++) {
 		struct conn *c = s.conns[i];
-		if (!c->waiting || c->queued_ms || c->dec.req.kind == PROTO_KIND_STOP)
+		if (c->state != CONN_WAITING)
 			continue;
-		c->waiting = 0;
-		request_complete(i);
+		set_state(c, CONN_REQUESTED);
+		request_complete(c);
 	}
 	conn_dispatch_queue();
 }
 
-/* Tell runs that have waited about a second for a free slot why they wait. */
+/* Tell a run that has waited about a second for a free slot why it waits. */
+static void
+tell_queued(struct conn *c)
+{
+	char text[160];
+	snprintf(text, sizeof(text), "waiting: %d runs in progress (max_runs=%d)", s.running,
+		 s.max_runs);
+	peer_send_text(c->peer, PROTO_MSG_NOTICE, text);
+	c->told = 1;
+}
+
+/* The connections' timers; the next time one is due, or -1. */
 long long
-conn_notice_queued(long long now)
+conn_expire(long long now)
 {
 	long long wake = -1;
+	int idle = 0;
 	for (int i = 0; i < s.nconns; i++) {
 		struct conn *c = s.conns[i];
-		if (!c->queued_ms || c->noticed)
+		if (c->state != CONN_READING && c->state != CONN_LINGERING &&
+		    !(c->state == CONN_QUEUED && !c->told))
 			continue;
-		long long due = c->queued_ms + 1000;
-		if (now < due) {
-			wake = wake < 0 || due < wake ? due : wake;
+		if (now < c->deadline_ms) {
+			wake = wake < 0 || c->deadline_ms < wake ? c->deadline_ms : wake;
 			continue;
 		}
-		char text[160];
-		snprintf(text, sizeof(text), "waiting: %d runs in progress (max_runs=%d)",
-			 s.running, s.max_runs);
-		peer_send_text(c->peer, PROTO_MSG_NOTICE, text);
-		c->noticed = 1;
+		if (c->state == CONN_QUEUED) {
+			tell_queued(c);
+		} else if (c->state == CONN_READING) {
+			char text[160];
+			snprintf(
+				text, sizeof(text),
+				"no whole request within %d s of connecting; closing the connection",
+				CONN_REQUEST_MS / 1000);
+			conn_reply(c, PROTO_MSG_ERROR, text);
+			idle++;
+		} else {
+			log_info("a client did not read its reply for %d s (%zu bytes left); "
+				 "closing its connection",
+				 LINGER_MS / 1000, peer_queued(c->peer));
+			conn_drop(c);
+		}
 	}
+	if (idle)
+		log_info(
+			"closed %d connection%s that sent no whole request within %d s of connecting",
+			idle, idle == 1 ? "" : "s", CONN_REQUEST_MS / 1000);
 	return wake;
 }
 
-/* One message from a parked client (see conn_waiting_readable). */
+/* One message from a parked client (see conn_readable). */
 static int
-waiting_frame(struct peer *p, struct peer_frame *f, void *arg)
+parked_frame(struct peer *p, struct peer_frame *f, void *arg)
 {
-	int i = *(int *)arg;
+	struct conn *c = arg;
 	int32_t sig;
 	if (f->type != PROTO_MSG_SIGNAL || proto_get_i32(f->payload, f->len, &sig) < 0) {
-		conn_reply(i, PROTO_MSG_ERROR, "unexpected message while waiting");
+		conn_reply(c, PROTO_MSG_ERROR, "unexpected message while waiting");
 		return PEER_STOP;
 	}
 	if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT || sig == SIGKILL) {
 		peer_send_text(p, PROTO_MSG_NOTICE, "interrupted before the run started");
 		peer_send_i32(p, PROTO_MSG_EXIT, 128 + sig);
-		conn_close(i);
+		conn_finish(c);
 		return PEER_STOP;
 	}
 	return 0;
@@ -366,24 +414,26 @@ waiting_frame(struct peer *p, struct peer_frame *f, void *arg)
  * before its run started cancels it; other signals (a terminal resize) have
  * nobody to go to yet.
  */
-void
-conn_waiting_readable(int i)
+static void
+parked_readable(struct conn *c)
 {
-	int r = peer_read(s.conns[i]->peer, waiting_frame, &i);
+	int r = peer_read(c->peer, parked_frame, c);
 	if (r == 1 || r == PEER_STOP)
 		return;
 	if (r == -EMSGSIZE)
-		conn_reply(i, PROTO_MSG_ERROR, "message too large");
+		conn_reply(c, PROTO_MSG_ERROR, "message too large");
 	else
-		conn_close(i);
+		conn_drop(c);
 }
 
-/* One message of a request: feed the decoder, act once it is complete. */
+/* One message of a request: feed the decoder; the messages read with the
+ * end of the request are a parked client's (request_readable). */
 static int
 request_frame(struct peer *p, struct peer_frame *f, void *arg)
 {
-	int i = *(int *)arg;
-	struct conn *c = s.conns[i];
+	struct conn *c = arg;
+	if (c->state == CONN_REQUESTED)
+		return parked_frame(p, f, arg);
 	/* The decoder owns the descriptors from here, and closes them on error. */
 	int r = proto_decoder_feed(&c->dec, f->type, f->payload, f->len, f->fds, f->nfds);
 	f->nfds = 0;
@@ -395,47 +445,138 @@ request_frame(struct peer *p, struct peer_frame *f, void *arg)
 	}
 	if (r < 0) {
 		log_info("closing a connection: %s", log_escape(c->dec.error));
-		conn_reply(i, PROTO_MSG_ERROR, c->dec.error);
+		conn_reply(c, PROTO_MSG_ERROR, c->dec.error);
 		return PEER_STOP;
 	}
-	if (r == 1) {
-		/* What follows the request (an early SIGNAL) stays buffered. */
-		request_complete(i);
-		return PEER_STOP;
-	}
+	if (r == 1)
+		set_state(c, CONN_REQUESTED);
 	return 0;
 }
 
-/* Read what connection i sent and act on a complete request. */
-void
-conn_readable(int i)
+/*
+ * Read what c sent while its request is being read. Once it is complete,
+ * the messages that came in the same read are taken before it is acted on:
+ * a Ctrl-C sent right after the request cancels the run as when it is
+ * parked, instead of staying in our buffer, unseen, while the run is handed
+ * over or waits.
+ */
+static void
+request_readable(struct conn *c)
 {
-	struct conn *c = s.conns[i];
-	int r = peer_read(c->peer, request_frame, &i);
+	int r = peer_read(c->peer, request_frame, c);
+	/* A message cut off at the end of that read: its rest is in the socket
+	 * (a client writes a message at once). Read it here, or a zygote
+	 * would be handed half a message. */
+	for (int k = 0; k < 8 && r == 1 && c->state == CONN_REQUESTED && peer_read_partial(c->peer);
+	     k++)
+		r = peer_read(c->peer, request_frame, c);
+	if (c->state == CONN_REQUESTED && (r == 1 || r == 0)) {
+		if (peer_read_partial(c->peer))
+			conn_reply(c, PROTO_MSG_ERROR,
+				   "the request was followed by part of a message");
+		else
+			request_complete(c); /* at end of file too: it can still read a reply */
+		return;
+	}
 	if (r == 1 || r == PEER_STOP)
 		return;
 	if (r == -ETOOMANYREFS) {
-		conn_reply(i, PROTO_MSG_ERROR,
+		conn_reply(c, PROTO_MSG_ERROR,
 			   "too many file descriptors in one message (a run sends 3)");
 	} else if (r == -EMSGSIZE) {
-		conn_reply(i, PROTO_MSG_ERROR,
+		conn_reply(c, PROTO_MSG_ERROR,
 			   "a message larger than 1 MiB (the limit for one message; "
 			   "arguments and environment each must fit in it)");
 	} else if (r == 0 && (peer_read_partial(c->peer) || c->dec.state == PROTO_ST_BODY)) {
 		/* A client that only shut down its side can still read why. */
-		conn_reply(i, PROTO_MSG_ERROR,
+		conn_reply(c, PROTO_MSG_ERROR,
 			   peer_read_partial(c->peer)
 				   ? "the request was cut off in the middle of a message"
 				   : "the request ended before its DONE message");
 	} else {
-		conn_close(i);
+		conn_drop(c);
 	}
+}
+
+/* POLLIN (or hang-up, error) on c, by its state. */
+void
+conn_readable(struct conn *c)
+{
+	switch (c->state) {
+	case CONN_READING:
+		request_readable(c);
+		break;
+	case CONN_WAITING:
+	case CONN_QUEUED:
+	case CONN_STOPPING:
+		parked_readable(c); /* Ctrl-C or hang-up while parked */
+		break;
+	case CONN_LINGERING:
+		linger_flush(c); /* a hang-up: the flush says the client is gone */
+		break;
+	case CONN_REQUESTED:
+	case CONN_CLOSED:
+		break;
+	}
+}
+
+/* A connection we refuse: one error message, then close. */
+static void
+refuse(int fd, const char *text)
+{
+	struct peer *p = peer_create(fd);
+	if (!p)
+		return;
+	peer_send_text(p, PROTO_MSG_ERROR, text);
+	/* A short text on a new connection is out at once. */
+	close_draining(p);
+}
+
+/*
+ * The table is full: close the oldest connection that has not sent a whole
+ * request, to make room. Reserving slots instead would not do: what a
+ * connection wants is known only once its request is read, so idle ones
+ * would take the reserve too. A client sends its request at once, so the one
+ * that has waited longest is the likeliest to be idle (and it goes by
+ * CONN_REQUEST_MS anyway). 0, or -1 when every connection is a request
+ * being served (parked runs leave CONN_RESERVE slots to the others).
+ */
+static int
+evict_idle(void)
+{
+	for (int i = 0; i < s.nconns; i++) {
+		struct conn *c = s.conns[i];
+		if (c->state != CONN_READING)
+			continue;
+		char text[160];
+		snprintf(text, sizeof(text),
+			 "too many connections (%d): closing this one, which sent no request, "
+			 "to serve a newer one",
+			 MAX_CONNS);
+		conn_reply(c, PROTO_MSG_ERROR, text);
+		/* Its slot is needed now; the loop calls us where no handler
+		 * holds a connection, so it can be freed at once. */
+		if (c->state == CONN_LINGERING)
+			conn_drop(c);
+		conn_sweep();
+		return 0;
+	}
+	/* Else a reply the client has not read (it would go after LINGER_MS). */
+	for (int i = 0; i < s.nconns; i++) {
+		if (s.conns[i]->state != CONN_LINGERING)
+			continue;
+		conn_drop(s.conns[i]);
+		conn_sweep();
+		return 0;
+	}
+	return -1;
 }
 
 /* Accept every pending connection from our own uid. */
 void
 conn_accept_clients(void)
 {
+	int evicted = 0;
 	for (;;) {
 		int fd = accept4(s.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0) {
@@ -444,7 +585,7 @@ conn_accept_clients(void)
 				log_warn("out of file descriptors; not accepting for 100 ms");
 				s.accept_paused_until = now_ms() + 100;
 			}
-			return;
+			break;
 		}
 		struct ucred cred;
 		socklen_t len = sizeof(cred);
@@ -455,22 +596,16 @@ conn_accept_clients(void)
 				 "refused: this zygote belongs to uid %u; start your own with "
 				 "'pytest-zygote start'",
 				 (unsigned)getuid());
-			struct peer *p = peer_create(fd);
-			if (p) {
-				peer_send_text(p, PROTO_MSG_ERROR, msg);
-				release(p);
-			}
+			refuse(fd, msg);
 			log_warn("refused a connection from uid %u", (unsigned)cred.uid);
 			continue;
 		}
 		if (s.nconns >= MAX_CONNS) {
-			struct peer *p = peer_create(fd);
-			if (p) {
-				peer_send_text(p, PROTO_MSG_ERROR,
-					       "too many connections; try again shortly");
-				release(p);
+			if (evict_idle() < 0) {
+				refuse(fd, "too many connections; try again shortly");
+				continue;
 			}
-			continue;
+			evicted++;
 		}
 		struct conn *c = calloc(1, sizeof(*c));
 		if (!c) {
@@ -484,6 +619,11 @@ conn_accept_clients(void)
 		}
 		peer_set_limit(c->peer, CONN_MAX_QUEUED, 16);
 		proto_decoder_init(&c->dec);
+		c->state = CONN_READING;
+		c->deadline_ms = now_ms() + CONN_REQUEST_MS;
 		s.conns[s.nconns++] = c;
 	}
+	if (evicted)
+		log_warn("too many connections (%d): closed the oldest %d that had sent no request",
+			 MAX_CONNS, evicted);
 }

@@ -188,9 +188,9 @@ gen_ready(struct gen *g, const char *text)
 		 * Dependency exception: gen.c answers connections here. */
 		char msg[1000];
 		snprintf(msg, sizeof(msg), "the zygote cannot start: %s", v);
-		for (int i = s.nconns - 1; i >= 0; i--)
-			if (s.conns[i]->waiting && s.conns[i]->dec.req.kind != PROTO_KIND_STOP)
-				conn_reply(i, PROTO_MSG_ERROR, msg);
+		for (int i = 0; i < s.nconns; i++)
+			if (s.conns[i]->state == CONN_WAITING || s.conns[i]->state == CONN_QUEUED)
+				conn_reply(s.conns[i], PROTO_MSG_ERROR, msg);
 		return;
 	}
 	g->ready = 1;

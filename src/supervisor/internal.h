@@ -39,19 +39,39 @@ struct watch;
 #pragma GCC visibility push(hidden)
 
 #define MAX_CONNS 512
+/* Of the MAX_CONNS slots, this many are never taken by parked runs (waiting
+ * for a generation or in the max_runs queue): room for `status` and `stop`. */
+#define CONN_RESERVE 16
+/* How long a client may take to send its whole request (a client sends it
+ * at once) before its connection is closed (docs/security.md). */
+#define CONN_REQUEST_MS 10000
 #define DEFAULT_GRACE_MS 5000
 /* How long a reply may take to reach a client that does not read it before
  * its connection is dropped (the wait a blocking send used to have). */
 #define LINGER_MS 5000
 
-/* A client's connection, from accept until its reply or hand-over to a zygote. */
+/* Where a client's connection is. The loop polls it by its state. */
+enum conn_state {
+	CONN_READING,   /* its request is being read (for at most CONN_REQUEST_MS) */
+	CONN_REQUESTED, /* complete, to be acted on once the messages read with it
+			 * are taken (a Ctrl-C among them cancels it) */
+	CONN_WAITING,   /* a run or WAIT parked until a generation is warm (or one
+			 * with a new hash seed); a Ctrl-C cancels it */
+	CONN_QUEUED,    /* a run parked at the max_runs limit, first come first served */
+	CONN_STOPPING,  /* a STOP, answered once the server has stopped */
+	CONN_LINGERING, /* answered; its reply is still going out (for at most LINGER_MS) */
+	CONN_CLOSED,    /* gone; freed by conn_sweep, where no handler holds it */
+};
+
+/* A client's connection, from accept until its reply is out or its run is
+ * handed over to a zygote. */
 struct conn {
-	struct peer *peer; /* non-blocking, like every socket of ours */
+	enum conn_state state;
+	struct peer *peer; /* non-blocking, like every socket of ours; NULL once CLOSED */
 	struct proto_decoder dec;
-	int waiting;         /* request complete, parked until a generation is warm / stop ends */
-	long long queued_ms; /* > 0: parked because max_runs runs are in progress */
-	long queue_seq;      /* first come, first served */
-	int noticed;         /* the client was told it waits */
+	long long deadline_ms; /* READING, LINGERING: closed then; QUEUED: told why then */
+	long queue_seq;        /* QUEUED: first come, first served */
+	int told;              /* the client was told why it waits */
 };
 
 /* A zygote generation: a slot of s.gens. */
@@ -104,19 +124,14 @@ struct supervisor_state {
 	long long fresh_since_ms;
 	char fresh_reason[600];
 	long refreshes;
+	/* Every connection, in the order they were accepted (CLOSED ones until
+	 * conn_sweep frees them). */
 	struct conn *conns[MAX_CONNS];
 	int nconns;
-	/* Connections answered whose reply is still being written (the client
-	 * reads slowly); closed once it is out, dropped after LINGER_MS. */
-	struct lingering_reply {
-		struct peer *peer;
-		long long until_ms;
-	} lingering[MAX_CONNS];
-	int nlingering;
 	long runs;
 	int running;
 	int max_runs; /* 0: no limit */
-	int queued;
+	int queued;   /* connections QUEUED */
 	long queue_seq;
 	int32_t next_run;
 	int stopping;
@@ -156,8 +171,8 @@ void supervisor_begin_stop(int grace_ms);
 
 /* conn.c: connections */
 
-/* Send one message to connection i, then close it (i's slot is reused). */
-void conn_reply(int i, uint32_t type, const char *text);
+/* Send one message to c, then close it (it lingers while the reply goes out). */
+void conn_reply(struct conn *c, uint32_t type, const char *text);
 
 /* Start queued runs, oldest first, while there is room under max_runs. */
 void conn_dispatch_queue(void);
@@ -165,28 +180,24 @@ void conn_dispatch_queue(void);
 /* A generation became warm: serve what waited for it. */
 void conn_serve_waiting(void);
 
-/* Tell runs that have waited about a second for a free slot why they wait;
- * the next time one is due, or -1. */
-long long conn_notice_queued(long long now);
+/* The connections' timers: tell queued runs that have waited about a second
+ * why they wait, close connections whose request or reply is overdue. The
+ * next time one is due, or -1. */
+long long conn_expire(long long now);
 
-/* A parked client sent something: a terminating signal cancels its run. */
-void conn_waiting_readable(int i);
+/* POLLIN (or hang-up, error) on c: by its state, read its request and act
+ * on it, take a Ctrl-C while it is parked, or finish writing its reply. */
+void conn_readable(struct conn *c);
 
-/* Read what connection i sent and act on a complete request. */
-void conn_readable(int i);
+/* POLLOUT on c: write what it has queued; close it once a reply is out. */
+void conn_writable(struct conn *c);
 
-/* Accept every pending connection from our own uid. */
+/* Accept every pending connection from our own uid; at MAX_CONNS, the
+ * oldest that has not sent a whole request makes room. */
 void conn_accept_clients(void);
 
-/* POLLOUT (or an error) on connection i: write what it has queued. 0 when
- * that closed it (the client is gone). */
-int conn_writable(int i);
-
-/* POLLOUT on lingering connection k: write its reply, close it once out. */
-void conn_linger_writable(int k);
-
-/* Drop lingering connections whose time is up; the next deadline, or -1. */
-long long conn_linger_expire(long long now);
+/* Free the CLOSED connections. Only where no handler holds one (the loop). */
+void conn_sweep(void);
 
 /* gen.c: generations */
 

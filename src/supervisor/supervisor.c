@@ -55,11 +55,12 @@ finish_and_exit(void)
 	s.pfh = NULL;
 	char text[128];
 	snprintf(text, sizeof(text), "stopped=1\npid=%d\n", (int)getpid());
-	for (int i = s.nconns - 1; i >= 0; i--) {
-		if (s.conns[i]->waiting && s.conns[i]->dec.req.kind == PROTO_KIND_STOP)
-			conn_reply(i, PROTO_MSG_STATUS, text);
-		else
-			conn_reply(i, PROTO_MSG_ERROR, "the server stopped");
+	for (int i = 0; i < s.nconns; i++) {
+		struct conn *c = s.conns[i];
+		if (c->state == CONN_STOPPING)
+			conn_reply(c, PROTO_MSG_STATUS, text);
+		else if (c->state != CONN_LINGERING && c->state != CONN_CLOSED)
+			conn_reply(c, PROTO_MSG_ERROR, "the server stopped");
 	}
 	log_info("stopped");
 	exit(0);
@@ -280,15 +281,25 @@ supervisor_main(const struct supervisor_opts *o)
 	 */
 	enum { P_SIG, P_LISTEN, P_WATCH, P_EXT, P_GENS };
 	for (;;) {
-		struct pollfd pfd[P_GENS + MAX_GENS + MAX_VARIANTS + 2 * MAX_CONNS];
+		struct pollfd pfd[P_GENS + MAX_GENS + MAX_VARIANTS + MAX_CONNS];
+		struct conn *polled[MAX_CONNS]; /* the connection of pfd[first_conn + k] */
 		int n = 0;
 		long long now = now_ms();
 		long long wake = -1; /* absolute ms, -1: none */
+		/* The connections' timers first: the ones they close are freed
+		 * before the poll set is built. */
+		if (s.nconns > 0) {
+			long long due = conn_expire(now);
+			if (due >= 0)
+				wake = due;
+			conn_sweep();
+		}
 		pfd[n++] = (struct pollfd){ .fd = s.sigfd, .events = POLLIN };
 		int accepting = s.listen_fd >= 0 && now >= s.accept_paused_until;
 		pfd[n++] = (struct pollfd){ .fd = accepting ? s.listen_fd : -1, .events = POLLIN };
 		if (!accepting && s.listen_fd >= 0)
-			wake = s.accept_paused_until;
+			wake = wake < 0 || s.accept_paused_until < wake ? s.accept_paused_until
+									: wake;
 		pfd[n++] =
 			(struct pollfd){ .fd = s.watch && s.poll_ms <= 0 ? watch_fd(s.watch) : -1,
 					 .events = POLLIN };
@@ -303,18 +314,22 @@ supervisor_main(const struct supervisor_opts *o)
 		int first_variant = n;
 		for (int i = 0; i < s.nvariant_fds; i++)
 			pfd[n++] = (struct pollfd){ .fd = s.variant_fds[i], .events = POLLIN };
-		int first_conn = n;
+		/*
+		 * Connections by state: a reply going out is polled for POLLOUT
+		 * only; every other connection for its next message (a parked
+		 * one: Ctrl-C or hang-up) and for POLLOUT while output waits.
+		 */
+		int first_conn = n, clients = 0;
 		for (int i = 0; i < s.nconns; i++) {
-			/* Parked requests are watched for hang-up and Ctrl-C. */
-			struct peer *p = s.conns[i]->peer;
-			pfd[n++] = (struct pollfd){ .fd = peer_fd(p),
-						    .events = POLLIN |
-							      (peer_wants_write(p) ? POLLOUT : 0) };
+			struct conn *c = s.conns[i];
+			short events = peer_wants_write(c->peer) ? POLLOUT : 0;
+			if (c->state != CONN_LINGERING) {
+				events |= POLLIN;
+				clients++;
+			}
+			polled[n - first_conn] = c;
+			pfd[n++] = (struct pollfd){ .fd = peer_fd(c->peer), .events = events };
 		}
-		int first_linger = n;
-		for (int k = 0; k < s.nlingering; k++)
-			pfd[n++] = (struct pollfd){ .fd = peer_fd(s.lingering[k].peer),
-						    .events = POLLOUT };
 
 		/* Timers: respawn after a crash, refresh after the settle time, polling. */
 		if (!s.stopping && s.cur < 0 && s.next < 0 && s.ever_ready) {
@@ -347,7 +362,7 @@ supervisor_main(const struct supervisor_opts *o)
 		}
 		if (s.stopping && s.nvariant_fds > 0)
 			wake = wake < 0 || s.variants_deadline < wake ? s.variants_deadline : wake;
-		if (s.is_variant && !s.stopping && s.running == 0 && s.nconns == 0) {
+		if (s.is_variant && !s.stopping && s.running == 0 && clients == 0) {
 			/* A zygote for another environment stops when unused. */
 			long long due = s.last_run_ms + s.idle_ms;
 			if (now >= due) {
@@ -358,16 +373,6 @@ supervisor_main(const struct supervisor_opts *o)
 				continue;
 			}
 			wake = wake < 0 || due < wake ? due : wake;
-		}
-		if (s.queued > 0) {
-			long long due = conn_notice_queued(now);
-			if (due >= 0)
-				wake = wake < 0 || due < wake ? due : wake;
-		}
-		if (s.nlingering > 0) {
-			long long due = conn_linger_expire(now);
-			if (due >= 0)
-				wake = wake < 0 || due < wake ? due : wake;
 		}
 		int timeout = wake < 0 ? -1 : (int)(wake > now ? wake - now : 0);
 		if (poll(pfd, (nfds_t)n, timeout) < 0) {
@@ -381,33 +386,14 @@ supervisor_main(const struct supervisor_opts *o)
 			changes_watch_settle();
 		if (pfd[P_EXT].revents & POLLIN)
 			changes_ext_drain();
-		/* Replies going out, then connections, by fd: the handlers
-		 * reorder both arrays. */
-		for (int j = first_linger; j < n; j++) {
-			if (!pfd[j].revents)
-				continue;
-			for (int k = 0; k < s.nlingering; k++)
-				if (peer_fd(s.lingering[k].peer) == pfd[j].fd) {
-					conn_linger_writable(k);
-					break;
-				}
-		}
-		for (int j = first_conn; j < first_linger; j++) {
-			if (!pfd[j].revents)
-				continue;
-			for (int i = 0; i < s.nconns; i++) {
-				if (!s.conns[i]->peer || peer_fd(s.conns[i]->peer) != pfd[j].fd)
-					continue;
-				if ((pfd[j].revents & POLLOUT) && !conn_writable(i))
-					break; /* the client is gone */
-				if (!(pfd[j].revents & ~POLLOUT))
-					break;
-				if (s.conns[i]->waiting)
-					conn_waiting_readable(i); /* Ctrl-C or hang-up, parked */
-				else
-					conn_readable(i);
-				break;
-			}
+		/* A handler may close other connections than its own: they stay
+		 * CLOSED (not freed) until conn_sweep below. */
+		for (int j = first_conn; j < n; j++) {
+			struct conn *c = polled[j - first_conn];
+			if (pfd[j].revents & POLLOUT)
+				conn_writable(c);
+			if (pfd[j].revents & ~POLLOUT)
+				conn_readable(c);
 		}
 		/* Variants we asked to stop: their answer (or hang-up) means gone. */
 		for (int j = first_conn - 1; j >= first_variant; j--) {
@@ -422,6 +408,7 @@ supervisor_main(const struct supervisor_opts *o)
 		}
 		if (s.stopping && (s.nvariant_fds == 0 || now_ms() >= s.variants_deadline))
 			maybe_finish();
+		conn_sweep();
 		if (pfd[P_LISTEN].revents & POLLIN)
 			conn_accept_clients();
 		for (int i = 0; i < MAX_GENS; i++) {
