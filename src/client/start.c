@@ -262,10 +262,13 @@ start_detached(const struct opts *o, const struct zpaths *p, const char *server)
 	if (pr.shown)
 		fputs("\r\033[K", stderr);
 	if (interrupted) {
+		char which[PATH_MAX + 300];
+		snprintf(which, sizeof(which), "--root %s%s%s", p->root,
+			 o->instance && *o->instance ? " --instance " : "",
+			 o->instance && *o->instance ? o->instance : "");
 		log_warn("interrupted; the server for %s keeps warming up in the background: "
-			 "`pytest-zygote status --root %s` shows it, `pytest-zygote stop --root "
-			 "%s` stops it",
-			 p->root, p->root, p->root);
+			 "`pytest-zygote status %s` shows it, `pytest-zygote stop %s` stops it",
+			 p->root, which, which);
 		return 128 + SIGINT;
 	}
 	line[len] = '\0';
