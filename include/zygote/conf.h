@@ -28,6 +28,7 @@ struct zconf {
 	int start_if_needed;     /* -1 = not set, 0/1 */
 	int max_runs;            /* -1 = not set, 0 = no limit */
 	int reload_fresh;        /* -1 = not set, 0 reload in the child, 1 fresh */
+	int idle_timeout_ms;     /* -1 = not set, 0 = never */
 	char file[PATH_MAX];     /* the file read, or "" */
 	char errors[2048];       /* "file:line: ..." lines, or "" */
 	int nerrors;

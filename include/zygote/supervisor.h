@@ -19,6 +19,10 @@ struct supervisor_opts {
 
 /* The largest max_runs (a generation serves at most this many runs at once). */
 #define SUPERVISOR_MAX_RUNS_LIMIT 256
+/* idle_timeout (PYTEST_ZYGOTE_IDLE_TIMEOUT), seconds: the default (3 hours)
+ * and the largest value (a week); 0 means never. */
+#define SUPERVISOR_IDLE_TIMEOUT_DEFAULT 10800
+#define SUPERVISOR_IDLE_TIMEOUT_MAX (7 * 86400)
 
 /*
  * Default max_runs (runs in progress at once; more wait in a queue): twice

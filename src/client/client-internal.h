@@ -18,6 +18,7 @@ struct opts {
 	int ready_fd;
 	int start_if_needed;
 	int json;
+	int all; /* status --all, stop --all: every server in the runtime directory */
 	int grace_ms;
 	int quiet; /* start messages to stderr (auto-start from run) */
 	int python_set, grace_set, start_if_needed_set;
@@ -46,5 +47,20 @@ int check_env_failed(char *errs);
 
 /* status.c: print the result of `start` from the supervisor's report line. */
 int print_report(const struct zpaths *p, const char *line, int to_stderr);
+
+/* status.c: a server found in the runtime directory, with its status text. */
+struct server_found {
+	struct zpaths p; /* its socket, pid and log paths; root from its status */
+	char *text;
+};
+
+/* status.c: every server in base's runtime directory that answers a status
+ * request, in *ret (servers_free it). 0, or -errno when the directory
+ * cannot be read. */
+int servers_list(const struct zpaths *base, struct server_found **ret, size_t *ret_n);
+void servers_free(struct server_found *list, size_t n);
+
+/* status.c: `status --all`. */
+int cmd_status_all(const struct opts *o, const struct zpaths *p);
 
 #endif

@@ -46,7 +46,8 @@ static const char usage_text[] =
 	"  -h, --help      help for a command: pytest-zygote COMMAND --help\n"
 	"  --version       print the version\n"
 	"\n"
-	"Exit codes: pytest's own (0-5); 128+N when the test process died of signal N;\n"
+	"Exit codes: pytest's own (0-5); 128+N when the test process died of signal N\n"
+	"(130 when Ctrl-C interrupts start: the server keeps warming up);\n"
 	"64 usage error; 69 no server running; 70 internal or protocol error; 71 the\n"
 	"server could not be started; 75 the zygote died during the run (run again);\n"
 	"77 the test process could not be sandboxed (the message says why; see\n"
@@ -63,6 +64,8 @@ static const char usage_text[] =
 	"PYTEST_ZYGOTE_RELOAD (child or fresh: how runs follow an edit),\n"
 	"PYTEST_ZYGOTE_VARIANTS (zygotes kept for other environments, default 3),\n"
 	"PYTEST_ZYGOTE_VARIANT_IDLE (seconds before an unused one stops, default 1800),\n"
+	"PYTEST_ZYGOTE_IDLE_TIMEOUT (seconds without runs before a server stops,\n"
+	"default 10800; 0: never),\n"
 	"PYTEST_ZYGOTE_PYDIR (where the pytest_zygote package is),\n"
 	"PYTEST_ZYGOTE_SERVER (the pytest-zygote-server that start runs; default: the\n"
 	"one next to this program), NO_COLOR. For measuring, in the environment of run:\n"
@@ -119,10 +122,12 @@ static const char run_help[] =
 	"  --instance NAME     another server for the same root\n";
 
 static const char stop_help[] =
-	"Usage: pytest-zygote stop [--root DIR] [--grace SECONDS]\n"
+	"Usage: pytest-zygote stop [--root DIR | --all] [--grace SECONDS]\n"
 	"\n"
 	"Stop the server. Running tests get SECONDS (default 5) to finish, then are\n"
-	"killed. The socket and pid file are removed.\n";
+	"killed. The socket and pid file are removed. With --all: every server of\n"
+	"yours in the runtime directory (every project, instance and zygote for\n"
+	"another environment); prints how many it stopped, and exits 0 when none ran.\n";
 
 static const char restart_help[] =
 	"Usage: pytest-zygote restart [--root DIR] [--python PATH] [--max-runs N] [--grace SECONDS]\n"
@@ -130,12 +135,13 @@ static const char restart_help[] =
 	"Stop the server if one runs, then start a new one (see start --help).\n";
 
 static const char status_help[] =
-	"Usage: pytest-zygote status [--root DIR] [--json]\n"
+	"Usage: pytest-zygote status [--root DIR | --all] [--json]\n"
 	"\n"
-	"Show pid, root, interpreter, uptime, generation, modules imported, runs served,\n"
-	"runs in progress and queued, max_runs, the zygote's memory and the sandbox\n"
-	"(seccomp, seccomp no-network, off, none, or failed: WHY). Exits 69 when no\n"
-	"server runs.\n";
+	"Show pid, root, interpreter, uptime, idle time, generation, modules imported,\n"
+	"runs served, runs in progress and queued, max_runs, the zygote's memory and the\n"
+	"sandbox (seccomp, seccomp no-network, off, none, or failed: WHY). Exits 69 when\n"
+	"no server runs. With --all: one line per server of yours in the runtime\n"
+	"directory (pid, state, generation, uptime, idle time, root), or a JSON list.\n";
 
 /* The project root (--root, or pytest's rootdir from the cwd) and its paths. */
 int
@@ -200,10 +206,58 @@ stop_server(const struct opts *o, const struct zpaths *p, int quiet_absent)
 	return 0;
 }
 
+/*
+ * `stop --all`: every server in the runtime directory, zygotes for other
+ * environments (instances with a '~') first, since their servers would stop
+ * them anyway; each answers once it has stopped.
+ */
+static int
+stop_all(const struct opts *o, const struct zpaths *p)
+{
+	struct server_found *list;
+	size_t n;
+	int r = servers_list(p, &list, &n), stopped = 0, failed = 0;
+	if (r < 0) {
+		log_error("cannot read the runtime directory '%s': %s", p->dir, strerror(-r));
+		return ZEXIT_INTERNAL;
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < n; i++) {
+			char *inst = client_status_get(list[i].text, "instance");
+			int variant = inst && strchr(inst, '~');
+			free(inst);
+			if (variant != (pass == 0))
+				continue;
+			char *text = NULL;
+			r = client_request(&list[i].p, PROTO_KIND_STOP, (uint32_t)o->grace_ms,
+					   &text);
+			if (r == 0) {
+				char *pid = client_status_get(text, "pid");
+				printf("pytest-zygote: stopped %s (pid %s)\n", list[i].p.root,
+				       pid ? pid : "?");
+				free(pid);
+				stopped++;
+			} else if (r != -ENOENT && r != -ECONNREFUSED) {
+				/* Gone meanwhile (its own server stopped it) is no failure. */
+				log_error("stop %s: %s", list[i].p.root,
+					  text ? text : strerror(-r));
+				failed++;
+			}
+			free(text);
+		}
+	}
+	servers_free(list, n);
+	printf("pytest-zygote: stopped %d server%s in %s\n", stopped, stopped == 1 ? "" : "s",
+	       p->dir);
+	return failed ? ZEXIT_INTERNAL : 0;
+}
+
 /* `stop` */
 static int
 cmd_stop(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 {
+	if (o->all)
+		return stop_all(o, p);
 	return stop_server(o, p, 0);
 }
 
@@ -251,6 +305,7 @@ enum {
 	CMD_JSON = 1 << 6,            /* --json */
 	CMD_PYTEST_ARGS = 1 << 7,     /* the first other argument starts pytest's */
 	CMD_CONF_FATAL = 1 << 8,      /* bad config settings stop it (else: warnings) */
+	CMD_ALL = 1 << 9,             /* --all: every server in the runtime directory */
 };
 
 static const struct command {
@@ -262,10 +317,10 @@ static const struct command {
 	{ "start", start_help, cmd_start,
 	  CMD_PYTHON | CMD_READY_FD | CMD_MAX_RUNS | CMD_FOREGROUND | CMD_CONF_FATAL },
 	{ "run", run_help, cmd_run, CMD_START_IF_NEEDED | CMD_PYTEST_ARGS },
-	{ "stop", stop_help, cmd_stop, CMD_GRACE },
+	{ "stop", stop_help, cmd_stop, CMD_GRACE | CMD_ALL },
 	{ "restart", restart_help, cmd_restart,
 	  CMD_PYTHON | CMD_MAX_RUNS | CMD_GRACE | CMD_CONF_FATAL },
-	{ "status", status_help, cmd_status, CMD_JSON },
+	{ "status", status_help, cmd_status, CMD_JSON | CMD_ALL },
 	{ "settings", settings_help, cmd_settings, 0 },
 };
 
@@ -365,6 +420,8 @@ parse_options(const struct command *c, int argc, char **argv, struct opts *o, in
 			o->start_if_needed_set = 1;
 		} else if ((c->flags & CMD_JSON) && strcmp(a, "--json") == 0) {
 			o->json = 1;
+		} else if ((c->flags & CMD_ALL) && strcmp(a, "--all") == 0) {
+			o->all = 1;
 		} else if (c->flags & CMD_PYTEST_ARGS) {
 			break; /* pytest's arguments start here */
 		} else {

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,10 @@ apply_start_env(const struct zconf *c)
 	}
 	if (c->reload_fresh >= 0)
 		setenv_default("PYTEST_ZYGOTE_RELOAD", c->reload_fresh ? "fresh" : "child");
+	if (c->idle_timeout_ms >= 0) {
+		snprintf(v, sizeof(v), "%.3f", c->idle_timeout_ms / 1000.0);
+		setenv_default("PYTEST_ZYGOTE_IDLE_TIMEOUT", v);
+	}
 }
 
 /* What `start` shows while the first generation warms up. */
@@ -146,9 +151,23 @@ exec_server(const char *server, const struct opts *o, const struct zpaths *p, co
 	execv(server, (char **)argv);
 }
 
+/* Set by SIGINT while start waits for the report. */
+static volatile sig_atomic_t interrupted;
+
+static void
+on_sigint(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
 /*
  * Detach a server (double fork, new session, stdio to /dev/null and the log,
  * exec pytest-zygote-server) and wait for its one-line report on a pipe.
+ * Ctrl-C stops the waiting, not the server: it is in a session of its own
+ * and keeps warming up, and we say so (exit 130, as a process killed by
+ * SIGINT). Stopping it would throw away a warm-up that the next run wants;
+ * idle_timeout stops it if nothing ever uses it.
  */
 static int
 start_detached(const struct opts *o, const struct zpaths *p, const char *server)
@@ -173,14 +192,31 @@ start_detached(const struct opts *o, const struct zpaths *p, const char *server)
 		int report = fcntl(pfd[1], F_DUPFD_CLOEXEC, 3);
 		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 		int logfd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+		/* A first line, written here: a log we cannot write (a full disk)
+		 * would otherwise surface later as the project's warm-up failing. */
+		if (logfd < 0 ||
+		    dprintf(logfd, "pytest-zygote start: the server for %s\n", p->root) < 0) {
+			int e = errno;
+			dprintf(report, "error cannot write the log '%s': %s%s\n", p->log,
+				strerror(e),
+				e == ENOSPC || e == EDQUOT
+					? "; the file system of the runtime directory is full: "
+					  "free space there or set PYTEST_ZYGOTE_RUNTIME_DIR to "
+					  "another directory"
+					: "");
+			_exit(ZEXIT_NOSTART);
+		}
 		dup2(devnull, 0);
 		dup2(devnull, 1);
-		dup2(logfd >= 0 ? logfd : devnull, 2);
+		dup2(logfd, 2);
 		exec_server(server, o, p, "--report-fd", report);
 		dprintf(report, "error cannot run the server '%s': %s\n", server, strerror(errno));
 		_exit(127);
 	}
 	close(pfd[1]);
+	struct sigaction sa = { .sa_handler = on_sigint }, old_sa;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, &old_sa); /* no SA_RESTART: poll returns EINTR */
 	int st;
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		;
@@ -195,6 +231,8 @@ start_detached(const struct opts *o, const struct zpaths *p, const char *server)
 	char line[1300];
 	size_t len = 0;
 	for (;;) {
+		if (interrupted)
+			break;
 		char *nl = memchr(line, '\n', len);
 		if (nl && strncmp(line, "progress ", 9) == 0) {
 			*nl = '\0';
@@ -220,8 +258,19 @@ start_detached(const struct opts *o, const struct zpaths *p, const char *server)
 		len += (size_t)n;
 	}
 	close(pfd[0]);
+	sigaction(SIGINT, &old_sa, NULL);
 	if (pr.shown)
 		fputs("\r\033[K", stderr);
+	if (interrupted) {
+		char which[PATH_MAX + 300];
+		snprintf(which, sizeof(which), "--root %s%s%s", p->root,
+			 o->instance && *o->instance ? " --instance " : "",
+			 o->instance && *o->instance ? o->instance : "");
+		log_warn("interrupted; the server for %s keeps warming up in the background: "
+			 "`pytest-zygote status %s` shows it, `pytest-zygote stop %s` stops it",
+			 p->root, which, which);
+		return 128 + SIGINT;
+	}
 	line[len] = '\0';
 	line[strcspn(line, "\n")] = '\0';
 	return print_report(p, line, o->quiet);

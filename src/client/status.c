@@ -3,6 +3,7 @@
  * result of `start` and "already running". It only asks and prints: it must
  * not start, stop or change a server.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,6 +86,8 @@ print_report(const struct zpaths *p, const char *line, int to_stderr)
 int
 cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 {
+	if (o->all)
+		return cmd_status_all(o, p);
 	char *text = NULL;
 	int r = client_request(p, PROTO_KIND_STATUS, 0, &text);
 	if (r == -ENOENT || r == -ECONNREFUSED) {
@@ -100,12 +103,13 @@ cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 		free(text);
 		return ZEXIT_INTERNAL;
 	}
-	static const char *numeric[] = { "pid",        "uptime_s",    "generation",
-					 "zygote_pid", "modules",     "project_files",
-					 "warmup_s",   "runs",        "running",
-					 "rss_kb",     "threads",     "refreshes",
-					 "warming",    "dirty_count", "last_refresh_s",
-					 "queued",     "max_runs",    "variants" };
+	static const char *numeric[] = {
+		"pid",        "idle_s",   "uptime_s",      "generation",
+		"zygote_pid", "modules",  "project_files", "warmup_s",
+		"runs",       "running",  "rss_kb",        "threads",
+		"refreshes",  "warming",  "dirty_count",   "last_refresh_s",
+		"queued",     "max_runs", "variants"
+	};
 	if (o->json) {
 		printf("{\"server\": true");
 		int dirty_open = 0;
@@ -167,6 +171,7 @@ cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 		{ "socket", "socket", "" },
 		{ "log", "log", "" },
 		{ "uptime_s", "uptime", " s" },
+		{ "idle_s", "idle", " s" },
 		{ "generation", "generation", "" },
 		{ "zygote_pid", "zygote pid", "" },
 		{ "modules", "modules", "" },
@@ -202,4 +207,131 @@ cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 	}
 	free(text);
 	return 0;
+}
+
+/* Every server in the runtime directory that answers: a pid file names each
+ * (NAME.pid beside NAME.sock); a stale one (nobody listening) is skipped. */
+int
+servers_list(const struct zpaths *base, struct server_found **ret, size_t *ret_n)
+{
+	DIR *d = opendir(base->dir);
+	if (!d)
+		return -errno;
+	struct server_found *list = NULL;
+	size_t n = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		size_t len = strlen(e->d_name);
+		if (len <= 4 || strcmp(e->d_name + len - 4, ".pid") != 0 ||
+		    len - 4 >= sizeof(base->name))
+			continue;
+		struct server_found f = { .p = *base };
+		snprintf(f.p.name, sizeof(f.p.name), "%.*s", (int)(len - 4), e->d_name);
+		if ((size_t)snprintf(f.p.sock, sizeof(f.p.sock), "%s/%s.sock", base->dir,
+				     f.p.name) >= sizeof(f.p.sock))
+			continue;
+		/* The socket path fitted in 108 bytes, so these fit in PATH_MAX. */
+		if (snprintf(f.p.pid, sizeof(f.p.pid), "%.200s/%s.pid", base->dir, f.p.name) < 0 ||
+		    snprintf(f.p.log, sizeof(f.p.log), "%.200s/%s.log", base->dir, f.p.name) < 0)
+			continue;
+		if (client_request(&f.p, PROTO_KIND_STATUS, 0, &f.text) < 0) {
+			free(f.text);
+			continue;
+		}
+		char *root = client_status_get(f.text, "root");
+		snprintf(f.p.root, sizeof(f.p.root), "%s", root ? root : "?");
+		free(root);
+		struct server_found *grown = realloc(list, (n + 1) * sizeof(*list));
+		if (!grown) {
+			free(f.text);
+			break;
+		}
+		list = grown;
+		list[n++] = f;
+	}
+	closedir(d);
+	*ret = list;
+	*ret_n = n;
+	return 0;
+}
+
+void
+servers_free(struct server_found *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(list[i].text);
+	free(list);
+}
+
+/* A string as JSON. */
+static void
+json_string(const char *v)
+{
+	putchar('"');
+	for (const char *c = v ? v : ""; *c; c++) {
+		if (*c == '"' || *c == '\\')
+			printf("\\%c", *c);
+		else if ((unsigned char)*c < 0x20)
+			printf("\\u%04x", *c);
+		else
+			putchar(*c);
+	}
+	putchar('"');
+}
+
+/* `status --all`: one line (or JSON object) per server of ours in the runtime directory. */
+int
+cmd_status_all(const struct opts *o, const struct zpaths *p)
+{
+	struct server_found *list;
+	size_t n;
+	int r = servers_list(p, &list, &n);
+	if (r < 0) {
+		log_error("cannot read the runtime directory '%s': %s", p->dir, strerror(-r));
+		return ZEXIT_INTERNAL;
+	}
+	static const char *keys[] = { "pid",    "state", "generation", "uptime_s",
+				      "idle_s", "runs",  "running",    "instance" };
+	if (o->json)
+		printf("[");
+	else if (n)
+		printf("%s%7s  %-10s %4s %9s %9s  %s%s\n", color() ? "\033[1m" : "", "PID", "STATE",
+		       "GEN", "UPTIME", "IDLE", "ROOT", color() ? "\033[0m" : "");
+	for (size_t i = 0; i < n; i++) {
+		char *v[ARRAY_SIZE(keys)];
+		for (size_t k = 0; k < ARRAY_SIZE(keys); k++) {
+			v[k] = client_status_get(list[i].text, keys[k]);
+			if (!v[k])
+				v[k] = strdup("");
+		}
+		if (o->json) {
+			printf("%s{\"root\": ", i ? ", " : "");
+			json_string(list[i].p.root);
+			printf(", \"socket\": ");
+			json_string(list[i].p.sock);
+			for (size_t k = 0; k < ARRAY_SIZE(keys); k++) {
+				int text = strcmp(keys[k], "state") == 0 ||
+					   strcmp(keys[k], "instance") == 0 || !v[k] || !*v[k];
+				printf(", \"%s\": ", keys[k]);
+				if (text)
+					json_string(v[k]);
+				else
+					printf("%s", v[k]);
+			}
+			printf("}");
+		} else {
+			printf("%7s  %-10s %4s %7.0f s %7.0f s  %s%s%s%s\n", v[0], v[1], v[2],
+			       atof(v[3] ? v[3] : "0"), atof(v[4] ? v[4] : "0"), list[i].p.root,
+			       v[7] && *v[7] ? " (instance " : "", v[7] ? v[7] : "",
+			       v[7] && *v[7] ? ")" : "");
+		}
+		for (size_t k = 0; k < ARRAY_SIZE(keys); k++)
+			free(v[k]);
+	}
+	if (o->json)
+		printf("]\n");
+	else if (!n)
+		fprintf(stderr, "pytest-zygote: no servers are running in %s\n", p->dir);
+	servers_free(list, n);
+	return n ? 0 : ZEXIT_NOSERVER;
 }

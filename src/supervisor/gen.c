@@ -54,10 +54,12 @@ void
 gen_unlink_pages(void)
 {
 	char pages[PATH_MAX + 128];
+	/* Relative to the directory the server started in: a new runtime
+	 * directory at the same path (and its server's files) is never touched. */
 	pages_path(pages, sizeof(pages));
-	unlink(pages);
+	unlinkat(s.rt_dirfd, strrchr(pages, '/') + 1, 0);
 	learned_path(pages, sizeof(pages));
-	unlink(pages);
+	unlinkat(s.rt_dirfd, strrchr(pages, '/') + 1, 0);
 }
 
 /* The generation serving runs, if it is warm. */

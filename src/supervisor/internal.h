@@ -158,6 +158,15 @@ struct supervisor_state {
 	int is_variant;              /* this server is one (its instance has a '~') */
 	long long idle_ms;           /* a variant stops after this long without runs */
 	long long last_run_ms;
+	/* idle_timeout: a server stops after this long (0: never) with no run,
+	 * no client connection and no warm-up; last_active_ms is when it was last
+	 * busy. */
+	long long idle_timeout_ms;
+	long long last_active_ms;
+	int was_busy;
+	/* The runtime directory, opened at start: the server unlinks its files
+	 * relative to it, never by path (supervisor.c, unlink_own). */
+	int rt_dirfd;
 };
 
 extern struct supervisor_state s;

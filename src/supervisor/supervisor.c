@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -42,16 +43,80 @@
 #include "internal.h"
 
 /* The one state, shared by the supervisor's files (internal.h). */
-struct supervisor_state s = { .listen_fd = -1, .sigfd = -1, .cur = -1, .next = -1, .ext_fd = -1 };
+struct supervisor_state s = {
+	.listen_fd = -1, .sigfd = -1, .cur = -1, .next = -1, .ext_fd = -1, .rt_dirfd = -1
+};
+
+/*
+ * Ownership of our files in the runtime directory. A logout or a /tmp
+ * cleaner may delete the directory under us, and a next `start` may create
+ * a new one at the same path with a new server's socket and pid file of the
+ * same names. We remember the inode of each file we created and unlink a
+ * name only while it is still that inode, relative to the directory we
+ * opened at start (a new directory at the same path is another inode: its
+ * files are never touched). Between the fstatat and the unlinkat another
+ * server could replace the file; that window is two system calls long, and
+ * only a server that took the pid lock, which we hold until after the
+ * unlink, could do so.
+ */
+static struct stat own_dir, own_pid, own_sock;
+static int rt_inotify = -1;        /* the runtime directory's deletions and renames */
+static long long rt_check_at = -1; /* when to check who owns our names; -1: not due */
+/* A short wait after an event: `rm -rf` deletes our socket a moment before
+ * the pid file and the directory, and re-creating the socket meanwhile would
+ * make it fail ("Directory not empty"). */
+#define RT_SETTLE_MS 300
+/* Without inotify (no instance left) the check polls. */
+#define RT_POLL_MS 5000
+
+static int
+same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+/* The last component of one of our paths (all are DIR/NAME.SUFFIX). */
+static const char *
+base_name(const char *path)
+{
+	return strrchr(path, '/') + 1;
+}
+
+/* Unlink path if it is still the file st describes: 0, -ESTALE when it is
+ * another file now, or -errno (-ENOENT: gone already). */
+static int
+unlink_own(const char *path, const struct stat *st)
+{
+	struct stat cur;
+	if (fstatat(s.rt_dirfd, base_name(path), &cur, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (!same_file(&cur, st))
+		return -ESTALE;
+	return unlinkat(s.rt_dirfd, base_name(path), 0) < 0 ? -errno : 0;
+}
+
+/* 1 while the pid file at its path is still ours (so are the names beside it). */
+static int
+pid_file_ours(void)
+{
+	struct stat cur;
+	return fstatat(s.rt_dirfd, base_name(s.o->paths.pid), &cur, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       same_file(&cur, &own_pid);
+}
 
 /* Remove the socket, pages and pid file, answer who is left, and exit. */
 static void
 finish_and_exit(void)
 {
-	unlink(s.o->paths.sock);
-	gen_unlink_pages();
+	if (s.listen_fd >= 0)
+		unlink_own(s.o->paths.sock, &own_sock);
+	/* The pages carry no inode of ours (zygotes write them): they are ours
+	 * while the pid file is. */
+	if (pid_file_ours())
+		gen_unlink_pages();
 	/* Gone before anyone hears "stopped", so a next `start` finds no lock. */
-	pidfile_remove(s.pfh);
+	unlink_own(s.o->paths.pid, &own_pid);
+	pidfile_close(s.pfh);
 	s.pfh = NULL;
 	char text[128];
 	snprintf(text, sizeof(text), "stopped=1\npid=%d\n", (int)getpid());
@@ -88,7 +153,7 @@ supervisor_begin_stop(int grace_ms)
 	s.grace_ms = grace_ms;
 	close(s.listen_fd); /* new clients see "no zygote running" */
 	s.listen_fd = -1;
-	unlink(s.o->paths.sock);
+	unlink_own(s.o->paths.sock, &own_sock);
 	for (int i = 0; i < s.nvariants; i++)
 		variant_stop(s.variants[i].id);
 	s.nvariants = 0;
@@ -186,25 +251,141 @@ reap(void)
 	conn_dispatch_queue();
 }
 
-/* Create the listening socket (mode 0600); 0 or -errno. */
+/* Bind and listen on the socket path (mode 0600), remembering its inode:
+ * the new listening fd, or -errno. */
 static int
-setup_socket(void)
+bind_socket(void)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", s.o->paths.sock);
-	s.listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (s.listen_fd < 0)
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
 		return -errno;
+	mode_t old = umask(0177);
+	int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old);
+	if (r < 0 || listen(fd, 128) < 0 ||
+	    fstatat(s.rt_dirfd, base_name(s.o->paths.sock), &own_sock, AT_SYMLINK_NOFOLLOW) < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+/* Create the listening socket; 0 or -errno. */
+static int
+setup_socket(void)
+{
 	/* We hold the pid file lock, so a socket file here was left by a dead
 	 * server: replace it (and what it learned). */
-	unlink(s.o->paths.sock);
+	unlinkat(s.rt_dirfd, base_name(s.o->paths.sock), 0);
 	gen_unlink_pages();
-	mode_t old = umask(0177);
-	int r = bind(s.listen_fd, (struct sockaddr *)&sa, sizeof(sa));
-	umask(old);
-	if (r < 0 || listen(s.listen_fd, 128) < 0)
-		return -errno;
+	int fd = bind_socket();
+	if (fd < 0)
+		return fd;
+	s.listen_fd = fd;
 	return 0;
+}
+
+/*
+ * Do we still own our names in the runtime directory? The directory deleted
+ * or replaced (a logout removing /run/user/UID, a /tmp cleaner) or our pid
+ * file deleted or replaced means a next `start` makes, or made, another
+ * server there: we stop, so that there is never a server nobody can reach
+ * beside one that can, and touch none of the files there (unlink_own). Our
+ * socket alone deleted (a cleaner that ages files) while we hold the pid
+ * file: no other server can own the name, so we bind a new one.
+ */
+static void
+rt_check(void)
+{
+	struct stat st;
+	const char *what = NULL, *path = s.o->paths.dir, *how = "deleted or replaced";
+	if (fstat(s.rt_dirfd, &st) < 0 || st.st_nlink == 0)
+		what = "the runtime directory", how = "deleted";
+	else if (stat(s.o->paths.dir, &st) < 0 || !same_file(&st, &own_dir))
+		what = "the runtime directory";
+	else if (!pid_file_ours())
+		what = "the pid file", path = s.o->paths.pid;
+	if (what) {
+		log_warn("%s '%s' was %s: stopping (a new `pytest-zygote start` makes a server "
+			 "of its own there)",
+			 what, path, how);
+		supervisor_begin_stop(DEFAULT_GRACE_MS);
+		return;
+	}
+	int r = fstatat(s.rt_dirfd, base_name(s.o->paths.sock), &st, AT_SYMLINK_NOFOLLOW);
+	if (r == 0 && same_file(&st, &own_sock))
+		return;
+	if (r == 0 || errno != ENOENT) {
+		log_warn("the socket '%s' was replaced by another file: stopping", s.o->paths.sock);
+		supervisor_begin_stop(DEFAULT_GRACE_MS);
+		return;
+	}
+	int fd = bind_socket();
+	if (fd < 0) {
+		log_error("the socket '%s' was deleted and cannot be made again: %s; stopping",
+			  s.o->paths.sock, strerror(-fd));
+		supervisor_begin_stop(DEFAULT_GRACE_MS);
+		return;
+	}
+	close(s.listen_fd);
+	s.listen_fd = fd;
+	log_warn("the socket '%s' was deleted; listening on a new one", s.o->paths.sock);
+}
+
+/* Watch the runtime directory for what rt_check looks at; without inotify, poll. */
+static void
+rt_watch_start(void)
+{
+	rt_inotify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (rt_inotify >= 0 &&
+	    inotify_add_watch(rt_inotify, s.o->paths.dir,
+			      IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF |
+				      IN_MOVE_SELF | IN_ONLYDIR) < 0) {
+		close(rt_inotify);
+		rt_inotify = -1;
+	}
+	if (rt_inotify < 0) {
+		log_info("cannot watch the runtime directory '%s' (%s); checking it every %d s",
+			 s.o->paths.dir, strerror(errno), RT_POLL_MS / 1000);
+		rt_check_at = now_ms() + RT_POLL_MS;
+	}
+}
+
+/* Events on the runtime directory: check a moment later. */
+static void
+rt_watch_drain(void)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	while (read(rt_inotify, buf, sizeof(buf)) > 0)
+		;
+	if (rt_check_at < 0)
+		rt_check_at = now_ms() + RT_SETTLE_MS;
+}
+
+/* How a write to the runtime directory failed, for the user: a full disk named as such. */
+static const char *
+write_hint(int err)
+{
+	return err == ENOSPC || err == EDQUOT
+		       ? "; the file system of the runtime directory is full: free space there "
+			 "or set PYTEST_ZYGOTE_RUNTIME_DIR to another directory"
+		       : "";
+}
+
+/* The idle timeout in ms from PYTEST_ZYGOTE_IDLE_TIMEOUT (seconds; the
+ * client checked it), else the default. */
+static long long
+idle_timeout_ms(void)
+{
+	const char *v = getenv("PYTEST_ZYGOTE_IDLE_TIMEOUT");
+	char *end;
+	double x = v && *v ? strtod(v, &end) : -1;
+	if (!v || !*v || *end || !(x >= 0 && x <= SUPERVISOR_IDLE_TIMEOUT_MAX))
+		return SUPERVISOR_IDLE_TIMEOUT_DEFAULT * 1000LL;
+	return (long long)(x * 1000);
 }
 
 int
@@ -224,9 +405,19 @@ supervisor_main(const struct supervisor_opts *o)
 	s.o = o;
 	s.start_ms = now_ms();
 	s.last_run_ms = s.start_ms;
+	s.last_active_ms = s.start_ms;
 	s.is_variant = o->instance && strchr(o->instance, '~');
 	pid_t other = 0;
 
+	s.idle_timeout_ms = idle_timeout_ms();
+	s.rt_dirfd = open(o->paths.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (s.rt_dirfd < 0 || fstat(s.rt_dirfd, &own_dir) < 0) {
+		log_error("cannot open the runtime directory '%s': %s", o->paths.dir,
+			  strerror(errno));
+		status_report("error cannot open the runtime directory '%s': %s", o->paths.dir,
+			      strerror(errno));
+		return ZEXIT_NOSTART;
+	}
 	s.pfh = pidfile_open(o->paths.pid, 0600, &other);
 	if (!s.pfh) {
 		if (errno == EEXIST) {
@@ -234,21 +425,42 @@ supervisor_main(const struct supervisor_opts *o)
 			log_info("already running for %s (pid %d)", o->paths.root, (int)other);
 			return 0;
 		}
-		log_error("cannot open pid file '%s': %s", o->paths.pid, strerror(errno));
-		status_report("error cannot open pid file '%s': %s", o->paths.pid, strerror(errno));
+		int e = errno;
+		log_error("cannot open pid file '%s': %s%s", o->paths.pid, strerror(e),
+			  write_hint(e));
+		status_report("error cannot open pid file '%s': %s%s", o->paths.pid, strerror(e),
+			      write_hint(e));
 		return ZEXIT_NOSTART;
 	}
 	int lockfd = pidfile_fileno(s.pfh);
 	if (lockfd >= 0)
 		fcntl(lockfd, F_SETFD, FD_CLOEXEC);
-	int r = setup_socket();
-	if (r < 0) {
-		log_error("cannot listen on '%s': %s", o->paths.sock, strerror(-r));
-		status_report("error cannot listen on '%s': %s", o->paths.sock, strerror(-r));
-		pidfile_remove(s.pfh);
+	/* The lock is the server's claim on its name: writing the pid can fail
+	 * (a full disk), and libbsd then removes the file and drops the lock.
+	 * A server without it would be a second one as soon as another start
+	 * came, so none runs. */
+	if (lockfd < 0 || fstat(lockfd, &own_pid) < 0 || pidfile_write(s.pfh) < 0) {
+		int e = errno;
+		log_error("cannot write the pid file '%s': %s%s", o->paths.pid, strerror(e),
+			  write_hint(e));
+		status_report("error cannot write the pid file '%s': %s%s", o->paths.pid,
+			      strerror(e), write_hint(e));
+		if (s.pfh && pidfile_fileno(s.pfh) >= 0) {
+			unlink_own(o->paths.pid, &own_pid);
+			pidfile_close(s.pfh);
+		}
 		return ZEXIT_NOSTART;
 	}
-	pidfile_write(s.pfh);
+	int r = setup_socket();
+	if (r < 0) {
+		log_error("cannot listen on '%s': %s%s", o->paths.sock, strerror(-r),
+			  write_hint(-r));
+		status_report("error cannot listen on '%s': %s%s", o->paths.sock, strerror(-r),
+			      write_hint(-r));
+		unlink_own(o->paths.pid, &own_pid);
+		pidfile_close(s.pfh);
+		return ZEXIT_NOSTART;
+	}
 	if (s.is_variant)
 		setproctitle("supervisor %s (for another environment, %s)", o->paths.root,
 			     o->instance);
@@ -256,6 +468,7 @@ supervisor_main(const struct supervisor_opts *o)
 		setproctitle("supervisor %s", o->paths.root);
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	changes_watch_start();
+	rt_watch_start();
 
 	sigset_t set;
 	sigemptyset(&set);
@@ -268,9 +481,10 @@ supervisor_main(const struct supervisor_opts *o)
 	s.sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (s.sigfd < 0 || gen_spawn(0) < 0) {
 		status_report("error cannot start the zygote: %s", strerror(errno));
-		unlink(o->paths.sock);
+		unlink_own(o->paths.sock, &own_sock);
 		gen_unlink_pages();
-		pidfile_remove(s.pfh);
+		unlink_own(o->paths.pid, &own_pid);
+		pidfile_close(s.pfh);
 		return ZEXIT_NOSTART;
 	}
 
@@ -279,7 +493,7 @@ supervisor_main(const struct supervisor_opts *o)
 	 * reply still going out) is polled for POLLOUT while it has output
 	 * queued: nothing in this loop waits on a peer.
 	 */
-	enum { P_SIG, P_LISTEN, P_WATCH, P_EXT, P_GENS };
+	enum { P_SIG, P_LISTEN, P_WATCH, P_EXT, P_RT, P_GENS };
 	for (;;) {
 		struct pollfd pfd[P_GENS + MAX_GENS + MAX_VARIANTS + MAX_CONNS];
 		struct conn *polled[MAX_CONNS]; /* the connection of pfd[first_conn + k] */
@@ -304,6 +518,7 @@ supervisor_main(const struct supervisor_opts *o)
 			(struct pollfd){ .fd = s.watch && s.poll_ms <= 0 ? watch_fd(s.watch) : -1,
 					 .events = POLLIN };
 		pfd[n++] = (struct pollfd){ .fd = s.ext_fd, .events = POLLIN };
+		pfd[n++] = (struct pollfd){ .fd = rt_inotify, .events = POLLIN };
 		for (int i = 0; i < MAX_GENS; i++) {
 			struct peer *ctl = s.gens[i].pid ? s.gens[i].ctl : NULL;
 			pfd[n++] = (struct pollfd){
@@ -374,6 +589,39 @@ supervisor_main(const struct supervisor_opts *o)
 			}
 			wake = wake < 0 || due < wake ? due : wake;
 		}
+		/* Idle: no run in progress or waiting (for a slot, or for a
+		 * warm generation as `start` and run do), none started, no
+		 * first warm-up; measured from when the server was last busy.
+		 * `status` and `stop` do not count: polling status must not
+		 * keep a server alive. */
+		int busy = s.running > 0 || s.queued > 0 || !s.ever_ready;
+		for (int i = 0; i < s.nconns && !busy; i++)
+			busy = s.conns[i]->state == CONN_WAITING ||
+			       s.conns[i]->state == CONN_QUEUED;
+		if (busy || s.was_busy)
+			s.last_active_ms = now;
+		if (s.last_run_ms > s.last_active_ms)
+			s.last_active_ms = s.last_run_ms;
+		s.was_busy = busy;
+		if (!s.is_variant && !s.stopping && !busy && s.idle_timeout_ms > 0) {
+			long long due = s.last_active_ms + s.idle_timeout_ms;
+			if (now >= due) {
+				log_info("idle for %.0f s (no runs and no clients): stopping "
+					 "(idle_timeout)",
+					 (double)s.idle_timeout_ms / 1000.0);
+				supervisor_begin_stop(0);
+				continue;
+			}
+			wake = wake < 0 || due < wake ? due : wake;
+		}
+		if (!s.stopping && rt_check_at >= 0) {
+			if (now >= rt_check_at) {
+				rt_check_at = rt_inotify < 0 ? now + RT_POLL_MS : -1;
+				rt_check();
+				continue;
+			}
+			wake = wake < 0 || rt_check_at < wake ? rt_check_at : wake;
+		}
 		int timeout = wake < 0 ? -1 : (int)(wake > now ? wake - now : 0);
 		if (poll(pfd, (nfds_t)n, timeout) < 0) {
 			if (errno == EINTR)
@@ -386,6 +634,8 @@ supervisor_main(const struct supervisor_opts *o)
 			changes_watch_settle();
 		if (pfd[P_EXT].revents & POLLIN)
 			changes_ext_drain();
+		if (pfd[P_RT].revents & POLLIN)
+			rt_watch_drain();
 		/* A handler may close other connections than its own: they stay
 		 * CLOSED (not freed) until conn_sweep below. */
 		for (int j = first_conn; j < n; j++) {

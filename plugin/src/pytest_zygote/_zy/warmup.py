@@ -218,7 +218,12 @@ def _learn_and_import():
                     break
                 data = f.read(struct.unpack("<I", head)[0])
                 if tee is not None:
-                    tee.write(head + data)
+                    try:
+                        tee.write(head + data)
+                    except OSError:
+                        # A full runtime directory costs the next generation
+                        # its replay, not this one its warm-up.
+                        tee = _drop_tee(tee, tee_path)
                 try:
                     rec = pickle.loads(data)
                 except Exception:  # noqa: BLE001 - a warning class this process lacks
@@ -266,7 +271,11 @@ def _learn_and_import():
         unrecord()
         wstatus = os.waitpid(pid, 0)[1] if pid else 0
         if tee is not None:
-            tee.close()
+            try:
+                tee.close()
+            except OSError:
+                tee = _drop_tee(tee, tee_path)
+        if tee is not None:
             try:
                 if ended and status == "ok":
                     os.replace(tee_path, learned)
@@ -281,6 +290,20 @@ def _learn_and_import():
     elif os.WEXITSTATUS(wstatus) == 70 and status == "ok":
         status = "learning run failed"
     return status
+
+
+def _drop_tee(tee, path):
+    """Give up the copy of the learning run (a write failed): close and remove
+    it, returning None."""
+    try:
+        tee.close()
+    except OSError:
+        pass
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    return None
 
 
 def _import_learned(name, origin, rewritten, hook):
