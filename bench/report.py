@@ -21,6 +21,8 @@ TINY_DIRTY_MB = 20.0
 HEAVY_SHARE = 0.10  # of the cold run's time outside tests
 GC_SHARE = 0.10  # of the zygote's RSS
 HOOK = 2.0  # issue #13: pytest through the start hook vs pytest-zygote run
+XDIST_COLD = 0.5  # issue #14: run -n 2 vs cold -n 2 (large)
+XDIST_WARM = 0.75  # issue #14: run -n 2 vs a single warm run (large)
 
 
 def _per_test(seconds, tests):
@@ -82,6 +84,18 @@ def scenarios(result: dict) -> list:
             if name == "large" else None)
         add("cpu", "CPU time of a run", "s", "cold process", s.get("cpu_cold"),
             "zygote child", s.get("cpu_warm"))
+        for n in range(1, 65):
+            if not s.get("xdist_warm_n%d" % n):
+                break
+            large2 = name == "large" and n == 2
+            add("xdist_n%d" % n, "parallel -n %d vs cold" % n, "s", "cold pytest -n %d" % n,
+                s.get("xdist_cold_n%d" % n), "run -n %d" % n, s.get("xdist_warm_n%d" % n),
+                {"kind": "ratio", "limit": XDIST_COLD, "text": "<= %.2fx" % XDIST_COLD}
+                if large2 else None)
+            add("xdist_n%d_warm" % n, "parallel -n %d vs one warm" % n, "s", "pytest-zygote run",
+                s.get("warm"), "run -n %d" % n, s.get("xdist_warm_n%d" % n),
+                {"kind": "ratio", "limit": XDIST_WARM, "text": "<= %.2fx" % XDIST_WARM}
+                if large2 else None)
         add("noop", "no-op round trip", "s", "/bin/true", s.get("true"),
             "pytest-zygote status", s.get("status"),
             {"kind": "ratio", "limit": NOOP, "text": "<= %.2fx" % NOOP})

@@ -21,6 +21,9 @@ falls on both alike:
               with the start hook off, PYTEST_ZYGOTE_HOOK=0)
     hook      `pytest-zygote run -q`                  vs the same pytest command with the
               interpreter-start hook (Python's start, the hook's checks, exec of the client)
+    xdist     cold `pytest -n N -q`                   vs `pytest-zygote run -n N -q` (workers forked
+              from the zygote), and a single warm run vs the same, for N from 1 to the
+              CPUs (tiny and large, when pytest-xdist is installed)
     noop      spawning /bin/true                      vs `pytest-zygote status` (round trip)
               spawning /bin/true                      vs `pytest-zygote --version` (no socket)
     per-test  test time / tests, cold                 vs the same in a zygote child
@@ -74,17 +77,18 @@ ARGS = ["-q"]  # what every timed run passes to pytest
 
 # Per project: timed cold/warm pairs per round, pytest.main() calls for the
 # floor per round (0: not measured), whether to measure the gc.collect() child.
+# xdist: pairs of parallel runs per N (from 1 to the CPUs) per round.
 PLAN = {
-    "tiny": {"pairs": 5, "floor": 20, "gc": True},
+    "tiny": {"pairs": 5, "floor": 20, "gc": True, "xdist": 2},
     "heavy": {"pairs": 2, "floor": 5, "gc": True},
     "django": {"pairs": 2, "floor": 3, "gc": True},
-    "large": {"pairs": 1, "floor": 0, "gc": False, "max_rounds": 3},
+    "large": {"pairs": 1, "floor": 0, "gc": False, "max_rounds": 3, "xdist": 1},
 }
 QUICK_PLAN = {
-    "tiny": {"pairs": 3, "floor": 10, "gc": True},
+    "tiny": {"pairs": 3, "floor": 10, "gc": True, "xdist": 1},
     "heavy": {"pairs": 1, "floor": 3, "gc": True},
     "django": {"pairs": 1, "floor": 0, "gc": True},
-    "large": {"pairs": 1, "floor": 0, "gc": False},
+    "large": {"pairs": 1, "floor": 0, "gc": False, "xdist": 1},
 }
 NOOP_PAIRS = 20  # /bin/true vs status (and --version) per round
 
@@ -272,6 +276,19 @@ class Project:
             self.check("back-to-back run", ref, b)
             self.add("back_to_back", b.seconds)
 
+        # parallel runs: xdist's workers are new interpreters cold, forks of
+        # the zygote warm; N from 1 to the CPUs, alternating
+        if self.plan.get("xdist") and self.ns.xdist:
+            for _ in range(self.plan["xdist"]):
+                for n in range(1, (os.cpu_count() or 1) + 1):
+                    args = ARGS + ["-n", str(n)]
+                    c = self.cold(args)
+                    self.check("cold -n %d" % n, ref, c)
+                    self.add("xdist_cold_n%d" % n, c.seconds)
+                    w = self.warm(args)
+                    self.check("run -n %d" % n, ref, w)
+                    self.add("xdist_warm_n%d" % n, w.seconds)
+
         # pytest.main() repeated in one process, alternating with warm runs
         if self.spec.floor and self.plan["floor"]:
             self._floor(ref)
@@ -437,6 +454,7 @@ def main(argv) -> int:
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="pzb-proj-"))
     plans = QUICK_PLAN if ns.quick else PLAN
+    ns.xdist = harness.timed([ns.python, "-c", "import xdist"], "/", None).rc == 0
     result = {"meta": meta(ns), "projects": {}}
     rc = 0
     t0 = time.monotonic()

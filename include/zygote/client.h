@@ -15,14 +15,15 @@
 int client_connect(const char *sock);
 
 /*
- * Run pytest with args in the zygote at p. Returns the exit code to use, or
+ * Run pytest with args in the zygote at p (flags: PROTO_FLAG_WORKER for an
+ * xdist worker, whose args are Python's). Returns the exit code to use, or
  * -errno when the server cannot be reached, or CLIENT_REDIRECT when the run
  * needs a zygote warmed with its environment: client_redirect holds the
  * server's "variant=ID\nreason=..." text then.
  */
 #define CLIENT_REDIRECT (-EXDEV)
 extern char client_redirect[1024 + 4096];
-int client_run(const struct zpaths *p, int nargs, char **args);
+int client_run(const struct zpaths *p, uint32_t flags, int nargs, char **args);
 
 /*
  * Send a request without a run (PROTO_KIND_STATUS, _WAIT or _STOP; flags as

@@ -72,6 +72,10 @@ struct proto_hello {
 };
 
 #define PROTO_FLAG_WAIT_FRESH 1u /* reserved */
+/* A RUN that is a pytest-xdist worker of a run in progress (`pytest-zygote
+ * worker`): its argv is Python's (-u -c CODE), it is never queued under
+ * max_runs (its run holds a slot) and never gets a generation of its own. */
+#define PROTO_FLAG_WORKER 2u
 
 /* A decoded request. Strings point into owned storage freed by proto_request_free. */
 struct proto_request {

@@ -20,7 +20,8 @@ struct opts {
 	int json;
 	int all; /* status --all, stop --all: every server in the runtime directory */
 	int grace_ms;
-	int quiet; /* start messages to stderr (auto-start from run) */
+	int quiet;  /* start messages to stderr (auto-start from run) */
+	int worker; /* the run is an xdist worker (cmd_worker) */
 	int python_set, grace_set, start_if_needed_set;
 	struct zconf conf; /* the project's config section */
 };
@@ -38,6 +39,7 @@ int no_server(const struct zpaths *p);
 int cmd_start(const struct opts *o, const struct zpaths *p, int nargs, char **args);
 int cmd_run(const struct opts *o, const struct zpaths *p, int nargs, char **args);
 int cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args);
+int cmd_worker(const struct opts *o, const struct zpaths *p, int nargs, char **args);
 
 /* start.c: start the server for p (detached, or become it with --foreground). */
 int do_start(const struct opts *o, const struct zpaths *p);

@@ -228,7 +228,7 @@ run_frame(struct peer *p, struct peer_frame *f, void *arg)
 }
 
 int
-client_run(const struct zpaths *p, int nargs, char **args)
+client_run(const struct zpaths *p, uint32_t flags, int nargs, char **args)
 {
 	ensure_stdio();
 	int fd = client_connect(p->sock);
@@ -267,6 +267,7 @@ client_run(const struct zpaths *p, int nargs, char **args)
 		argv[i] = args[i];
 	struct proto_request req = {
 		.kind = PROTO_KIND_RUN,
+		.flags = flags,
 		.argv = argv,
 		.cwd = cwd,
 		.env = environ,

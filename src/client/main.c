@@ -38,6 +38,7 @@ static const char usage_text[] =
 	"  restart   stop, then start\n"
 	"  status    show the server's pid, generation, modules, runs and memory\n"
 	"  settings  list every setting: config key, variable, default\n"
+	"  worker    a pytest-xdist worker in a fork (runs with -n start it)\n"
 	"\n"
 	"Common options:\n"
 	"  --root DIR      the project root (default: the rootdir pytest picks from\n"
@@ -120,6 +121,14 @@ static const char run_help[] =
 	"  --root DIR          project root (default: pytest's rootdir from the cwd)\n"
 	"  --start-if-needed   start the server first when none is running\n"
 	"  --instance NAME     another server for the same root\n";
+
+static const char worker_help[] =
+	"Usage: pytest-zygote worker [--root DIR] [--instance NAME] [-u] [-B] -c CODE\n"
+	"\n"
+	"A pytest-xdist worker in a fresh fork of the warm server, started by a run\n"
+	"with -n: the \"python\" of xdist's popen gateways (python -u -c CODE, with\n"
+	"this stdin and stdout as the channel). Runs put it in xdist's --tx; it is\n"
+	"not meant to be typed.\n";
 
 static const char stop_help[] =
 	"Usage: pytest-zygote stop [--root DIR | --all] [--grace SECONDS]\n"
@@ -322,6 +331,7 @@ static const struct command {
 	  CMD_PYTHON | CMD_MAX_RUNS | CMD_GRACE | CMD_CONF_FATAL },
 	{ "status", status_help, cmd_status, CMD_JSON | CMD_ALL },
 	{ "settings", settings_help, cmd_settings, 0 },
+	{ "worker", worker_help, cmd_worker, CMD_PYTEST_ARGS },
 };
 
 /* --grace SECONDS, 0 to 3600, in milliseconds. */

@@ -255,7 +255,10 @@ request_complete(struct conn *c)
 			conn_reply(c, PROTO_MSG_ERROR, "the server is stopping; start it again");
 			return;
 		}
-		new_seed = variant_wants_new_seed(&c->dec.req);
+		/* A worker runs in its run's generation, with its hash seed. */
+		new_seed = c->dec.req.flags & PROTO_FLAG_WORKER
+				   ? 0
+				   : variant_wants_new_seed(&c->dec.req);
 		if (new_seed < 0) {
 			conn_reply(c, PROTO_MSG_ERROR,
 				   "PYTEST_ZYGOTE_HASH_SEED must be per-run or generation");
@@ -280,7 +283,7 @@ request_complete(struct conn *c)
 	case PROTO_KIND_WAIT:
 		if (gen_serving() && !(s.fresh_needed && c->dec.req.kind == PROTO_KIND_RUN)) {
 			if (c->dec.req.kind == PROTO_KIND_RUN && s.max_runs > 0 &&
-			    s.running >= s.max_runs) {
+			    s.running >= s.max_runs && !(c->dec.req.flags & PROTO_FLAG_WORKER)) {
 				/* At the limit: queue, first come first served. */
 				(void)park(c, CONN_QUEUED);
 				return;

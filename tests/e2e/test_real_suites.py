@@ -76,3 +76,31 @@ def test_real_suite_gives_plain_pytests_outcomes(pz, tmp_path, name):
     assert any(k.endswith("::test_added_by_pytest_zygote") for k in plain), sorted(plain)[:5]
     rc, zyg = run("zygote", 3)
     assert diff(plain, zyg) == [] and rc == plain_rc, (rc, plain_rc, diff(plain, zyg)[:20])
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_real_suite_in_parallel_gives_plain_xdists_outcomes(pz, tmp_path, name):
+    # -n 2: the zygote's workers (forks of it) against plain pytest -n 2's
+    # (new interpreters), every test id.
+    pytest.importorskip("xdist")
+    src = _suites_dir() / name
+    assert src.is_dir(), src
+    root = tmp_path / name
+    shutil.copytree(src, root, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    root = root.resolve()
+    pz.roots.append(str(root))
+    args, _ = SUITES[name]
+
+    def run(side, n):
+        junit = tmp_path / ("%s-n2-%d.xml" % (side, n))
+        argv = ["-q", "-n", "2", "-p", "no:cacheprovider", "--junitxml", str(junit)] + args
+        r = (pz.run_plain if side == "plain" else pz.run_zygote)(argv, cwd=root, timeout=300)
+        assert junit.is_file(), r
+        return r.rc, outcomes(junit)
+
+    plain_rc, plain = run("plain", 1)
+    assert len(plain) > 40, plain
+    pz.start(root)
+    for n in (1, 2):
+        rc, zyg = run("zygote", n)
+        assert diff(plain, zyg) == [] and rc == plain_rc, (rc, plain_rc, diff(plain, zyg)[:20])

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from . import state
+from . import state, workers
 from .files import pytest_main_file
 from .inputs import inputs_changed
 from .learning import CollectBudget
@@ -39,6 +39,8 @@ def child_run(argv, cwd, env):
     signal.signal(signal.SIGINT, signal.default_int_handler)
     _new_stdio(bool(env.get("PYTHONUNBUFFERED")))
     runner_path = env.pop("PYTEST_ZYGOTE_SYS_PATH", None)
+    state.worker_cmd = env.pop("PYTEST_ZYGOTE_WORKER_CMD", None)
+    worker = env.pop("PYTEST_ZYGOTE_WORKER", None)
     zygote_env = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
@@ -96,7 +98,13 @@ def child_run(argv, cwd, env):
         gc.enable()
         import pytest  # noqa: F401
 
-        code = _pytest_main(child_plugins)
+        if worker:
+            code = workers.python_main(argv)
+        else:
+            warm_workers = workers.plugin_for(argv)
+            if warm_workers is not None:
+                child_plugins.append(warm_workers)
+            code = _pytest_main(child_plugins)
         if state.workaround_pending:
             sys.modules["pytest_zygote.workaround"]._finish(state.workaround_pending)
     except SystemExit as e:

@@ -68,3 +68,4 @@ reloaded = 0  # modules this child purged for re-import
 # In a child that re-imports modules: generators of workarounds to finish
 # after the session (pytest_zygote.workaround); None elsewhere.
 workaround_pending = None
+worker_cmd = None  # a run's: the "python" of its xdist workers (workers.py), or None
