@@ -215,3 +215,60 @@ def test_ctrl_c_ends_the_run_and_its_workers_as_plain_xdist(pz, tmp_path):
                                   timeout=15), workers
     assert codes["zygote"] == codes["plain"] == 2, codes
     pz_util.assert_no_strays([str(root)], server.pid)
+
+
+@pytest.mark.parametrize("name", ["basic", "plugin_xdist", "graph", "many", "warm_classstate",
+                                  "warm_gentests", "plugin_mock", "importwarn"])
+def test_outcomes_on_the_test_projects(pz, name):
+    # --dist loadfile: which worker runs a test is then fixed by its file, so
+    # tests that share module-scoped state end the same in every run (with
+    # "load" they do not even under plain xdist: basic's
+    # test_module_fixture_shared passes or fails by timing).
+    root = pz.project(name)
+    pz.start(root)
+    args = ["-n", "2", "--dist", "loadfile", "-v", "-rA", "-p", "no:cacheprovider"]
+    plain = pz.run_plain(args, cwd=root)
+    assert_same(plain, pz.run_zygote(args, cwd=root), "%s with -n 2" % name)
+
+
+def test_workers_are_sandboxed_and_cleaned_up_like_runs(pz, tmp_path):
+    root = pz.project("xdist_warm")
+    server = pz.start(root)
+    (root / "tests" / "test_c.py").write_text(
+        "import os, signal, subprocess, sys\n\n\n"
+        "def test_cannot_signal_the_zygote():\n"
+        "    # a worker's parent is the zygote: the sandbox refuses\n"
+        "    try:\n"
+        "        os.kill(os.getppid(), signal.SIGTERM)\n"
+        "    except PermissionError:\n"
+        "        return\n"
+        "    assert os.environ.get('PYTEST_XDIST_WORKER') is None or 0, 'signalled'\n\n\n"
+        "def test_leaves_a_daemon():\n"
+        "    p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', %r],\n"
+        "                         start_new_session=True)\n"
+        "    with open(%r, 'a') as f:\n"
+        "        f.write('%%d\\n' %% p.pid)\n" % (str(root), str(tmp_path / "daemons")))
+    r = pz.run_zygote(["-n", "2", "-v", "-p", "no:cacheprovider", "tests/test_c.py"], cwd=root)
+    assert r.rc == 0, r
+    assert server.wait_idle()["pid"] == server.pid
+    daemons = [int(x) for x in (tmp_path / "daemons").read_text().split()]
+    assert daemons
+    assert pz_util.wait_until(lambda: all(pz_util.is_gone(p) for p in daemons), timeout=15), \
+        "a worker's daemon outlived its run: %r" % daemons
+
+
+def test_pytest_n_handed_over_by_the_plugin_has_warm_workers(pz, tmp_path):
+    root = pz.project("xdist_warm")
+    server = pz.start(root)
+    report = tmp_path / "where.jsonl"
+    env = {"PYTEST_XDIST_REPORT": str(report), "PYTEST_ZYGOTE_BIN": pz.zbin,
+           "PYTHONPATH": str(pz_util.REPO / "plugin" / "src")}
+    args = ["-n", "2", "-v", "-p", "no:cacheprovider", "tests/test_a.py"]
+    plain = pz.run_plain(args, cwd=root)
+    r = pz.call([sys.executable, "-m", "pytest", "-p", "pytest_zygote.plugin", *args], cwd=root,
+                env=env)
+    assert_same(plain, r, "pytest -n 2 handed over")
+    zygotes = set(server.zygote_pids())
+    seen = where(report)
+    assert {w["worker"] for w in seen} == {"gw0", "gw1"}, seen
+    assert all(w["ppid"] in zygotes and w["calc_imported_by"] != w["pid"] for w in seen), seen

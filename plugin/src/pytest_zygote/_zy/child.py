@@ -99,7 +99,7 @@ def child_run(argv, cwd, env):
         import pytest  # noqa: F401
 
         if worker:
-            code = workers.python_main(argv)
+            code = workers.python_main(argv, child_plugins)
         else:
             warm_workers = workers.plugin_for(argv)
             if warm_workers is not None:

@@ -59,9 +59,10 @@ def _names_xdist(argv):
     return any("xdist" in a for a in argv)
 
 
-def python_main(argv):
+def python_main(argv, plugins=()):
     """`python [-u] [-B] -c CODE [ARGS]` in this process: what execnet's
-    popen gateway starts. Returns the exit code."""
+    popen gateway starts; pytest sessions it begins (xdist's worker) get
+    plugins, as a run's pytest.main() does. Returns the exit code."""
     code, rest, unbuffered = None, [], False
     for i, a in enumerate(argv):
         if a == "-u":
@@ -81,8 +82,24 @@ def python_main(argv):
     sys.argv = ["-c"] + rest
     if sys.path and sys.path[0] == os.getcwd():
         sys.path[0] = ""  # as `python -c` has it
+    if plugins:
+        _give_plugins(list(plugins))
     main = types.ModuleType("__main__")
     main.__dict__["__builtins__"] = __builtins__
     sys.modules["__main__"] = main
     exec(compile(code, "<string>", "exec"), main.__dict__)
     return 0
+
+
+def _give_plugins(plugins):
+    # xdist.remote, which execnet sends as source and the worker executes,
+    # imports _prepareconfig from _pytest.config then, and makes its Config
+    # with _prepareconfig(args, None).
+    import _pytest.config
+
+    prepare = _pytest.config._prepareconfig
+
+    def _prepareconfig(args=None, plugins_=None):
+        return prepare(args, list(plugins_ or []) + plugins)
+
+    _pytest.config._prepareconfig = _prepareconfig
