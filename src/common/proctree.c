@@ -80,7 +80,7 @@ kill_subtree(struct proc *p, int n, int root)
 {
 	int killed = 0;
 	/* Iterative: a marked entry's children get marked in later passes. */
-	char *mark = calloc((size_t)n, 1);
+	_cleanup_free_ char *mark = calloc((size_t)n, 1);
 	if (!mark)
 		return 0;
 	mark[root] = 1;
@@ -101,14 +101,13 @@ kill_subtree(struct proc *p, int n, int root)
 		if (mark[i] && p[i].state != 'Z' && p[i].state != 'X' &&
 		    kill(p[i].pid, SIGKILL) == 0)
 			killed++;
-	free(mark);
 	return killed;
 }
 
 int
 proctree_kill_strays(const pid_t *keep, int nkeep)
 {
-	struct proc *p;
+	_cleanup_free_ struct proc *p = NULL;
 	int n = scan(&p);
 	if (n < 0)
 		return n;
@@ -117,14 +116,13 @@ proctree_kill_strays(const pid_t *keep, int nkeep)
 	for (int i = 0; i < n; i++)
 		if (p[i].ppid == self && !in(p[i].pid, keep, nkeep))
 			killed += kill_subtree(p, n, i);
-	free(p);
 	return killed;
 }
 
 int
 proctree_children(pid_t *out, int max)
 {
-	struct proc *p;
+	_cleanup_free_ struct proc *p = NULL;
 	int n = scan(&p);
 	if (n < 0)
 		return n;
@@ -133,7 +131,6 @@ proctree_children(pid_t *out, int max)
 	for (int i = 0; i < n && k < max; i++)
 		if (p[i].ppid == self)
 			out[k++] = p[i].pid;
-	free(p);
 	return k;
 }
 

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "zygote/common.h"
 #include "zygote/prefault.h"
 
 #define PM_PRESENT (1ULL << 63)
@@ -66,15 +67,13 @@ private_mappings(struct mapping **ret)
 static long
 collect(struct prefault_range **ret, uint64_t mask)
 {
-	struct mapping *maps;
+	_cleanup_free_ struct mapping *maps = NULL;
 	long nmaps = private_mappings(&maps);
 	if (nmaps < 0)
 		return nmaps;
-	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		free(maps);
+	_cleanup_close_ int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return -errno;
-	}
 	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
 	size_t n = 0, cap = 256;
 	struct prefault_range *r = malloc(cap * sizeof(*r));
@@ -115,8 +114,6 @@ collect(struct prefault_range **ret, uint64_t mask)
 			addr += count * page;
 		}
 	}
-	close(fd);
-	free(maps);
 	if (!r)
 		return -ENOMEM;
 	*ret = r;
