@@ -28,22 +28,50 @@ extern char **environ;
 
 char client_redirect[1024 + 4096];
 
+/*
+ * The server we may talk to is one of our own uid listening in our private
+ * runtime directory. The directory is checked on an open descriptor (no
+ * symlink, ours, mode 0700) and the socket is reached through that
+ * descriptor, /proc/self/fd/N/NAME, so a parent directory renamed between
+ * the check and the connect cannot send us to another directory; then the
+ * listening process's uid (SO_PEERCRED) must be ours. Both before anything
+ * is sent: the request carries the environment and the terminal.
+ */
 int
-client_connect(const char *sock)
+client_connect(const struct zpaths *p)
 {
+	char err[PATHS_ERR_MAX];
+	_cleanup_close_ int dfd = paths_open_dir(p->dir, getuid(), err, sizeof(err));
+	if (dfd == -EPERM || dfd == -ENOTDIR) {
+		log_error("%s", err);
+		return CLIENT_UNTRUSTED;
+	}
+	if (dfd < 0)
+		return dfd;
+	const char *name = strrchr(p->sock, '/');
+	name = name ? name + 1 : p->sock;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	if (strlen(sock) >= sizeof(sa.sun_path))
+	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/%s", dfd, name) >=
+	    sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, sock);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = errno;
-		close(fd);
-		return -e;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return -errno;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return -errno;
+	if (cred.uid != geteuid()) {
+		log_error(
+			"the server at %s runs as uid %u, not as you (uid %u): refusing to send "
+			"it anything; a server of yours listens in a directory only you can "
+			"write: check %s, or set PYTEST_ZYGOTE_RUNTIME_DIR to a private directory",
+			p->sock, (unsigned)cred.uid, (unsigned)geteuid(), p->dir);
+		return CLIENT_UNTRUSTED;
 	}
-	return fd;
+	return steal_fd(&fd);
 }
 
 char *
@@ -78,7 +106,7 @@ reply_frame(struct peer *p, struct peer_frame *f, void *arg)
 int
 client_request(const struct zpaths *p, uint32_t kind, uint32_t flags, char **ret_text)
 {
-	int fd = client_connect(p->sock);
+	int fd = client_connect(p);
 	if (fd < 0)
 		return fd;
 	struct peer *peer = peer_create(fd);
@@ -231,7 +259,7 @@ int
 client_run(const struct zpaths *p, int nargs, char **args)
 {
 	ensure_stdio();
-	int fd = client_connect(p->sock);
+	int fd = client_connect(p);
 	if (fd < 0)
 		return fd; /* the caller says "no zygote running" or starts one */
 	_cleanup_peer_ struct peer *peer = peer_create(fd);

@@ -181,6 +181,8 @@ stop_server(const struct opts *o, const struct zpaths *p, int quiet_absent)
 {
 	char *text = NULL;
 	int r = client_request(p, PROTO_KIND_STOP, (uint32_t)o->grace_ms, &text);
+	if (r == CLIENT_UNTRUSTED)
+		return ZEXIT_UNTRUSTED;
 	if (r == -ENOENT || r == -ECONNREFUSED) {
 		free(text);
 		if (quiet_absent)

@@ -52,6 +52,8 @@ run_variant(const struct opts *o, int nargs, char **args)
 			return r;
 		code = client_run(&vp, nargs, args);
 	}
+	if (code == CLIENT_UNTRUSTED)
+		return ZEXIT_UNTRUSTED;
 	if (code == CLIENT_REDIRECT) {
 		log_error("the zygote for this environment sent the run elsewhere again; run "
 			  "'pytest-zygote stop' and run again");
@@ -69,6 +71,8 @@ int
 cmd_run(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 {
 	int code = client_run(p, nargs, args);
+	if (code == CLIENT_UNTRUSTED)
+		return ZEXIT_UNTRUSTED;
 	if (code == CLIENT_REDIRECT)
 		return run_variant(o, nargs, args);
 	if ((code == -ENOENT || code == -ECONNREFUSED) && o->start_if_needed) {
@@ -78,6 +82,8 @@ cmd_run(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 		if (r != 0)
 			return r;
 		code = client_run(p, nargs, args);
+		if (code == CLIENT_UNTRUSTED)
+			return ZEXIT_UNTRUSTED;
 		if (code == CLIENT_REDIRECT)
 			return run_variant(o, nargs, args);
 	}

@@ -87,6 +87,8 @@ cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 {
 	char *text = NULL;
 	int r = client_request(p, PROTO_KIND_STATUS, 0, &text);
+	if (r == CLIENT_UNTRUSTED)
+		return ZEXIT_UNTRUSTED;
 	if (r == -ENOENT || r == -ECONNREFUSED) {
 		if (o->json) {
 			printf("{\"server\": false, \"state\": \"stopped\", \"root\": \"%s\"}\n",

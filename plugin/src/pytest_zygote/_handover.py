@@ -158,17 +158,33 @@ def _zygote_running(root, instance):
 def _server_status(root, instance):
     """The running server's status ({key: value}, src/supervisor/status.c
     status_text), or None: one round trip on its socket (about a
-    millisecond), only when a server holds the pid file."""
+    millisecond), only when a server holds the pid file. As the client
+    does (src/client/client.c client_connect): the runtime directory is
+    checked on an open descriptor and the socket reached through it, and the
+    server must run as our uid, before anything is sent."""
     import socket
+    import stat
     import struct
 
     path = _pid_file(root, instance)[:-len(b".pid")] + b".sock"
     hello = struct.pack("=IIIIII", 1, 16, 0x47595a50, 1, 2, 0)  # HELLO: magic, v1, STATUS
     done = struct.pack("=II", 6, 0)
     try:
+        dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                      | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        d = os.fstat(dfd)
+        if not stat.S_ISDIR(d.st_mode) or d.st_uid != os.getuid() or d.st_mode & 0o077:
+            return None
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(2)
-            s.connect(path)
+            s.connect(b"/proc/self/fd/%d/%s" % (dfd, os.path.basename(path)))
+            uid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                   struct.calcsize("3i")))[1]
+            if uid != os.geteuid():
+                return None
             s.sendall(hello + done)
             data = b""
             while True:
@@ -178,6 +194,8 @@ def _server_status(root, instance):
                 data += chunk
     except OSError:
         return None
+    finally:
+        os.close(dfd)
     if len(data) < 8:
         return None
     kind, n = struct.unpack("=II", data[:8])
