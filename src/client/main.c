@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "build-id.h"
 #include "client-internal.h"
 #include "config.h"
 #include "zygote/client.h"
@@ -44,13 +45,14 @@ static const char usage_text[] =
 	"                  the current directory)\n"
 	"  --instance NAME select another server for the same root\n"
 	"  -h, --help      help for a command: pytest-zygote COMMAND --help\n"
-	"  --version       print the version\n"
+	"  --version       print the version and the build id\n"
 	"\n"
 	"Exit codes: pytest's own (0-5); 128+N when the test process died of signal N;\n"
 	"64 usage error; 69 no server running; 70 internal or protocol error; 71 the\n"
 	"server could not be started; 75 the zygote died during the run (run again);\n"
-	"77 the test process could not be sandboxed (the message says why; see\n"
-	"sandbox below).\n"
+	"76 the server is another build of pytest-zygote (run restart); 77 the test\n"
+	"process could not be sandboxed (the message says why; see sandbox below);\n"
+	"78 the runtime directory or the server is not yours (nothing was sent).\n"
 	"\n"
 	"Settings: flags > environment > the project's [pytest-zygote] section (in\n"
 	".pytest-zygote.ini, pytest.ini, tox.ini, setup.cfg, or [tool.pytest-zygote] in\n"
@@ -469,7 +471,8 @@ main(int argc, char **argv)
 		return argc < 2 ? ZEXIT_USAGE : 0;
 	}
 	if (strcmp(argv[1], "--version") == 0) {
-		printf("pytest-zygote %s (Python %s)\n", PYZ_VERSION, PYZ_PY_VERSION);
+		printf("pytest-zygote %s (build %s, protocol %u, Python %s)\n", PYZ_VERSION,
+		       PYZ_BUILD_ID, PROTO_VERSION, PYZ_PY_VERSION);
 		return 0;
 	}
 	const char *cmd = argv[1];

@@ -395,7 +395,7 @@ request_frame(struct peer *p, struct peer_frame *f, void *arg)
 	}
 	if (r < 0) {
 		log_info("closing a connection: %s", log_escape(c->dec.error));
-		conn_reply(i, PROTO_MSG_ERROR, c->dec.error);
+		conn_reply(i, c->dec.mismatch ? PROTO_MSG_MISMATCH : PROTO_MSG_ERROR, c->dec.error);
 		return PEER_STOP;
 	}
 	if (r == 1) {
