@@ -350,3 +350,24 @@ def test_swapped_runtime_directory_never_reaches_another_socket(victim, zbin, ot
         "exit codes: %s" % (len(reached), len(leaked), sorted(set(codes)))
     # The race was really run: some runs saw the swapped directory.
     assert set(codes) - {"rc=69"}, sorted(set(codes))
+
+
+def test_start_never_truncates_through_a_symlinked_log(victim, zbin):
+    """The detached server's log is opened in the checked directory without
+    following a symlink: one planted at the log's name (by whoever swapped
+    the directory for a moment) cannot make `start` truncate another file."""
+    top, proj, rt, secret, as_victim = victim
+    precious = os.path.join(top, "precious")
+    with open(precious, "w") as f:
+        f.write("keep me\n")
+    owner = os.stat(rt)
+    os.chown(precious, owner.st_uid, owner.st_gid)
+    log = os.path.join(rt, _socket_name(proj, rt)[:-len(".sock")] + ".log")
+    os.symlink(precious, log)
+    r = as_victim([zbin, "start", "--root", proj])
+    try:
+        assert r.returncode == 0, r
+    finally:
+        as_victim([zbin, "stop", "--root", proj, "--grace", "1"])
+    with open(precious) as f:
+        assert f.read() == "keep me\n"
