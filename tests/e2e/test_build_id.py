@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -102,3 +103,26 @@ def test_run_refuses_a_server_of_another_build(pz, other_build):
     assert r.rc == 0 and "passed" in r.out, r
     r = pz.call([other_build, "stop", "--root", root, "--grace", "1"])
     assert r.rc == 0, r
+
+
+def test_plugin_declines_a_server_of_another_build(pz, other_build):
+    """The pytest plugin's hand-over, by a pytest-zygote of another build than
+    the server's: pytest runs in its own process, with a notice, instead of
+    handing over to a client that would refuse."""
+    root = pz.project("basic")
+    pz.start(root)
+    env = {"PYTHONPATH": str(REPO / "plugin" / "src"), "PYTEST_ZYGOTE_BIN": other_build}
+    args = [sys.executable, "-m", "pytest", "-p", "pytest_zygote.plugin", "-q",
+            "-p", "no:cacheprovider", "tests/test_scopes.py"]
+    r = pz.call(args, cwd=root, env=env)
+    assert r.rc == 0 and "passed" in r.out, r
+    assert "another build" in r.err and "running in this process" in r.err, r
+    assert pz.cli("status", "--root", root, "--json").out.count('"runs": 0') == 1
+    # With --zygote-require, the same refusal is an exit code.
+    r = pz.call(args + ["--zygote-require"], cwd=root, env=env)
+    assert r.rc == 76 and "another build" in r.err, r
+    # The server's own build hands over.
+    env["PYTEST_ZYGOTE_BIN"] = pz.zbin
+    r = pz.call(args, cwd=root, env=env)
+    assert r.rc == 0 and "passed" in r.out and "another build" not in r.err, r
+    assert '"runs": 1' in pz.cli("status", "--root", root, "--json").out

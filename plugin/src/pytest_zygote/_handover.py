@@ -205,6 +205,27 @@ def _server_status(root, instance):
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
+def _other_build(binary, st):
+    """None when the program binary and the server whose status is st are one
+    build (or binary predates build ids), else what to say about the server:
+    its run would refuse to run there (exit 76). One `binary --version`
+    (about a millisecond), only once a hand-over is decided."""
+    import re
+    import subprocess
+
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                             timeout=10, stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"build ([0-9a-f]+)", out)
+    if not m or st.get("build") == m[1]:
+        return None
+    theirs = st.get("build") or "an older build"
+    return "the zygote is another build of pytest-zygote (server: %s %s; this one: %s)" % (
+        st.get("version", "?"), theirs, m[1])
+
+
 def _interpreter_of(python):
     """What makes two interpreters the same for a run: the binary and the
     virtualenv (None outside one)."""
