@@ -129,19 +129,31 @@ def _pid_file(root, instance):
 
 def _zygote_running(root, instance):
     """Does a server of ours hold the lock on root's pid file? Reads
-    nothing, connects to nothing: a project without a zygote pays a stat and
-    an open. A runtime directory or pid file that is not ours, or that others
+    nothing, connects to nothing: a project without a zygote pays an open
+    or two. A runtime directory or pid file that is not ours, or that others
     may write (another user made /tmp/pytest-zygote-UID first), is no server
     of ours: pytest then runs in its own process instead of handing over to
     a client that would refuse the directory."""
     path = _pid_file(root, instance)
     try:
-        d = os.stat(os.path.dirname(path))
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        # The directory checked is the one read from (src/common/paths.c
+        # paths_open_dir), whatever its path leads to meanwhile.
+        dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                      | os.O_CLOEXEC)
     except OSError:
         return False
+    try:
+        d = os.fstat(dfd)
+        if d.st_uid != os.getuid() or d.st_mode & 0o077:
+            return False
+        fd = os.open(os.path.basename(path), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW,
+                     dir_fd=dfd)
+    except OSError:
+        return False
+    finally:
+        os.close(dfd)
     st = os.fstat(fd)
-    if d.st_uid != os.getuid() or d.st_mode & 0o077 or st.st_uid != os.getuid():
+    if st.st_uid != os.getuid():
         os.close(fd)
         return False
     try:
