@@ -18,10 +18,12 @@
 #include <string.h>
 #include <unistd.h> /* setproctitle_init: libbsd-overlay */
 
+#include "build-id.h"
 #include "config.h"
 #include "zygote/common.h"
 #include "zygote/log.h"
 #include "zygote/paths.h"
+#include "zygote/proto.h"
 #include "zygote/sandbox.h"
 #include "zygote/supervisor.h"
 #include "zygote/zygote.h"
@@ -162,7 +164,8 @@ main(int argc, char **argv)
 		return zygote_main(argc - 1, argv + 1);
 	}
 	if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
-		printf("pytest-zygote-server %s (Python %s)\n", PYZ_VERSION, PYZ_PY_VERSION);
+		printf("pytest-zygote-server %s (build %s, protocol %u, Python %s)\n", PYZ_VERSION,
+		       PYZ_BUILD_ID, PROTO_VERSION, PYZ_PY_VERSION);
 		return 0;
 	}
 	if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {

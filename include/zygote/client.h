@@ -10,14 +10,21 @@
 
 #include "zygote/paths.h"
 
-/* Connect to the server's socket. Returns an fd, or -errno (-ENOENT or
- * -ECONNREFUSED mean no server is listening). */
-int client_connect(const char *sock);
+/*
+ * Connect to the server's socket at p, through the checked runtime directory,
+ * and make sure the process listening runs as our uid. Returns an fd, or
+ * -errno (-ENOENT or -ECONNREFUSED mean no server is listening), or
+ * CLIENT_UNTRUSTED after saying on stderr why the directory or the server is
+ * not ours (nothing was sent: exit with ZEXIT_UNTRUSTED).
+ */
+#define CLIENT_UNTRUSTED (-EKEYREJECTED)
+int client_connect(const struct zpaths *p);
 
 /*
  * Run pytest with args in the zygote at p (flags: PROTO_FLAG_WORKER for an
  * xdist worker, whose args are Python's). Returns the exit code to use, or
- * -errno when the server cannot be reached, or CLIENT_REDIRECT when the run
+ * CLIENT_UNTRUSTED (client_connect), or -errno when the server cannot be
+ * reached, or CLIENT_REDIRECT when the run
  * needs a zygote warmed with its environment: client_redirect holds the
  * server's "variant=ID\nreason=..." text then.
  */
@@ -28,7 +35,7 @@ int client_run(const struct zpaths *p, uint32_t flags, int nargs, char **args);
 /*
  * Send a request without a run (PROTO_KIND_STATUS, _WAIT or _STOP; flags as
  * the kind defines) and return the server's STATUS text in *ret_text (malloc'd).
- * Returns 0, -errno for connection errors, or -EPROTO with the server's ERROR
+ * Returns 0, -errno for connection errors, CLIENT_UNTRUSTED, or -EPROTO with the server's ERROR
  * text in *ret_text.
  */
 int client_request(const struct zpaths *p, uint32_t kind, uint32_t flags, char **ret_text);

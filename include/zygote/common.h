@@ -21,6 +21,9 @@
 #define ZEXIT_INTERNAL 70 /* protocol error, or the zygote died mid-run */
 #define ZEXIT_NOSTART 71  /* the server could not be started */
 #define ZEXIT_RETRY 75    /* the zygote died during the run: run again */
+#define ZEXIT_MISMATCH 76 /* the server is another build: nothing ran (restart it) */
+/* 77 is the sandbox's (sandbox.h) */
+#define ZEXIT_UNTRUSTED 78 /* the runtime directory or the server is not ours: nothing sent */
 
 /* FNV-1a, 64 bits: stable names for roots (paths.c) and digests of values
  * (supervisor/variant.c; the zygote's _zy/inputs.py computes the same). */

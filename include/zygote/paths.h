@@ -31,6 +31,16 @@ struct zpaths {
 int paths_check_dir(const char *dir, uid_t uid, char *err, size_t errsize);
 
 /*
+ * paths_check_dir's checks on an open descriptor: dir is opened without
+ * following a symlink (O_NOFOLLOW) and the checks are made with fstat on what
+ * was opened, so a path swapped after the check cannot lead elsewhere: use
+ * the directory through the returned fd (openat, /proc/self/fd/N/NAME).
+ * Returns the fd (O_CLOEXEC), or -errno with a sentence in err: -EPERM when
+ * the directory is not private to uid or is a symlink.
+ */
+int paths_open_dir(const char *dir, uid_t uid, char *err, size_t errsize);
+
+/*
  * The runtime directory: $PYTEST_ZYGOTE_RUNTIME_DIR if set, else
  * $XDG_RUNTIME_DIR/pytest-zygote, else /tmp/pytest-zygote-<uid>. Created with
  * mode 0700 when missing (parents of the override too), then checked.

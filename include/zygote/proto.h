@@ -14,7 +14,21 @@
 #include <stdint.h>
 
 #define PROTO_MAGIC 0x47595a50u /* "PZYG" */
-#define PROTO_VERSION 1u
+
+/*
+ * Versions, in the HELLO. A run is sent as version 2: HELLO, then BUILD (the
+ * client's build id), and a server of another build answers MISMATCH
+ * instead of running it; a server from before version 2 answers an ERROR
+ * that starts with PROTO_VERSION_ERROR. STATUS, STOP and WAIT are sent as
+ * version 1 (HELLO, DONE), which every server answers whatever its build:
+ * stop is the way out of a mismatch, so never change what they send. Bump
+ * PROTO_VERSION when a message of a run changes meaning; the build id
+ * already tells every other difference apart.
+ */
+#define PROTO_VERSION 2u
+#define PROTO_VERSION_STABLE 1u
+#define PROTO_VERSION_ERROR "protocol version mismatch"
+#define PROTO_BUILD_MAX 64 /* a build id, without its NUL */
 
 #define PROTO_MAX_PAYLOAD (1u << 20) /* one message */
 #define PROTO_MAX_REQUEST (4u << 20) /* a whole request (also bounds future messages) */
@@ -29,6 +43,8 @@ enum proto_msg {
 	PROTO_MSG_ENV = 4,   /* NUL-terminated "K=V" strings */
 	PROTO_MSG_FDS = 5,   /* uint32 count; that many fds (the client's 0,1,2) ride along */
 	PROTO_MSG_DONE = 6,  /* no payload; the request is complete */
+	PROTO_MSG_BUILD = 7, /* the client's build id, NUL-terminated: right after a
+			      * version-2 HELLO, there only */
 
 	/* client -> zygote, after DONE, while a run is in progress */
 	PROTO_MSG_SIGNAL = 20, /* int32 signal number to forward to the run */
@@ -41,6 +57,8 @@ enum proto_msg {
 	PROTO_MSG_REDIRECT = 44, /* text: "variant=ID\nreason=..\npython=..\n": the run needs a
 				  * zygote warmed with its environment (the
 				  * instance NAME~ID); then close */
+	PROTO_MSG_MISMATCH = 45, /* text: "version=..\nbuild=..\nprotocol=N\n" of a server of
+				  * another build, which refuses the run; then close */
 
 	/* supervisor <-> zygote generation (trusted, internal) */
 	PROTO_MSG_Z_READY = 60,    /* text: key=value lines about the warm-up */
@@ -101,8 +119,10 @@ enum proto_state {
 struct proto_decoder {
 	enum proto_state state;
 	unsigned seen; /* bitmask of body messages already seen */
+	int versioned; /* the HELLO was version 2: BUILD comes first */
 	size_t total;  /* payload bytes accepted so far */
 	struct proto_request req;
+	int mismatch; /* the error is a run of another build: error holds MISMATCH's text */
 	char error[160];
 };
 
@@ -115,7 +135,8 @@ void proto_decoder_finish(struct proto_decoder *d);
  * it (ownership passes to the decoder, which closes them on error). Returns 0
  * when accepted, 1 when the request is now complete (state DONE), or -EPROTO
  * with d->error set (state ERROR; the version case says which side to
- * upgrade).
+ * upgrade). A run whose BUILD is not this build's sets d->mismatch: reply
+ * PROTO_MSG_MISMATCH with d->error, not PROTO_MSG_ERROR.
  */
 int proto_decoder_feed(struct proto_decoder *d, uint32_t type, const void *payload, uint32_t len,
 		       int *fds, int nfds);
@@ -140,7 +161,8 @@ int proto_buf_put_strings(struct proto_buf *b, uint32_t type, char *const *strv)
 int proto_buf_put_i32(struct proto_buf *b, uint32_t type, int32_t v);
 
 /*
- * Encode a whole request (HELLO .. DONE) into b. The FDS message is encoded
+ * Encode a whole request (HELLO .. DONE) into b: a run as version 2 with this
+ * build's id, everything else as version 1. The FDS message is encoded
  * with req->nfds as its count; the caller sends the fds with the byte at
  * *ret_fds_offset (the start of the FDS message).
  */

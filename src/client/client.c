@@ -18,6 +18,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "build-id.h"
+#include "config.h"
 #include "zygote/client.h"
 #include "zygote/common.h"
 #include "zygote/peer.h"
@@ -28,22 +30,50 @@ extern char **environ;
 
 char client_redirect[1024 + 4096];
 
+/*
+ * The server we may talk to is one of our own uid listening in our private
+ * runtime directory. The directory is checked on an open descriptor (no
+ * symlink, ours, mode 0700) and the socket is reached through that
+ * descriptor, /proc/self/fd/N/NAME, so a parent directory renamed between
+ * the check and the connect cannot send us to another directory; then the
+ * listening process's uid (SO_PEERCRED) must be ours. Both before anything
+ * is sent: the request carries the environment and the terminal.
+ */
 int
-client_connect(const char *sock)
+client_connect(const struct zpaths *p)
 {
+	char err[PATHS_ERR_MAX];
+	_cleanup_close_ int dfd = paths_open_dir(p->dir, getuid(), err, sizeof(err));
+	if (dfd == -EPERM || dfd == -ENOTDIR) {
+		log_error("%s", err);
+		return CLIENT_UNTRUSTED;
+	}
+	if (dfd < 0)
+		return dfd;
+	const char *name = strrchr(p->sock, '/');
+	name = name ? name + 1 : p->sock;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	if (strlen(sock) >= sizeof(sa.sun_path))
+	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/%s", dfd, name) >=
+	    sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
-	strcpy(sa.sun_path, sock);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = errno;
-		close(fd);
-		return -e;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return -errno;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return -errno;
+	if (cred.uid != geteuid()) {
+		log_error(
+			"the server at %s runs as uid %u, not as you (uid %u): refusing to send "
+			"it anything; a server of yours listens in a directory only you can "
+			"write: check %s, or set PYTEST_ZYGOTE_RUNTIME_DIR to a private directory",
+			p->sock, (unsigned)cred.uid, (unsigned)geteuid(), p->dir);
+		return CLIENT_UNTRUSTED;
 	}
-	return fd;
+	return steal_fd(&fd);
 }
 
 char *
@@ -78,7 +108,7 @@ reply_frame(struct peer *p, struct peer_frame *f, void *arg)
 int
 client_request(const struct zpaths *p, uint32_t kind, uint32_t flags, char **ret_text)
 {
-	int fd = client_connect(p->sock);
+	int fd = client_connect(p);
 	if (fd < 0)
 		return fd;
 	struct peer *peer = peer_create(fd);
@@ -196,6 +226,8 @@ struct run_state {
 	int code; /* -1 until EXIT */
 	int error_seen;
 	int redirected;
+	int mismatch;           /* the server is another build: it ran nothing */
+	char server_build[160]; /* MISMATCH's text; "" from a server older than builds */
 };
 
 /* One message from the server during a run. */
@@ -209,7 +241,18 @@ run_frame(struct peer *p, struct peer_frame *f, void *arg)
 		if (proto_get_i32(f->payload, f->len, &v) == 0)
 			st->code = v & 0xff;
 		break;
+	case PROTO_MSG_MISMATCH:
+		snprintf(st->server_build, sizeof(st->server_build), "%.*s", (int)f->len,
+			 f->payload);
+		st->mismatch = 1;
+		break;
 	case PROTO_MSG_ERROR:
+		/* A server from before build ids refuses a version-2 HELLO so. */
+		if (f->len >= sizeof(PROTO_VERSION_ERROR) - 1 &&
+		    memcmp(f->payload, PROTO_VERSION_ERROR, sizeof(PROTO_VERSION_ERROR) - 1) == 0) {
+			st->mismatch = 1;
+			break;
+		}
 		log_error("%.*s", (int)f->len, f->payload);
 		st->error_seen = 1;
 		break;
@@ -224,14 +267,34 @@ run_frame(struct peer *p, struct peer_frame *f, void *arg)
 	default:
 		break;
 	}
-	return st->code >= 0 || st->redirected ? PEER_STOP : 0;
+	return st->code >= 0 || st->redirected || st->mismatch ? PEER_STOP : 0;
+}
+
+/* Say that the server at p is another build, and how to replace it. */
+static int
+mismatch(const struct zpaths *p, const char *text)
+{
+	char version[64], build[PROTO_BUILD_MAX + 1], proto[16], theirs[200];
+	proto_kv_get(text, "version", version, sizeof(version));
+	proto_kv_get(text, "build", build, sizeof(build));
+	proto_kv_get(text, "protocol", proto, sizeof(proto));
+	if (*build)
+		snprintf(theirs, sizeof(theirs), "%s build %s, protocol %s", version, build, proto);
+	else
+		snprintf(theirs, sizeof(theirs), "an older build, from before protocol %u",
+			 PROTO_VERSION);
+	log_error("the server for %s is another build of pytest-zygote (server: %s; this "
+		  "client: %s build %s, protocol %u); nothing was run. Replace the server with "
+		  "this build: pytest-zygote restart --root %s",
+		  p->root, theirs, PYZ_VERSION, PYZ_BUILD_ID, PROTO_VERSION, p->root);
+	return ZEXIT_MISMATCH;
 }
 
 int
 client_run(const struct zpaths *p, uint32_t flags, int nargs, char **args)
 {
 	ensure_stdio();
-	int fd = client_connect(p->sock);
+	int fd = client_connect(p);
 	if (fd < 0)
 		return fd; /* the caller says "no zygote running" or starts one */
 	_cleanup_peer_ struct peer *peer = peer_create(fd);
@@ -276,7 +339,10 @@ client_run(const struct zpaths *p, uint32_t flags, int nargs, char **args)
 	};
 	int r = peer_send_request(peer, -1, NULL, 0, &req);
 	free(argv);
-	if (r < 0) {
+	/* A server that refuses the run (another build) may close before it has
+	 * read all of it: its answer is still there to read. */
+	int send_error = r == -EPIPE || r == -ECONNRESET ? r : 0;
+	if (r < 0 && !send_error) {
 		log_error("cannot send the request: %s%s", strerror(-r),
 			  r == -E2BIG ? " (arguments or environment over 1 MiB)" : "");
 		return ZEXIT_INTERNAL;
@@ -284,7 +350,7 @@ client_run(const struct zpaths *p, uint32_t flags, int nargs, char **args)
 
 	struct run_state st = { .code = -1 };
 	struct interrupt intr = { .next_ms = -1, .timeout_ms = interrupt_timeout_ms() };
-	while (st.code < 0 && !st.redirected) {
+	while (st.code < 0 && !st.redirected && !st.mismatch) {
 		struct pollfd pfd[2] = {
 			{ .fd = fd, .events = POLLIN },
 			{ .fd = sigfd, .events = POLLIN },
@@ -323,8 +389,13 @@ client_run(const struct zpaths *p, uint32_t flags, int nargs, char **args)
 		if (!pfd[0].revents)
 			continue;
 		int m = peer_read(peer, run_frame, &st);
+		if (m <= 0 && st.mismatch)
+			break;
 		if (m <= 0) {
-			if (!st.error_seen) {
+			if (send_error && !st.error_seen) {
+				log_error("cannot send the request: %s", strerror(-send_error));
+				st.code = ZEXIT_INTERNAL;
+			} else if (!st.error_seen) {
 				/* No exit report: the zygote died (the server starts a new one). */
 				log_error("the zygote went away during the run (it is being "
 					  "restarted); run again");
@@ -336,5 +407,7 @@ client_run(const struct zpaths *p, uint32_t flags, int nargs, char **args)
 		}
 	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (st.mismatch)
+		return mismatch(p, st.server_build);
 	return st.redirected ? CLIENT_REDIRECT : st.code;
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "build-id.h"
 #include "client-internal.h"
 #include "config.h"
 #include "zygote/client.h"
@@ -45,14 +46,15 @@ static const char usage_text[] =
 	"                  the current directory)\n"
 	"  --instance NAME select another server for the same root\n"
 	"  -h, --help      help for a command: pytest-zygote COMMAND --help\n"
-	"  --version       print the version\n"
+	"  --version       print the version and the build id\n"
 	"\n"
 	"Exit codes: pytest's own (0-5); 128+N when the test process died of signal N\n"
 	"(130 when Ctrl-C interrupts start: the server keeps warming up);\n"
 	"64 usage error; 69 no server running; 70 internal or protocol error; 71 the\n"
 	"server could not be started; 75 the zygote died during the run (run again);\n"
-	"77 the test process could not be sandboxed (the message says why; see\n"
-	"sandbox below).\n"
+	"76 the server is another build of pytest-zygote (run restart); 77 the test\n"
+	"process could not be sandboxed (the message says why; see sandbox below);\n"
+	"78 the runtime directory or the server is not yours (nothing was sent).\n"
 	"\n"
 	"Settings: flags > environment > the project's [pytest-zygote] section (in\n"
 	".pytest-zygote.ini, pytest.ini, tox.ini, setup.cfg, or [tool.pytest-zygote] in\n"
@@ -196,6 +198,8 @@ stop_server(const struct opts *o, const struct zpaths *p, int quiet_absent)
 {
 	char *text = NULL;
 	int r = client_request(p, PROTO_KIND_STOP, (uint32_t)o->grace_ms, &text);
+	if (r == CLIENT_UNTRUSTED)
+		return ZEXIT_UNTRUSTED;
 	if (r == -ENOENT || r == -ECONNREFUSED) {
 		free(text);
 		if (quiet_absent)
@@ -534,7 +538,8 @@ main(int argc, char **argv)
 		return argc < 2 ? ZEXIT_USAGE : 0;
 	}
 	if (strcmp(argv[1], "--version") == 0) {
-		printf("pytest-zygote %s (Python %s)\n", PYZ_VERSION, PYZ_PY_VERSION);
+		printf("pytest-zygote %s (build %s, protocol %u, Python %s)\n", PYZ_VERSION,
+		       PYZ_BUILD_ID, PROTO_VERSION, PYZ_PY_VERSION);
 		return 0;
 	}
 	const char *cmd = argv[1];

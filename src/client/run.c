@@ -107,6 +107,8 @@ run_variant(const struct opts *o, int nargs, char **args)
 			return r;
 		code = client_run(&vp, o->worker ? PROTO_FLAG_WORKER : 0, nargs, args);
 	}
+	if (code == CLIENT_UNTRUSTED)
+		return ZEXIT_UNTRUSTED;
 	if (code == CLIENT_REDIRECT) {
 		log_error("the zygote for this environment sent the run elsewhere again; run "
 			  "'pytest-zygote stop' and run again");
@@ -125,6 +127,8 @@ cmd_run(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 {
 	export_worker_cmd(p, o->instance);
 	int code = client_run(p, 0, nargs, args);
+	if (code == CLIENT_UNTRUSTED)
+		return ZEXIT_UNTRUSTED;
 	if (code == CLIENT_REDIRECT)
 		return run_variant(o, nargs, args);
 	if ((code == -ENOENT || code == -ECONNREFUSED) && o->start_if_needed) {
@@ -134,6 +138,8 @@ cmd_run(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 		if (r != 0)
 			return r;
 		code = client_run(p, 0, nargs, args);
+		if (code == CLIENT_UNTRUSTED)
+			return ZEXIT_UNTRUSTED;
 		if (code == CLIENT_REDIRECT)
 			return run_variant(o, nargs, args);
 	}

@@ -191,7 +191,17 @@ start_detached(const struct opts *o, const struct zpaths *p, const char *server)
 		/* Out of 0..2, which are about to become /dev/null and the log. */
 		int report = fcntl(pfd[1], F_DUPFD_CLOEXEC, 3);
 		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-		int logfd = open(p->log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+		/* The log in the directory as checked (not a path swapped since),
+		 * never through a symlink: it is truncated. */
+		char err[PATHS_ERR_MAX];
+		int dfd = paths_open_dir(p->dir, getuid(), err, sizeof(err));
+		if (dfd < 0) {
+			dprintf(report, "error %s\n", err);
+			_exit(ZEXIT_NOSTART);
+		}
+		int logfd = openat(dfd, strrchr(p->log, '/') + 1,
+				   O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
+				   0600);
 		/* A first line, written here: a log we cannot write (a full disk)
 		 * would otherwise surface later as the project's warm-up failing. */
 		if (logfd < 0 ||

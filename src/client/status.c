@@ -10,7 +10,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "build-id.h"
 #include "client-internal.h"
+#include "config.h"
 #include "zygote/client.h"
 #include "zygote/common.h"
 #include "zygote/log.h"
@@ -27,6 +29,37 @@ color(void)
 	return on;
 }
 
+/*
+ * Is the server whose status text this is another build than this client?
+ * Then say so (as a warning, or as the error with_error names) and how to
+ * replace it; a server from before build ids reports none.
+ */
+static int
+other_build(const struct zpaths *p, const char *text, const char *with_error)
+{
+	char build[PROTO_BUILD_MAX + 1], version[64];
+	proto_kv_get(text, "build", build, sizeof(build));
+	if (strcmp(build, PYZ_BUILD_ID) == 0)
+		return 0;
+	proto_kv_get(text, "version", version, sizeof(version));
+	char theirs[160];
+	if (*build)
+		snprintf(theirs, sizeof(theirs), "%s build %s", version, build);
+	else
+		snprintf(theirs, sizeof(theirs), "%s, an older build", version);
+	if (with_error)
+		log_error("%s for %s, but it is another build of pytest-zygote (server: %s; "
+			  "this client: %s build %s), which `run` refuses; replace it: "
+			  "pytest-zygote restart --root %s",
+			  with_error, p->root, theirs, PYZ_VERSION, PYZ_BUILD_ID, p->root);
+	else
+		log_warn("the server is another build of pytest-zygote (server: %s; this "
+			 "client: %s build %s), which `run` refuses; replace it: pytest-zygote "
+			 "restart --root %s",
+			 theirs, PYZ_VERSION, PYZ_BUILD_ID, p->root);
+	return 1;
+}
+
 /* A server already runs for p: wait until it is warm, then say so. */
 static int
 print_running(const struct zpaths *p, int to_stderr)
@@ -34,6 +67,12 @@ print_running(const struct zpaths *p, int to_stderr)
 	char *text = NULL;
 	/* Wait until that server is warm, so a second `start` means "ready" too. */
 	int r = client_request(p, PROTO_KIND_WAIT, 0, &text);
+	if (r == CLIENT_UNTRUSTED)
+		return ZEXIT_UNTRUSTED;
+	if (r == 0 && other_build(p, text, "a server is already running")) {
+		free(text);
+		return ZEXIT_MISMATCH;
+	}
 	if (r < 0) {
 		log_error("a server for %s is starting or stopping; try again (%s)", p->root,
 			  text ? text : strerror(-r));
@@ -90,6 +129,8 @@ cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 		return cmd_status_all(o, p);
 	char *text = NULL;
 	int r = client_request(p, PROTO_KIND_STATUS, 0, &text);
+	if (r == CLIENT_UNTRUSTED)
+		return ZEXIT_UNTRUSTED;
 	if (r == -ENOENT || r == -ECONNREFUSED) {
 		if (o->json) {
 			printf("{\"server\": false, \"state\": \"stopped\", \"root\": \"%s\"}\n",
@@ -108,7 +149,7 @@ cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 		"zygote_pid", "modules",  "project_files", "warmup_s",
 		"runs",       "running",  "rss_kb",        "threads",
 		"refreshes",  "warming",  "dirty_count",   "last_refresh_s",
-		"queued",     "max_runs", "variants"
+		"queued",     "max_runs", "variants",      "protocol"
 	};
 	if (o->json) {
 		printf("{\"server\": true");
@@ -192,6 +233,8 @@ cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 		{ "warm_modules", "warmed modules", "" },
 		{ "variants", "variants", " (zygotes for other environments)" },
 		{ "reload", "reload", "" },
+		{ "version", "version", "" },
+		{ "build", "build", "" },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
 		char *v = client_status_get(text, rows[i].key);
@@ -205,6 +248,7 @@ cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 		       color() ? "\033[0m" : "", v ? v : "", rows[i].unit);
 		free(v);
 	}
+	other_build(p, text, NULL);
 	free(text);
 	return 0;
 }

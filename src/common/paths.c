@@ -14,6 +14,32 @@
 #include "zygote/common.h"
 #include "zygote/paths.h"
 
+/* The owner and mode checks on what dir names, once it is known to be no
+ * symlink. */
+static int
+check_stat(const char *dir, const struct stat *st, uid_t uid, char *err, size_t errsize)
+{
+	if (!S_ISDIR(st->st_mode)) {
+		snprintf(err, errsize, "runtime directory '%s' is not a directory; remove it", dir);
+		return -ENOTDIR;
+	}
+	if (st->st_uid != uid) {
+		snprintf(err, errsize,
+			 "runtime directory '%s' is owned by uid %u, not by you (uid %u); "
+			 "remove it or set PYTEST_ZYGOTE_RUNTIME_DIR to a directory of yours",
+			 dir, (unsigned)st->st_uid, (unsigned)uid);
+		return -EPERM;
+	}
+	if (st->st_mode & 077) {
+		snprintf(err, errsize,
+			 "runtime directory '%s' has mode %04o; it must be 0700 "
+			 "(run: chmod 700 '%s')",
+			 dir, (unsigned)(st->st_mode & 07777), dir);
+		return -EPERM;
+	}
+	return 0;
+}
+
 int
 paths_check_dir(const char *dir, uid_t uid, char *err, size_t errsize)
 {
@@ -30,25 +56,32 @@ paths_check_dir(const char *dir, uid_t uid, char *err, size_t errsize)
 			 dir);
 		return -EPERM;
 	}
-	if (!S_ISDIR(st.st_mode)) {
-		snprintf(err, errsize, "runtime directory '%s' is not a directory; remove it", dir);
-		return -ENOTDIR;
+	return check_stat(dir, &st, uid, err, errsize);
+}
+
+int
+paths_open_dir(const char *dir, uid_t uid, char *err, size_t errsize)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+		/* ELOOP or ENOTDIR: say which, as paths_check_dir does. */
+		int r = paths_check_dir(dir, uid, err, errsize);
+		if (r < 0)
+			return r;
+		snprintf(err, errsize, "cannot open runtime directory '%s': %s", dir, strerror(e));
+		return e == ELOOP || e == ENOTDIR ? -EPERM : -e;
 	}
-	if (st.st_uid != uid) {
-		snprintf(err, errsize,
-			 "runtime directory '%s' is owned by uid %u, not by you (uid %u); "
-			 "remove it or set PYTEST_ZYGOTE_RUNTIME_DIR to a directory of yours",
-			 dir, (unsigned)st.st_uid, (unsigned)uid);
-		return -EPERM;
+	struct stat st;
+	int r = fstat(fd, &st) < 0 ? -errno : check_stat(dir, &st, uid, err, errsize);
+	if (r < 0) {
+		if (r != -EPERM && r != -ENOTDIR)
+			snprintf(err, errsize, "cannot use runtime directory '%s': %s", dir,
+				 strerror(-r));
+		close(fd);
+		return r;
 	}
-	if (st.st_mode & 077) {
-		snprintf(err, errsize,
-			 "runtime directory '%s' has mode %04o; it must be 0700 "
-			 "(run: chmod 700 '%s')",
-			 dir, (unsigned)(st.st_mode & 07777), dir);
-		return -EPERM;
-	}
-	return 0;
+	return fd;
 }
 
 /* mkdir -p with mode 0700 for the last component and 0755 for parents. */

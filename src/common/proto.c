@@ -10,12 +10,15 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "build-id.h"
+#include "config.h"
 #include "zygote/proto.h"
 
 #define SEEN_ARGV 1u
 #define SEEN_CWD 2u
 #define SEEN_ENV 4u
 #define SEEN_FDS 8u
+#define SEEN_BUILD 16u
 
 void
 proto_decoder_init(struct proto_decoder *d)
@@ -119,9 +122,10 @@ proto_decoder_feed(struct proto_decoder *d, uint32_t type, const void *payload, 
 		memcpy(&h, p, sizeof(h));
 		if (h.magic != PROTO_MAGIC)
 			return fail(d, fds, nfds, "not a pytest-zygote client (bad magic)");
-		if (h.version != PROTO_VERSION) {
+		if (h.version != PROTO_VERSION && h.version != PROTO_VERSION_STABLE) {
 			snprintf(d->error, sizeof(d->error),
-				 "protocol version mismatch: client speaks %u, server speaks %u; "
+				 PROTO_VERSION_ERROR
+				 ": client speaks %u, server speaks %u; "
 				 "restart the server with 'pytest-zygote restart' so both are "
 				 "the same build",
 				 h.version, PROTO_VERSION);
@@ -132,13 +136,36 @@ proto_decoder_feed(struct proto_decoder *d, uint32_t type, const void *payload, 
 			return fail(d, fds, nfds, "unknown request kind");
 		d->req.kind = h.kind;
 		d->req.flags = h.flags;
+		d->versioned = h.version == PROTO_VERSION;
 		d->state = PROTO_ST_BODY;
 		return 0;
 	}
 
 	/* PROTO_ST_BODY */
 	int r;
+	if (d->versioned && !(d->seen & SEEN_BUILD) && type != PROTO_MSG_BUILD)
+		return fail(d, fds, nfds, "expected BUILD after a version 2 HELLO");
 	switch (type) {
+	case PROTO_MSG_BUILD:
+		if (!d->versioned || (d->seen & SEEN_BUILD))
+			return fail(d, fds, nfds, "BUILD out of order");
+		if (len < 2 || len > PROTO_BUILD_MAX + 1 || p[len - 1] != '\0' ||
+		    strlen(p) != len - 1)
+			return fail(d, fds, nfds, "malformed BUILD (need one build id)");
+		for (uint32_t i = 0; i + 1 < len; i++)
+			if (p[i] <= ' ' || p[i] > '~')
+				return fail(d, fds, nfds, "malformed BUILD (need one build id)");
+		d->seen |= SEEN_BUILD;
+		/* Only a run depends on both ends being one build; a status or a
+		 * stop is answered whatever the client's build. */
+		if (d->req.kind == PROTO_KIND_RUN && strcmp(p, PYZ_BUILD_ID) != 0) {
+			snprintf(d->error, sizeof(d->error), "version=%s\nbuild=%s\nprotocol=%u\n",
+				 PYZ_VERSION, PYZ_BUILD_ID, PROTO_VERSION);
+			d->mismatch = 1;
+			d->state = PROTO_ST_ERROR;
+			return -EPROTO;
+		}
+		return 0;
 	case PROTO_MSG_ARGV:
 		if (d->seen & (SEEN_ARGV | SEEN_CWD | SEEN_ENV | SEEN_FDS))
 			return fail(d, fds, nfds, "ARGV out of order");
@@ -323,13 +350,16 @@ proto_get_i32(const void *payload, uint32_t len, int32_t *ret)
 int
 proto_request_encode(struct proto_buf *b, const struct proto_request *req, size_t *ret_fds_offset)
 {
+	int versioned = req->kind == PROTO_KIND_RUN;
 	struct proto_hello h = {
 		.magic = PROTO_MAGIC,
-		.version = PROTO_VERSION,
+		.version = versioned ? PROTO_VERSION : PROTO_VERSION_STABLE,
 		.kind = req->kind,
 		.flags = req->flags,
 	};
 	int r = proto_buf_put(b, PROTO_MSG_HELLO, &h, sizeof(h));
+	if (r == 0 && versioned)
+		r = proto_buf_put(b, PROTO_MSG_BUILD, PYZ_BUILD_ID, sizeof(PYZ_BUILD_ID));
 	if (r < 0)
 		return r;
 	if (req->kind == PROTO_KIND_RUN) {

@@ -448,7 +448,7 @@ request_frame(struct peer *p, struct peer_frame *f, void *arg)
 	}
 	if (r < 0) {
 		log_info("closing a connection: %s", log_escape(c->dec.error));
-		conn_reply(c, PROTO_MSG_ERROR, c->dec.error);
+		conn_reply(c, c->dec.mismatch ? PROTO_MSG_MISMATCH : PROTO_MSG_ERROR, c->dec.error);
 		return PEER_STOP;
 	}
 	if (r == 1)

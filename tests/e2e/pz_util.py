@@ -502,6 +502,7 @@ def assert_no_strays(markers, sup_pid=None, timeout=10):
     assert wait_until(clean, timeout=timeout), "processes left behind: %r" % (left,)
 # The rest of include/zygote/proto.h, for clients that speak the real protocol.
 MSG_ARGV, MSG_CWD, MSG_ENV, MSG_FDS, MSG_DONE = 2, 3, 4, 5, 6
+MSG_BUILD = 7  # after a version 2 HELLO (PROTO_VERSION above is 1: no BUILD)
 MSG_SIGNAL = 20
 MSG_EXIT, MSG_ERROR, MSG_NOTICE, MSG_STATUS = 40, 41, 42, 43
 KIND_RUN, KIND_STATUS = 1, 2

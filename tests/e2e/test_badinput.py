@@ -14,7 +14,7 @@ import pytest
 
 import pz_util
 from pz_util import (KIND_RUN, MSG_ARGV, MSG_CWD, MSG_DONE, MSG_ENV, MSG_ERROR, MSG_EXIT,
-                     MSG_FDS, header, hello, message, run_request, strings)
+                     MSG_BUILD, MSG_FDS, header, hello, message, run_request, strings)
 from test_errors import _connect
 from test_trust import foreign_server, other_user  # noqa: F401 (fixtures)
 
@@ -63,8 +63,13 @@ def _cases(root):
     body = argv + cwd + message(MSG_ENV, b"A=1\0")
     run = hello(kind=KIND_RUN)
     yield ("wrong version", hello(version=999), 0, None, False,
-           "protocol version mismatch: client speaks 999, server speaks 1; restart the "
+           "protocol version mismatch: client speaks 999, server speaks 2; restart the "
            "server with 'pytest-zygote restart'")
+    run2 = hello(version=2, kind=KIND_RUN)
+    yield ("version 2 without BUILD", run2 + argv, 0, None, False,
+           "expected BUILD after a version 2 HELLO")
+    yield ("malformed BUILD", run2 + message(MSG_BUILD, b"a b\0"), 0, None, False,
+           "malformed BUILD (need one build id)")
     yield ("wrong magic", hello(magic=0xDEADBEEF), 0, None, False,
            "not a pytest-zygote client (bad magic)")
     yield ("no HELLO first", argv, 0, None, False, "expected a HELLO message first")

@@ -124,3 +124,250 @@ def test_client_refuses_a_runtime_dir_of_another_user(foreign_server, zbin):
     assert r.returncode == 64, r
     assert "owned by uid %d" % pwd.getpwnam(USER).pw_uid in r.stderr
     assert "PYTEST_ZYGOTE_RUNTIME_DIR" in r.stderr
+
+
+# --- the client trusts only a server of its own uid, in its own directory ----
+
+def _handover():
+    """The plugin's _handover module (the socket naming of paths.c, and the
+    plugin's status round trip), loaded from the source tree."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "pz_trust_handover", pz_util.REPO / "plugin" / "src" / "pytest_zygote" / "_handover.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _socket_name(proj, rt):
+    """The file name of the socket the client at runtime directory rt uses for proj."""
+    old = os.environ.get("PYTEST_ZYGOTE_RUNTIME_DIR")
+    os.environ["PYTEST_ZYGOTE_RUNTIME_DIR"] = rt
+    try:
+        pid = os.fsdecode(_handover()._pid_file(proj, None))
+    finally:
+        if old is None:
+            del os.environ["PYTEST_ZYGOTE_RUNTIME_DIR"]
+        else:
+            os.environ["PYTEST_ZYGOTE_RUNTIME_DIR"] = old
+    return os.path.basename(pid)[:-len(".pid")] + ".sock"
+
+
+class FakeServer:
+    """A socket listening at path in this (root's) process, recording what
+    every connection sends until it falls silent."""
+
+    def __init__(self, path):
+        import threading
+
+        self.path = path
+        self.received = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        os.chmod(path, 0o777)  # as an attacker's would be: connectable by anyone
+        self.sock.listen(16)
+        self.sock.settimeout(0.1)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            data = b""
+            with conn:
+                conn.settimeout(0.5)
+                try:
+                    while True:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                except OSError:
+                    pass
+            self.received.append(data)
+
+    def close(self):
+        self.stopping = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+        os.unlink(self.path)
+
+
+@pytest.fixture
+def victim(other_user):
+    """The second user's project and private runtime directory, and a way to
+    run commands as that user with a secret in the environment."""
+    top = "/tmp/pz-victim-%d" % os.getpid()
+    proj, rt = pz_util.user_tree(other_user, "basic", top)
+    secret = "s3cret-%d" % os.getpid()
+    env = {"PATH": "/usr/bin:/bin", "PYTEST_ZYGOTE_RUNTIME_DIR": rt, "HOME": top,
+           "SECRET_TOKEN": secret}
+
+    def as_victim(argv):
+        return pz_util.run_as(other_user, env, argv, top)
+
+    yield top, proj, rt, secret, as_victim
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def test_client_refuses_a_server_of_another_uid_before_sending(victim, zbin):
+    """A process of another uid listening at the very path the client
+    connects to (in the client's own 0700 directory: root can put it there)
+    gets nothing: not the environment, not the terminal."""
+    top, proj, rt, secret, as_victim = victim
+    fake = FakeServer(os.path.join(rt, _socket_name(proj, rt)))
+    try:
+        r = as_victim([zbin, "run", "--root", proj, "--", "-q"])
+        assert pz_util.wait_until(lambda: fake.received, timeout=10), \
+            "the client never reached the fake server: %r" % (r,)
+    finally:
+        fake.close()
+    assert r.returncode == 78, r
+    assert "runs as uid 0, not as you (uid %d)" % pwd.getpwnam(USER).pw_uid in r.stderr, r
+    assert "refusing to send it anything" in r.stderr, r
+    assert fake.received == [b""], fake.received  # connected, then closed: nothing sent
+    # status and stop refuse it the same way.
+    for cmd in ("status", "stop"):
+        fake = FakeServer(os.path.join(rt, _socket_name(proj, rt)))
+        try:
+            r = as_victim([zbin, cmd, "--root", proj])
+        finally:
+            fake.close()
+        assert r.returncode == 78, (cmd, r)
+        assert all(d == b"" for d in fake.received), (cmd, fake.received)
+
+
+def test_plugin_status_refuses_a_server_of_another_uid(victim):
+    """The plugin's own round trip (which decides a hand-over) checks the
+    server's uid too, before sending anything."""
+    top, proj, rt, secret, as_victim = victim
+    fake = FakeServer(os.path.join(rt, _socket_name(proj, rt)))
+    code = ("import importlib.util, sys\n"
+            "spec = importlib.util.spec_from_file_location('h', sys.argv[1])\n"
+            "h = importlib.util.module_from_spec(spec); spec.loader.exec_module(h)\n"
+            "print('status', h._server_status(sys.argv[2], None))\n")
+    try:
+        r = as_victim([sys.executable, "-c", code,
+                       pz_util.REPO / "plugin" / "src" / "pytest_zygote" / "_handover.py",
+                       proj])
+        assert pz_util.wait_until(lambda: fake.received, timeout=10), r
+    finally:
+        fake.close()
+    assert r.returncode == 0 and "status None" in r.stdout, r
+    assert fake.received == [b""], fake.received
+
+
+_SWAPPER = """
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+a, b = sys.argv[1].encode(), sys.argv[2].encode()
+print("swapping", flush=True)
+while True:
+    libc.renameat2(-100, a, -100, b, 2)  # AT_FDCWD, RENAME_EXCHANGE
+"""
+
+_VICTIM_FAKE = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1])
+s.listen(64)
+print("listening", flush=True)
+secret = sys.argv[3].encode()
+while True:
+    conn, _ = s.accept()
+    conn.settimeout(0.3)
+    data = b""
+    try:
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    conn.close()
+    with open(sys.argv[2], "a") as f:
+        f.write("%d %s\\n" % (len(data), secret in data))
+"""
+
+
+def test_swapped_runtime_directory_never_reaches_another_socket(victim, zbin, other_user):
+    """Issue #16's race: whoever can write the runtime directory's parent
+    swaps it, in a loop, with a directory of theirs whose socket name leads
+    to another socket of the victim's own uid (so SO_PEERCRED alone would
+    pass it). The directory the client checks must be the one it connects
+    in: in 100 runs, not one reaches that socket."""
+    top, proj, rt, secret, _ = victim
+    name = _socket_name(proj, rt)
+    fakedir = os.path.join(top, "fake")
+    os.makedirs(fakedir, mode=0o700)
+    os.chown(fakedir, other_user.pw_uid, other_user.pw_gid)
+    log = os.path.join(fakedir, "log")
+    evil = os.path.join(top, "evil")
+    os.makedirs(evil, mode=0o755)
+    os.symlink(os.path.join(fakedir, "fake.sock"), os.path.join(evil, name))
+    fake = subprocess.Popen(["runuser", "-u", USER, "--", sys.executable, "-c", _VICTIM_FAKE,
+                             os.path.join(fakedir, "fake.sock"), log, secret],
+                            stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    swapper = None
+    try:
+        assert fake.stdout.readline().strip() == "listening"
+        swapper = subprocess.Popen([sys.executable, "-c", _SWAPPER, rt, evil],
+                                   stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        assert swapper.stdout.readline().strip() == "swapping"
+        loop = "for i in $(seq 100); do %s run --root %s -- -q >/dev/null 2>&1; " \
+               "echo rc=$?; done" % (zbin, proj)
+        r = subprocess.run(["runuser", "-u", USER, "--", "env", "-i", "PATH=/usr/bin:/bin",
+                            "PYTEST_ZYGOTE_RUNTIME_DIR=" + rt, "HOME=" + top,
+                            "SECRET_TOKEN=" + secret, "sh", "-c", loop],
+                           capture_output=True, text=True, timeout=600, cwd=top,
+                           stdin=subprocess.DEVNULL)
+    finally:
+        if swapper:
+            swapper.kill()
+            swapper.wait()
+        # fake runs as the other user under runuser: end it by its pid.
+        for pid in pz_util.descendants(fake.pid):
+            pz_util.kill_quietly(pid)
+        pz_util.kill_quietly(fake.pid)
+        fake.wait()
+        if os.stat(rt).st_uid != other_user.pw_uid:
+            os.rename(rt, rt + ".tmp")
+            os.rename(evil, rt)
+            os.rename(rt + ".tmp", evil)
+    codes = [line for line in r.stdout.split() if line.startswith("rc=")]
+    assert len(codes) == 100, r
+    reached = open(log).read().splitlines() if os.path.exists(log) else []
+    leaked = [line for line in reached if line.endswith("True")]
+    assert not reached, "%d of 100 runs reached the other socket (%d with the secret); " \
+        "exit codes: %s" % (len(reached), len(leaked), sorted(set(codes)))
+    # The race was really run: some runs saw the swapped directory.
+    assert set(codes) - {"rc=69"}, sorted(set(codes))
+
+
+def test_start_never_truncates_through_a_symlinked_log(victim, zbin):
+    """The detached server's log is opened in the checked directory without
+    following a symlink: one planted at the log's name (by whoever swapped
+    the directory for a moment) cannot make `start` truncate another file."""
+    top, proj, rt, secret, as_victim = victim
+    precious = os.path.join(top, "precious")
+    with open(precious, "w") as f:
+        f.write("keep me\n")
+    owner = os.stat(rt)
+    os.chown(precious, owner.st_uid, owner.st_gid)
+    log = os.path.join(rt, _socket_name(proj, rt)[:-len(".sock")] + ".log")
+    os.symlink(precious, log)
+    r = as_victim([zbin, "start", "--root", proj])
+    try:
+        assert r.returncode == 0, r
+    finally:
+        as_victim([zbin, "stop", "--root", proj, "--grace", "1"])
+    with open(precious) as f:
+        assert f.read() == "keep me\n"

@@ -133,7 +133,7 @@ test_request_with_fds(void)
 	int got[3] = { -1, -1, -1 };
 	int ntaken = -1, done = 0, fills = 0, nmsg = 0, exit_code = -1;
 	char notice[32] = "";
-	while (done >= 0 && nmsg < 8) {
+	while (done >= 0 && nmsg < 9) {
 		struct proto_hdr h;
 		const char *payload;
 		int m = fdpass_reader_next(&r, &h, &payload);
@@ -172,7 +172,7 @@ test_request_with_fds(void)
 			diag("decoder: %s", d.error);
 	}
 	ok(fills >= 1, "read with %d fill calls", fills);
-	is_int(nmsg, 8, "eight messages received");
+	is_int(nmsg, 9, "nine messages received");
 	is_int(ntaken, 3, "three fds taken at the FDS message");
 	is_int(d.state, PROTO_ST_DONE, "decoder accepted the request: %s", d.error);
 	is_str(notice, "warming up", "NOTICE after the request");

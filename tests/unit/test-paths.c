@@ -93,6 +93,27 @@ test_check_dir(void)
 	       "a missing dir gives -ENOENT");
 	has_str(err, strerror(ENOENT), "with the strerror text");
 
+	/* The same checks on an open descriptor. */
+	int fd = paths_open_dir(good, getuid(), err, sizeof(err));
+	ok(fd >= 0 && (fcntl(fd, F_GETFD) & FD_CLOEXEC), "open_dir: a 0700 dir gives a cloexec fd");
+	struct stat a, b;
+	ok(fd >= 0 && fstat(fd, &a) == 0 && stat(good, &b) == 0 && a.st_ino == b.st_ino,
+	   "open_dir: of that very directory");
+	if (fd >= 0)
+		close(fd);
+	is_int(paths_open_dir(link, getuid(), err, sizeof(err)), -EPERM,
+	       "open_dir: a symlink to a good dir is refused");
+	has_str(err, "symlink", "open_dir: the error says it is a symlink");
+	is_int(paths_open_dir(at("plain-file"), getuid(), err, sizeof(err)), -ENOTDIR,
+	       "open_dir: a regular file is refused");
+	chmod(good, 0750);
+	is_int(paths_open_dir(good, getuid(), err, sizeof(err)), -EPERM,
+	       "open_dir: mode 0750 refused");
+	has_str(err, "chmod 700", "open_dir: the error says how to fix it");
+	chmod(good, 0700);
+	is_int(paths_open_dir(at("missing"), getuid(), err, sizeof(err)), -ENOENT,
+	       "open_dir: a missing dir gives -ENOENT");
+
 	if (geteuid() != 0) {
 		skip(4, "chown to another uid needs root");
 		return;

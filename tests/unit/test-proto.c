@@ -51,10 +51,11 @@ feed_hello_full(struct proto_decoder *d, uint32_t magic, uint32_t version, uint3
 	return proto_decoder_feed(d, PROTO_MSG_HELLO, &h, sizeof(h), NULL, 0);
 }
 
+/* A version-1 HELLO: no BUILD follows (what STATUS, STOP and WAIT send). */
 static int
 feed_hello(struct proto_decoder *d, uint32_t kind)
 {
-	return feed_hello_full(d, PROTO_MAGIC, PROTO_VERSION, kind);
+	return feed_hello_full(d, PROTO_MAGIC, PROTO_VERSION_STABLE, kind);
 }
 
 /* Feed a string payload including its terminating NUL. */
@@ -126,8 +127,9 @@ test_roundtrip(void)
 	is_int(fh.len, 4, "FDS payload is one uint32");
 
 	proto_decoder_init(&d);
-	static const uint32_t want_types[] = { PROTO_MSG_HELLO, PROTO_MSG_ARGV, PROTO_MSG_CWD,
-					       PROTO_MSG_ENV,   PROTO_MSG_FDS,  PROTO_MSG_DONE };
+	static const uint32_t want_types[] = { PROTO_MSG_HELLO, PROTO_MSG_BUILD, PROTO_MSG_ARGV,
+					       PROTO_MSG_CWD,   PROTO_MSG_ENV,   PROTO_MSG_FDS,
+					       PROTO_MSG_DONE };
 	size_t off = 0;
 	unsigned nmsg = 0;
 	int last = -1;
@@ -149,7 +151,7 @@ test_roundtrip(void)
 		nmsg++;
 	}
 	is_int(off, b.len, "frames cover the whole buffer exactly");
-	is_int(nmsg, 6, "six messages from HELLO to DONE");
+	is_int(nmsg, 7, "seven messages from HELLO to DONE");
 	is_int(last, 1, "the request is complete");
 	is_int(d.state, PROTO_ST_DONE, "decoder state DONE");
 
@@ -321,6 +323,70 @@ test_hello_refusals(void)
 	feed_hello(&d, PROTO_KIND_RUN);
 	refused(&d, feed_hello(&d, PROTO_KIND_RUN), "unexpected", "second HELLO");
 	proto_decoder_finish(&d);
+}
+
+/* Version 2: BUILD right after HELLO; a run of another build is a MISMATCH,
+ * a status or a stop of another build is served. */
+static void
+test_build(void)
+{
+	struct proto_decoder d;
+	char version[32], build[PROTO_BUILD_MAX + 1], proto[8];
+
+	proto_decoder_init(&d);
+	is_int(feed_hello_full(&d, PROTO_MAGIC, PROTO_VERSION, PROTO_KIND_RUN), 0, "v2 HELLO");
+	refused(&d, proto_decoder_feed(&d, PROTO_MSG_ARGV, "pytest\0", 7, NULL, 0), "BUILD",
+		"ARGV right after a v2 HELLO");
+	is_int(d.mismatch, 0, "not a mismatch");
+	proto_decoder_finish(&d);
+
+	proto_decoder_init(&d);
+	feed_hello_full(&d, PROTO_MAGIC, PROTO_VERSION, PROTO_KIND_RUN);
+	refused(&d, feed_str(&d, PROTO_MSG_BUILD, "0123456789ab"), "version=", "another build");
+	is_int(d.mismatch, 1, "another build: a mismatch");
+	proto_kv_get(d.error, "version", version, sizeof(version));
+	proto_kv_get(d.error, "build", build, sizeof(build));
+	proto_kv_get(d.error, "protocol", proto, sizeof(proto));
+	ok(*version && strlen(build) == 12 && strcmp(build, "0123456789ab") != 0,
+	   "the mismatch names the server's version %s and build %s", version, build);
+	is_int(atoi(proto), PROTO_VERSION, "and its protocol");
+	proto_decoder_finish(&d);
+
+	/* What this build's encoder sends is accepted (the round trip above). */
+	proto_decoder_init(&d);
+	feed_hello_full(&d, PROTO_MAGIC, PROTO_VERSION, PROTO_KIND_RUN);
+	refused(&d, proto_decoder_feed(&d, PROTO_MSG_BUILD, "abc", 3, NULL, 0), "malformed",
+		"BUILD without its NUL");
+	proto_decoder_finish(&d);
+
+	proto_decoder_init(&d);
+	feed_hello_full(&d, PROTO_MAGIC, PROTO_VERSION, PROTO_KIND_RUN);
+	refused(&d, feed_str(&d, PROTO_MSG_BUILD, "ab cd"), "malformed", "BUILD with a space");
+	proto_decoder_finish(&d);
+
+	proto_decoder_init(&d);
+	feed_hello_full(&d, PROTO_MAGIC, PROTO_VERSION, PROTO_KIND_RUN);
+	char big[PROTO_BUILD_MAX + 2];
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	refused(&d, feed_str(&d, PROTO_MSG_BUILD, big), "malformed", "BUILD too long");
+	proto_decoder_finish(&d);
+
+	proto_decoder_init(&d);
+	feed_hello(&d, PROTO_KIND_RUN);
+	refused(&d, feed_str(&d, PROTO_MSG_BUILD, "0123456789ab"), "BUILD",
+		"BUILD after a version-1 HELLO");
+	proto_decoder_finish(&d);
+
+	/* stop is the way out of a mismatch: served whatever the build. */
+	for (uint32_t k = PROTO_KIND_STATUS; k <= PROTO_KIND_WAIT; k++) {
+		proto_decoder_init(&d);
+		feed_hello_full(&d, PROTO_MAGIC, PROTO_VERSION, k);
+		is_int(feed_str(&d, PROTO_MSG_BUILD, "0123456789ab"), 0,
+		       "kind %u of another build: BUILD accepted", k);
+		is_int(feed_done(&d), 1, "and the request is complete");
+		proto_decoder_finish(&d);
+	}
 }
 
 static void
@@ -725,6 +791,7 @@ main(void)
 	test_empty_vectors();
 	test_status();
 	test_hello_refusals();
+	test_build();
 	test_order_refusals();
 	test_body_refusals();
 	test_fd_refusals();

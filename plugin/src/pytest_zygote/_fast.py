@@ -276,6 +276,9 @@ def decide(argv, environ, cwd):
     binary = h._binary()
     if binary is None:
         raise _Decline("no pytest-zygote program found")
+    other = h._other_build(binary, st)
+    if other:
+        raise _Decline(other)  # the plugin says so, and runs in the process
     cmd = [binary, "run", "--root", root]
     if h._env_bool("PYTEST_ZYGOTE_START_IF_NEEDED") or h._env_bool(
             "PYTEST_DAEMON_START_IF_NEEDED") or {"--zygote-start-if-needed",

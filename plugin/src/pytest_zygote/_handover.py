@@ -129,19 +129,31 @@ def _pid_file(root, instance):
 
 def _zygote_running(root, instance):
     """Does a server of ours hold the lock on root's pid file? Reads
-    nothing, connects to nothing: a project without a zygote pays a stat and
-    an open. A runtime directory or pid file that is not ours, or that others
+    nothing, connects to nothing: a project without a zygote pays an open
+    or two. A runtime directory or pid file that is not ours, or that others
     may write (another user made /tmp/pytest-zygote-UID first), is no server
     of ours: pytest then runs in its own process instead of handing over to
     a client that would refuse the directory."""
     path = _pid_file(root, instance)
     try:
-        d = os.stat(os.path.dirname(path))
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        # The directory checked is the one read from (src/common/paths.c
+        # paths_open_dir), whatever its path leads to meanwhile.
+        dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                      | os.O_CLOEXEC)
     except OSError:
         return False
+    try:
+        d = os.fstat(dfd)
+        if d.st_uid != os.getuid() or d.st_mode & 0o077:
+            return False
+        fd = os.open(os.path.basename(path), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW,
+                     dir_fd=dfd)
+    except OSError:
+        return False
+    finally:
+        os.close(dfd)
     st = os.fstat(fd)
-    if d.st_uid != os.getuid() or d.st_mode & 0o077 or st.st_uid != os.getuid():
+    if st.st_uid != os.getuid():
         os.close(fd)
         return False
     try:
@@ -158,17 +170,33 @@ def _zygote_running(root, instance):
 def _server_status(root, instance):
     """The running server's status ({key: value}, src/supervisor/status.c
     status_text), or None: one round trip on its socket (about a
-    millisecond), only when a server holds the pid file."""
+    millisecond), only when a server holds the pid file. As the client
+    does (src/client/client.c client_connect): the runtime directory is
+    checked on an open descriptor and the socket reached through it, and the
+    server must run as our uid, before anything is sent."""
     import socket
+    import stat
     import struct
 
     path = _pid_file(root, instance)[:-len(b".pid")] + b".sock"
     hello = struct.pack("=IIIIII", 1, 16, 0x47595a50, 1, 2, 0)  # HELLO: magic, v1, STATUS
     done = struct.pack("=II", 6, 0)
     try:
+        dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                      | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        d = os.fstat(dfd)
+        if not stat.S_ISDIR(d.st_mode) or d.st_uid != os.getuid() or d.st_mode & 0o077:
+            return None
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(2)
-            s.connect(path)
+            s.connect(b"/proc/self/fd/%d/%s" % (dfd, os.path.basename(path)))
+            uid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                   struct.calcsize("3i")))[1]
+            if uid != os.geteuid():
+                return None
             s.sendall(hello + done)
             data = b""
             while True:
@@ -178,6 +206,8 @@ def _server_status(root, instance):
                 data += chunk
     except OSError:
         return None
+    finally:
+        os.close(dfd)
     if len(data) < 8:
         return None
     kind, n = struct.unpack("=II", data[:8])
@@ -185,6 +215,27 @@ def _server_status(root, instance):
         return None
     text = data[8:8 + n].rstrip(b"\0").decode("utf-8", "replace")
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def _other_build(binary, st):
+    """None when the program binary and the server whose status is st are one
+    build (or binary predates build ids), else what to say about the server:
+    its run would refuse to run there (exit 76). One `binary --version`
+    (about a millisecond), only once a hand-over is decided."""
+    import re
+    import subprocess
+
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                             timeout=10, stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"build ([0-9a-f]+)", out)
+    if not m or st.get("build") == m[1]:
+        return None
+    theirs = st.get("build") or "an older build"
+    return "the zygote is another build of pytest-zygote (server: %s %s; this one: %s)" % (
+        st.get("version", "?"), theirs, m[1])
 
 
 def _interpreter_of(python):

@@ -38,6 +38,7 @@ from pytest_zygote._handover import (
     _PLUGINS,
     _plugin_names,
     _project_section,
+    _other_build,
     _server_status,
     _strip_own,
     _this_interpreter,
@@ -295,6 +296,13 @@ def _decide(early_config, ns, args):
         raise pytest.UsageError(
             "pytest-zygote: cannot find the pytest-zygote program; put it on PATH or set "
             "PYTEST_ZYGOTE_BIN (or run with --zygote-disable)")
+    other = None if admin or not st else _other_build(binary, st)
+    if other:
+        _say(early_config, "pytest-zygote: %s; running in this process (pytest --zygote-start "
+             "replaces it with this build)\n" % other)
+        if ns.zygote_require or _env_bool("PYTEST_ZYGOTE_REQUIRE"):
+            os._exit(76)
+        return
     common = ["--root", str(early_config.rootpath)]
     if instance:
         common += ["--instance", str(instance)]
