@@ -39,6 +39,7 @@ int no_server(const struct zpaths *p);
 int cmd_start(const struct opts *o, const struct zpaths *p, int nargs, char **args);
 int cmd_run(const struct opts *o, const struct zpaths *p, int nargs, char **args);
 int cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args);
+int cmd_probe(const struct opts *o, const struct zpaths *p, int nargs, char **args);
 int cmd_worker(const struct opts *o, const struct zpaths *p, int nargs, char **args);
 
 /* start.c: start the server for p (detached, or become it with --foreground). */

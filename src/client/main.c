@@ -132,6 +132,15 @@ static const char worker_help[] =
 	"this stdin and stdout as the channel). Runs put it in xdist's --tx; it is\n"
 	"not meant to be typed.\n";
 
+static const char probe_help[] =
+	"Usage: pytest-zygote probe [--root DIR] [--instance NAME]\n"
+	"\n"
+	"For tools (the pytest plugin asks it before a hand-over): print probe.server\n"
+	"(running, none, untrusted or error), probe.socket, probe.config (the file with\n"
+	"the [pytest-zygote] section, or empty), probe.start_if_needed (0 or 1) and\n"
+	"probe.build (this program's build), then the server's status lines when one\n"
+	"runs, as key=value lines. Exits 0 unless its own arguments are wrong.\n";
+
 static const char stop_help[] =
 	"Usage: pytest-zygote stop [--root DIR | --all] [--grace SECONDS]\n"
 	"\n"
@@ -336,6 +345,7 @@ static const struct command {
 	{ "status", status_help, cmd_status, CMD_JSON | CMD_ALL },
 	{ "settings", settings_help, cmd_settings, 0 },
 	{ "worker", worker_help, cmd_worker, CMD_PYTEST_ARGS },
+	{ "probe", probe_help, cmd_probe, 0 },
 };
 
 /* --grace SECONDS, 0 to 3600, in milliseconds. */

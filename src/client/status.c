@@ -379,3 +379,30 @@ cmd_status_all(const struct opts *o, const struct zpaths *p)
 	servers_free(list, n);
 	return n ? 0 : ZEXIT_NOSERVER;
 }
+
+/*
+ * `probe`: what the pytest plugin needs to decide a hand-over, asked of the
+ * program that would run it, so the plugin re-implements neither the
+ * socket's name, nor the checks of the runtime directory and the server,
+ * nor the settings' precedence. "probe.KEY=VALUE" lines on stdout, then the
+ * server's status lines when one runs; nothing on stderr but warnings.
+ */
+int
+cmd_probe(const struct opts *o, const struct zpaths *p, int nargs, char **args)
+{
+	(void)nargs;
+	(void)args;
+	char *text = NULL;
+	int r = client_request(p, PROTO_KIND_STATUS, 0, &text);
+	const char *server = r == 0                               ? "running"
+			     : r == CLIENT_UNTRUSTED              ? "untrusted"
+			     : r == -ENOENT || r == -ECONNREFUSED ? "none"
+								  : "error";
+	printf("probe.server=%s\nprobe.socket=%s\nprobe.config=%s\nprobe.start_if_needed=%d\n"
+	       "probe.build=%s\n",
+	       server, p->sock, o->conf.file, o->start_if_needed, PYZ_BUILD_ID);
+	if (r == 0)
+		fputs(text, stdout);
+	free(text);
+	return fflush(stdout) == 0 ? 0 : ZEXIT_INTERNAL;
+}

@@ -3,6 +3,7 @@ its owner (SO_PEERCRED on every connection), and a client refuses a runtime
 directory that is not its own. Needs root (to create the account)."""
 
 import os
+import re
 import pwd
 import shutil
 import socket
@@ -128,30 +129,13 @@ def test_client_refuses_a_runtime_dir_of_another_user(foreign_server, zbin):
 
 # --- the client trusts only a server of its own uid, in its own directory ----
 
-def _handover():
-    """The plugin's _handover module (the socket naming of paths.c, and the
-    plugin's status round trip), loaded from the source tree."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "pz_trust_handover", pz_util.REPO / "plugin" / "src" / "pytest_zygote" / "_handover.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _socket_name(proj, rt):
-    """The file name of the socket the client at runtime directory rt uses for proj."""
-    old = os.environ.get("PYTEST_ZYGOTE_RUNTIME_DIR")
-    os.environ["PYTEST_ZYGOTE_RUNTIME_DIR"] = rt
-    try:
-        pid = os.fsdecode(_handover()._pid_file(proj, None))
-    finally:
-        if old is None:
-            del os.environ["PYTEST_ZYGOTE_RUNTIME_DIR"]
-        else:
-            os.environ["PYTEST_ZYGOTE_RUNTIME_DIR"] = old
-    return os.path.basename(pid)[:-len(".pid")] + ".sock"
+def _socket_name(as_victim, proj):
+    """The file name of the socket the victim's client uses for proj, as the
+    program says (`pytest-zygote probe`)."""
+    zbin = os.environ.get("PYTEST_ZYGOTE_BIN") or str(pz_util.REPO / "build" / "pytest-zygote")
+    r = as_victim([zbin, "probe", "--root", proj])
+    assert r.returncode == 0, r
+    return os.path.basename(re.search(r"^probe\.socket=(.*)$", r.stdout, re.M)[1])
 
 
 class FakeServer:
@@ -222,7 +206,7 @@ def test_client_refuses_a_server_of_another_uid_before_sending(victim, zbin):
     connects to (in the client's own 0700 directory: root can put it there)
     gets nothing: not the environment, not the terminal."""
     top, proj, rt, secret, as_victim = victim
-    fake = FakeServer(os.path.join(rt, _socket_name(proj, rt)))
+    fake = FakeServer(os.path.join(rt, _socket_name(as_victim, proj)))
     try:
         r = as_victim([zbin, "run", "--root", proj, "--", "-q"])
         assert pz_util.wait_until(lambda: fake.received, timeout=10), \
@@ -235,7 +219,7 @@ def test_client_refuses_a_server_of_another_uid_before_sending(victim, zbin):
     assert fake.received == [b""], fake.received  # connected, then closed: nothing sent
     # status and stop refuse it the same way.
     for cmd in ("status", "stop"):
-        fake = FakeServer(os.path.join(rt, _socket_name(proj, rt)))
+        fake = FakeServer(os.path.join(rt, _socket_name(as_victim, proj)))
         try:
             r = as_victim([zbin, cmd, "--root", proj])
         finally:
@@ -248,11 +232,11 @@ def test_plugin_status_refuses_a_server_of_another_uid(victim):
     """The plugin's own round trip (which decides a hand-over) checks the
     server's uid too, before sending anything."""
     top, proj, rt, secret, as_victim = victim
-    fake = FakeServer(os.path.join(rt, _socket_name(proj, rt)))
+    fake = FakeServer(os.path.join(rt, _socket_name(as_victim, proj)))
     code = ("import importlib.util, sys\n"
             "spec = importlib.util.spec_from_file_location('h', sys.argv[1])\n"
             "h = importlib.util.module_from_spec(spec); spec.loader.exec_module(h)\n"
-            "print('status', h._server_status(sys.argv[2], None))\n")
+            "print('status', h._running(h._probe(sys.argv[2])))\n")
     try:
         r = as_victim([sys.executable, "-c", code,
                        pz_util.REPO / "plugin" / "src" / "pytest_zygote" / "_handover.py",
@@ -304,8 +288,8 @@ def test_swapped_runtime_directory_never_reaches_another_socket(victim, zbin, ot
     to another socket of the victim's own uid (so SO_PEERCRED alone would
     pass it). The directory the client checks must be the one it connects
     in: in 100 runs, not one reaches that socket."""
-    top, proj, rt, secret, _ = victim
-    name = _socket_name(proj, rt)
+    top, proj, rt, secret, as_victim = victim
+    name = _socket_name(as_victim, proj)
     fakedir = os.path.join(top, "fake")
     os.makedirs(fakedir, mode=0o700)
     os.chown(fakedir, other_user.pw_uid, other_user.pw_gid)
@@ -362,11 +346,14 @@ def test_start_never_truncates_through_a_symlinked_log(victim, zbin):
         f.write("keep me\n")
     owner = os.stat(rt)
     os.chown(precious, owner.st_uid, owner.st_gid)
-    log = os.path.join(rt, _socket_name(proj, rt)[:-len(".sock")] + ".log")
+    log = os.path.join(rt, _socket_name(as_victim, proj)[:-len(".sock")] + ".log")
     os.symlink(precious, log)
     r = as_victim([zbin, "start", "--root", proj])
     try:
-        assert r.returncode == 0, r
+        # start refuses, naming the log it cannot open (a server without a
+        # log would hide every later warm-up error)
+        assert r.returncode == 71, r
+        assert "cannot write the log" in r.stderr and "symbolic links" in r.stderr, r
     finally:
         as_victim([zbin, "stop", "--root", proj, "--grace", "1"])
     with open(precious) as f:

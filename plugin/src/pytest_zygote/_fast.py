@@ -264,19 +264,22 @@ def decide(argv, environ, cwd):
         raise _Decline("the plugin is disabled with -p no:")
     if not (named or (not environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD") and _entry_point())):
         raise _Decline("the plugin is not loaded (no -p pytest_zygote.plugin, no entry point)")
-    if not h._zygote_running(root, None):
-        raise _Decline("no zygote is running for " + root)
-    flags = h._interpreter_flags()
-    if flags:
-        raise _Decline("this Python runs with " + " ".join(flags))
-    st = h._server_status(root, None)
-    theirs = st.get("python") if st else None
-    if not theirs or h._interpreter_of(theirs) != h._this_interpreter():
-        raise _Decline("the zygote runs %s, this is %s" % (theirs, sys.executable))
     binary = h._binary()
     if binary is None:
         raise _Decline("no pytest-zygote program found")
-    other = h._other_build(binary, st)
+    probe = h._probe(root, None, binary)
+    st = h._running(probe)
+    if st is None:
+        why = probe.get("probe.server") if probe else "pytest-zygote probe failed"
+        raise _Decline("no zygote is running for " + root + ("" if why == "none" else
+                                                             " (%s)" % why))
+    flags = h._interpreter_flags()
+    if flags:
+        raise _Decline("this Python runs with " + " ".join(flags))
+    theirs = st.get("python")
+    if not theirs or h._interpreter_of(theirs) != h._this_interpreter():
+        raise _Decline("the zygote runs %s, this is %s" % (theirs, sys.executable))
+    other = h._other_build(st)
     if other:
         raise _Decline(other)  # the plugin says so, and runs in the process
     cmd = [binary, "run", "--root", root]

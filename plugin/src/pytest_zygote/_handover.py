@@ -1,13 +1,12 @@
 """What the pytest plugin and the interpreter-start hook both need to decide
-a hand-over, without importing pytest: where the zygote of a root keeps its
-pid file and socket (src/common/paths.c), whether one is running and for which
-interpreter, and the settings of this interpreter that a hand-over cannot
-pass on.
+a hand-over, without importing pytest: the pytest-zygote program, what it says
+about the server of a root (_probe: whether one runs, for which interpreter
+and build, and the project's settings), and the settings of this interpreter
+that a hand-over cannot pass on.
 
 PYTEST_DONT_REWRITE: the start hook may import this before pytest does.
 """
 
-import fcntl
 import os
 import sys
 
@@ -101,141 +100,64 @@ def _binary():
     return None
 
 
-def _fnv1a(data, h):
-    for byte in data:
-        h = ((h ^ byte) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-    return h
-
-
-def _pid_file(root, instance):
-    """The pid file of the zygote for root (src/common/paths.c: paths_for_root)."""
-    over = os.environ.get("PYTEST_ZYGOTE_RUNTIME_DIR")
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if over:
-        rdir = over
-    elif xdg and xdg.startswith("/") and os.access(xdg, os.W_OK | os.X_OK):
-        rdir = xdg + "/pytest-zygote"
-    else:
-        rdir = "/tmp/pytest-zygote-%d" % os.getuid()
-    root = os.fsencode(os.path.realpath(root))
-    h = _fnv1a(root, 1469598103934665603)
+def _probe(root, instance=None, binary=None):
+    """Ask the pytest-zygote program about the server for root (`pytest-zygote
+    probe`: src/client/status.c cmd_probe): {key: value} with probe.server
+    (running, none, untrusted, error), probe.config (the file with a
+    [pytest-zygote] section, or ""), probe.start_if_needed ("1" when the
+    environment or that section says so), probe.build (the program's build)
+    and, when a server runs, its status keys (src/supervisor/status.c). The
+    program names the socket, checks the runtime directory and the server's
+    uid and reads the settings, so none of that is written twice. One
+    posix_spawn (about a millisecond; subprocess is not imported). None when
+    there is no program or it failed."""
+    binary = binary or _binary()
+    if binary is None:
+        return None
+    argv = [binary, "probe", "--root", os.fspath(root)]
     if instance:
-        h = _fnv1a(os.fsencode(str(instance)), _fnv1a(b"\x01", h))
-    base = root.rsplit(b"/", 1)[-1] or b"root"
-    safe = bytes(ord("_") if (c == ord(".") and k == 0) else c
-                 for k, c in enumerate(base[:24]))
-    return os.path.join(os.fsencode(rdir), safe + b"-%012x.pid" % (h & 0xFFFFFFFFFFFF))
-
-
-def _zygote_running(root, instance):
-    """Does a server of ours hold the lock on root's pid file? Reads
-    nothing, connects to nothing: a project without a zygote pays an open
-    or two. A runtime directory or pid file that is not ours, or that others
-    may write (another user made /tmp/pytest-zygote-UID first), is no server
-    of ours: pytest then runs in its own process instead of handing over to
-    a client that would refuse the directory."""
-    path = _pid_file(root, instance)
+        argv += ["--instance", str(instance)]
+    r, w = os.pipe()
     try:
-        # The directory checked is the one read from (src/common/paths.c
-        # paths_open_dir), whatever its path leads to meanwhile.
-        dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-                      | os.O_CLOEXEC)
+        pid = os.posix_spawn(binary, argv, os.environ, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, w, 1),
+            (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0)])
     except OSError:
-        return False
-    try:
-        d = os.fstat(dfd)
-        if d.st_uid != os.getuid() or d.st_mode & 0o077:
-            return False
-        fd = os.open(os.path.basename(path), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW,
-                     dir_fd=dfd)
-    except OSError:
-        return False
-    finally:
-        os.close(dfd)
-    st = os.fstat(fd)
-    if st.st_uid != os.getuid():
-        os.close(fd)
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return False
-
-
-def _server_status(root, instance):
-    """The running server's status ({key: value}, src/supervisor/status.c
-    status_text), or None: one round trip on its socket (about a
-    millisecond), only when a server holds the pid file. As the client
-    does (src/client/client.c client_connect): the runtime directory is
-    checked on an open descriptor and the socket reached through it, and the
-    server must run as our uid, before anything is sent."""
-    import socket
-    import stat
-    import struct
-
-    path = _pid_file(root, instance)[:-len(b".pid")] + b".sock"
-    hello = struct.pack("=IIIIII", 1, 16, 0x47595a50, 1, 2, 0)  # HELLO: magic, v1, STATUS
-    done = struct.pack("=II", 6, 0)
-    try:
-        dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-                      | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        d = os.fstat(dfd)
-        if not stat.S_ISDIR(d.st_mode) or d.st_uid != os.getuid() or d.st_mode & 0o077:
-            return None
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(2)
-            s.connect(b"/proc/self/fd/%d/%s" % (dfd, os.path.basename(path)))
-            uid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                   struct.calcsize("3i")))[1]
-            if uid != os.geteuid():
-                return None
-            s.sendall(hello + done)
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-    except OSError:
+        os.close(r)
         return None
     finally:
-        os.close(dfd)
-    if len(data) < 8:
+        os.close(w)
+    chunks = []
+    with os.fdopen(r, "rb") as f:
+        for chunk in iter(lambda: f.read(65536), b""):
+            chunks.append(chunk)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    if os.waitstatus_to_exitcode(status) != 0:
         return None
-    kind, n = struct.unpack("=II", data[:8])
-    if kind != 43:  # STATUS
-        return None
-    text = data[8:8 + n].rstrip(b"\0").decode("utf-8", "replace")
+    text = b"".join(chunks).decode("utf-8", "replace")
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def _other_build(binary, st):
-    """None when the program binary and the server whose status is st are one
-    build (or binary predates build ids), else what to say about the server:
-    its run would refuse to run there (exit 76). One `binary --version`
-    (about a millisecond), only once a hand-over is decided."""
-    import re
-    import subprocess
+def _running(probe):
+    """The probe's server status, when a server of ours runs; else None."""
+    return probe if probe and probe.get("probe.server") == "running" else None
 
-    try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True,
-                             timeout=10, stdin=subprocess.DEVNULL).stdout
-    except (OSError, subprocess.SubprocessError):
+
+def _other_build(probe):
+    """None when the program and the probed server are one build, else what
+    to say about the server: a run would refuse to run there (exit 76)."""
+    mine = probe.get("probe.build")
+    if not mine or probe.get("build") == mine:
         return None
-    m = re.search(r"build ([0-9a-f]+)", out)
-    if not m or st.get("build") == m[1]:
-        return None
-    theirs = st.get("build") or "an older build"
+    theirs = probe.get("build") or "an older build"
     return "the zygote is another build of pytest-zygote (server: %s %s; this one: %s)" % (
-        st.get("version", "?"), theirs, m[1])
+        probe.get("version", "?"), theirs, mine)
 
 
 def _interpreter_of(python):
@@ -250,38 +172,6 @@ def _interpreter_of(python):
 def _this_interpreter():
     venv = os.path.realpath(sys.prefix) if sys.prefix != sys.base_prefix else None
     return os.path.realpath(sys.executable), venv
-
-
-_SECTIONS = ((".pytest-zygote.ini", "[pytest-zygote]"), ("pytest.ini", "[pytest-zygote]"),
-             ("tox.ini", "[pytest-zygote]"), ("setup.cfg", "[pytest-zygote]"),
-             ("pyproject.toml", "[tool.pytest-zygote]"))
-
-
-def _project_section(root):
-    """(file, start_if_needed) of the project's pytest-zygote section, the
-    first of the files src/common/conf.c reads, or (None, False). Reading the
-    values properly (and reporting bad ones) is the C side's job."""
-    for name, header in _SECTIONS:
-        path = os.path.join(str(root), name)
-        try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            continue
-        inside, start = False, False
-        found = False
-        for line in lines:
-            s = line.strip()
-            if s.startswith("["):
-                inside = s.split("#")[0].split(";")[0].strip() == header
-                found = found or inside
-                continue
-            if inside and s.split("=")[0].strip() == "start_if_needed" and "=" in s:
-                v = s.split("=", 1)[1].split(" #")[0].split(" ;")[0].strip().strip("\"'")
-                start = v.lower() in _TRUE
-        if found:
-            return path, start
-    return None, False
 
 
 def _strip_own(args):

@@ -37,12 +37,11 @@ from pytest_zygote._handover import (
     _interpreter_of,
     _PLUGINS,
     _plugin_names,
-    _project_section,
     _other_build,
-    _server_status,
+    _probe,
+    _running,
     _strip_own,
     _this_interpreter,
-    _zygote_running,
 )
 
 # Accepted for pytest-hot-reloading users, meaningless here: (option, env, why).
@@ -246,11 +245,15 @@ def _decide(early_config, ns, args):
         # An xdist worker: its controller was handed over already, or runs
         # in its own process; either way the worker runs where it is.
         return
-    if not (admin or start_if_needed or ns.zygote_force) and \
-            not _zygote_running(early_config.rootpath, instance):
+    # What the pytest-zygote program says about the server for the root (and
+    # the project's settings): one exec of it, about a millisecond.
+    probe = _probe(early_config.rootpath, instance)
+    st = _running(probe)
+    if not (admin or start_if_needed or ns.zygote_force) and st is None:
         # No zygote (and none to start): run here, exactly as without the
         # plugin, so that a committed addopts never breaks plain pytest.
-        section, section_start = _project_section(early_config.rootpath)
+        section = probe.get("probe.config") if probe else None
+        section_start = bool(probe) and probe.get("probe.start_if_needed") == "1"
         if not section_start:
             if ns.zygote_require or _env_bool("PYTEST_ZYGOTE_REQUIRE"):
                 _say(early_config, "pytest-zygote: no zygote is running for %s; start one with: "
@@ -276,7 +279,6 @@ def _decide(early_config, ns, args):
     if not admin:
         # A zygote of another interpreter (the system's, where this is a
         # virtualenv's) would run the tests with other packages.
-        st = _server_status(early_config.rootpath, instance)
         theirs = st.get("python") if st else None
         if theirs and _interpreter_of(theirs) != _this_interpreter():
             _say(early_config, "pytest-zygote: the zygote for %s runs %s, this pytest runs %s; "
@@ -296,7 +298,7 @@ def _decide(early_config, ns, args):
         raise pytest.UsageError(
             "pytest-zygote: cannot find the pytest-zygote program; put it on PATH or set "
             "PYTEST_ZYGOTE_BIN (or run with --zygote-disable)")
-    other = None if admin or not st else _other_build(binary, st)
+    other = None if admin or not st else _other_build(st)
     if other:
         _say(early_config, "pytest-zygote: %s; running in this process (pytest --zygote-start "
              "replaces it with this build)\n" % other)
