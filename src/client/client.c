@@ -105,19 +105,27 @@ client_request(const struct zpaths *p, uint32_t kind, uint32_t flags, char **ret
 	return r;
 }
 
-/* Make sure 0, 1 and 2 are open, so the child gets three valid fds. */
-static void
+/*
+ * Make sure 0, 1 and 2 are open, so the child gets three valid fds; the
+ * ones that were closed are returned as PROTO_FLAG_CLOSED_FD0 bits, and the
+ * child closes them again (plain pytest with stdout closed has sys.stdout
+ * None, not /dev/null).
+ */
+static uint32_t
 ensure_stdio(void)
 {
+	uint32_t closed = 0;
 	for (int fd = 0; fd < 3; fd++) {
 		if (fcntl(fd, F_GETFD) >= 0)
 			continue;
+		closed |= PROTO_FLAG_CLOSED_FD0 << fd;
 		int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
 		if (n >= 0 && n != fd) {
 			dup2(n, fd);
 			close(n);
 		}
 	}
+	return closed;
 }
 
 static int
@@ -230,7 +238,7 @@ run_frame(struct peer *p, struct peer_frame *f, void *arg)
 int
 client_run(const struct zpaths *p, int nargs, char **args)
 {
-	ensure_stdio();
+	uint32_t closed = ensure_stdio();
 	int fd = client_connect(p->sock);
 	if (fd < 0)
 		return fd; /* the caller says "no zygote running" or starts one */
@@ -267,6 +275,7 @@ client_run(const struct zpaths *p, int nargs, char **args)
 		argv[i] = args[i];
 	struct proto_request req = {
 		.kind = PROTO_KIND_RUN,
+		.flags = closed,
 		.argv = argv,
 		.cwd = cwd,
 		.env = environ,
