@@ -5,6 +5,7 @@ closed or unwritable stdout or stderr ends a run as it ends plain pytest, and
 a `stop` from inside a run ends it with a message and a documented code."""
 
 import os
+import select
 import socket
 import struct
 import subprocess
@@ -174,3 +175,23 @@ def test_unusable_stdout_or_stderr_ends_the_run_as_plain_pytest(pz, hostile, red
     assert zrc == prc, got
     # no traceback out of the harness's own code
     assert "pytest_zygote" not in zerr and "_zy" not in zerr, got
+
+
+def test_the_server_keeps_none_of_its_starters_descriptors(pz, hostile):
+    """A detached server outlives the `start` (or `run --start-if-needed`) that
+    started it: a pipe that process held (a CI step's output) must see
+    end-of-file when it is done, and no test child may find it on a low fd."""
+    r, w = os.pipe()
+    try:
+        p = subprocess.run([str(pz.zbin), "start", "--root", str(hostile)], cwd=hostile,
+                           env=pz.env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, pass_fds=(w,), timeout=120)
+        assert p.returncode == 0, p
+        os.close(w)
+        w = -1
+        ready, _, _ = select.select([r], [], [], 30)
+        assert ready and os.read(r, 1) == b"", "the server holds the starter's pipe open"
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
