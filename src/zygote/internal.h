@@ -21,7 +21,7 @@ struct run {
 	pid_t pid;
 	struct peer *conn; /* the client; NULL once it is gone */
 	int learn;         /* read end of the child's learning pipe (spawn.h) */
-	int stopped;       /* killed because the server stopped: ZEXIT_RETRY */
+	int stopped;       /* SIGKILLed when a drain's grace ran out: ZEXIT_RETRY */
 };
 
 /* The generation (zygote.c). */

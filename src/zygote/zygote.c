@@ -319,7 +319,7 @@ reap(void)
 			 * can forge (the child holds no descriptor to the
 			 * client while Python runs).
 			 */
-			if (r->stopped) {
+			if (r->stopped && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) {
 				code = ZEXIT_RETRY;
 				if (r->conn)
 					peer_send_text(r->conn, PROTO_MSG_ERROR, STOPPED_TEXT);
