@@ -106,15 +106,20 @@ client_request(const struct zpaths *p, uint32_t kind, uint32_t flags, char **ret
 }
 
 /*
- * Make sure 0, 1 and 2 are open, so the child gets three valid fds; the
- * ones that were closed are returned as PROTO_FLAG_CLOSED_FD0 bits, and the
- * child closes them again (plain pytest with stdout closed has sys.stdout
- * None, not /dev/null).
+ * Make sure 0, 1 and 2 are open, so nothing of ours lands there and the
+ * child gets three valid fds. The ones that were closed at the first call
+ * are returned, every time, as PROTO_FLAG_CLOSED_FD0 bits: the child closes
+ * them again (plain pytest with stdout closed has sys.stdout None, not
+ * /dev/null).
  */
-static uint32_t
-ensure_stdio(void)
+uint32_t
+client_fill_stdio(void)
 {
-	uint32_t closed = 0;
+	static int done;
+	static uint32_t closed;
+	if (done)
+		return closed;
+	done = 1;
 	for (int fd = 0; fd < 3; fd++) {
 		if (fcntl(fd, F_GETFD) >= 0)
 			continue;
@@ -238,7 +243,7 @@ run_frame(struct peer *p, struct peer_frame *f, void *arg)
 int
 client_run(const struct zpaths *p, int nargs, char **args)
 {
-	uint32_t closed = ensure_stdio();
+	uint32_t closed = client_fill_stdio();
 	int fd = client_connect(p->sock);
 	if (fd < 0)
 		return fd; /* the caller says "no zygote running" or starts one */

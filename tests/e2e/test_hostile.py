@@ -152,7 +152,7 @@ def test_stop_from_inside_a_run_ends_it_with_a_message(pz, hostile):
     assert "stopped" in r.err and "during the run" in r.err, r
 
 
-def _plain_and_zygote(pz, root, redirect):
+def _plain_and_zygote(pz, root, redirect, env=None):
     """Exit code and stderr of plain pytest and of a run, with one of the
     standard descriptors redirected by the shell as `redirect` says."""
     out = {}
@@ -161,7 +161,7 @@ def _plain_and_zygote(pz, root, redirect):
                       ("zygote", "%s run -- -q -p no:cacheprovider tests/test_scopes.py"
                        % pz.zbin)):
         p = subprocess.run(["/bin/sh", "-c", "%s %s" % (cmd, redirect)], cwd=root,
-                           env=pz.env(), stdin=subprocess.DEVNULL, capture_output=True,
+                           env=pz.env(env), stdin=subprocess.DEVNULL, capture_output=True,
                            timeout=120)
         out[name] = (p.returncode, p.stderr.decode(errors="replace"))
     return out
@@ -195,3 +195,14 @@ def test_the_server_keeps_none_of_its_starters_descriptors(pz, hostile):
         os.close(r)
         if w >= 0:
             os.close(w)
+
+
+def test_closed_stdout_stays_closed_in_a_run_sent_to_a_variant(pz, hostile):
+    """An interpreter setting sends the run to a zygote for its environment:
+    the client asks twice, and the second request must still say that
+    stdout was closed."""
+    pz.start(hostile)
+    got = _plain_and_zygote(pz, hostile, "1>&-", env={"PYTHONDEVMODE": "1"})
+    (prc, _), (zrc, zerr) = got["plain"], got["zygote"]
+    assert prc == 1, got
+    assert zrc == prc, got
