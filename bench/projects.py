@@ -10,6 +10,8 @@ afresh on every run, so results never depend on leftover caches.
              real work with numpy, pandas, scipy and SQLAlchemy (in-memory SQLite)
     django   a copy of examples/django (pytest-django)
     large    MODULES x TESTS generated trivial tests (default 100 x 50 = 5,000)
+    cpu      400 tests that each compute for about 10 ms (40 with --quick): a suite
+             whose time is spent in tests, where pytest-xdist's -n pays off
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-NAMES = ("tiny", "heavy", "django", "large")
+NAMES = ("tiny", "heavy", "django", "large", "cpu")
 
 
 @dataclass
@@ -50,7 +52,8 @@ def make(name: str, dest: Path, quick: bool = False) -> Project:
     root = dest / name
     if root.exists():
         shutil.rmtree(root)
-    make_fn = {"tiny": _tiny, "heavy": _heavy, "django": _django, "large": _large}[name]
+    make_fn = {"tiny": _tiny, "heavy": _heavy, "django": _django, "large": _large,
+               "cpu": _cpu}[name]
     return make_fn(root.resolve(), quick)
 
 
@@ -241,3 +244,21 @@ def _large(root: Path, quick: bool) -> Project:
         _write(root / "tests" / ("test_m%03d.py" % i), "".join(body))
     return Project("large", root, root / "app" / "core.py", root / "app" / "m000.py", {},
                    floor=False)
+
+
+def _cpu(root: Path, quick: bool) -> Project:
+    modules = 4 if quick else 40
+    _write(root / "pytest.ini", "[pytest]\ntestpaths = tests\npythonpath = .\n")
+    _write(root / "work" / "__init__.py", "")
+    _write(root / "work" / "core.py",
+           "import hashlib\n\nROUNDS = 12000\n\n\ndef digest(seed):\n"
+           "    # about 10 ms of CPU on this machine, the same every time\n"
+           "    h = str(seed).encode()\n    for _ in range(ROUNDS):\n"
+           "        h = hashlib.sha256(h).digest()\n    return h.hex()\n")
+    for i in range(modules):
+        body = ["from work import core\n"]
+        for j in range(10):
+            body.append("\ndef test_d%d():\n    assert len(core.digest(%d)) == 64\n" % (j, i * 10 + j))
+        _write(root / "tests" / ("test_c%02d.py" % i), "".join(body))
+    return Project("cpu", root, root / "work" / "core.py", None, {}, floor=False)
+

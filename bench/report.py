@@ -21,8 +21,8 @@ TINY_DIRTY_MB = 20.0
 HEAVY_SHARE = 0.10  # of the cold run's time outside tests
 GC_SHARE = 0.10  # of the zygote's RSS
 HOOK = 2.0  # issue #13: pytest through the start hook vs pytest-zygote run
-XDIST_COLD = 0.5  # issue #14: run -n 2 vs cold -n 2 (large)
-XDIST_WARM = 0.75  # issue #14: run -n 2 vs a single warm run (large)
+XDIST_COLD = 0.5  # issue #14: run -n 2 vs cold -n 2 (large, cpu)
+XDIST_WARM = 0.75  # issue #14: run -n 2 vs a single warm run (large, cpu)
 
 
 def _per_test(seconds, tests):
@@ -87,7 +87,7 @@ def scenarios(result: dict) -> list:
         for n in range(1, 65):
             if not s.get("xdist_warm_n%d" % n):
                 break
-            large2 = name == "large" and n == 2
+            large2 = name in ("large", "cpu") and n == 2
             add("xdist_n%d" % n, "parallel -n %d vs cold" % n, "s", "cold pytest -n %d" % n,
                 s.get("xdist_cold_n%d" % n), "run -n %d" % n, s.get("xdist_warm_n%d" % n),
                 {"kind": "ratio", "limit": XDIST_COLD, "text": "<= %.2fx" % XDIST_COLD}

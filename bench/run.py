@@ -83,12 +83,14 @@ PLAN = {
     "heavy": {"pairs": 2, "floor": 5, "gc": True},
     "django": {"pairs": 2, "floor": 3, "gc": True},
     "large": {"pairs": 1, "floor": 0, "gc": False, "max_rounds": 3, "xdist": 1},
+    "cpu": {"pairs": 1, "floor": 0, "gc": False, "xdist": 2},
 }
 QUICK_PLAN = {
     "tiny": {"pairs": 3, "floor": 10, "gc": True, "xdist": 1},
     "heavy": {"pairs": 1, "floor": 3, "gc": True},
     "django": {"pairs": 1, "floor": 0, "gc": True},
     "large": {"pairs": 1, "floor": 0, "gc": False, "xdist": 1},
+    "cpu": {"pairs": 1, "floor": 0, "gc": False, "xdist": 1},
 }
 NOOP_PAIRS = 20  # /bin/true vs status (and --version) per round
 

@@ -33,6 +33,12 @@ extern char client_redirect[1024 + 4096];
 int client_run(const struct zpaths *p, uint32_t flags, int nargs, char **args);
 
 /*
+ * Open /dev/null on whichever of 0, 1 and 2 is closed; call first thing. Returns
+ * the ones that were closed at the first call as PROTO_FLAG_CLOSED_FD0 bits.
+ */
+uint32_t client_fill_stdio(void);
+
+/*
  * Send a request without a run (PROTO_KIND_STATUS, _WAIT or _STOP; flags as
  * the kind defines) and return the server's STATUS text in *ret_text (malloc'd).
  * Returns 0, -errno for connection errors, CLIENT_UNTRUSTED, or -EPROTO with the server's ERROR

@@ -94,6 +94,9 @@ struct proto_hello {
  * worker`): its argv is Python's (-u -c CODE), it is never queued under
  * max_runs (its run holds a slot) and never gets a generation of its own. */
 #define PROTO_FLAG_WORKER 2u
+/* RUN: the client's fd N (0, 1 or 2) was closed; FDS carries /dev/null in its
+ * place and the test child closes N, as a process started that way has it. */
+#define PROTO_FLAG_CLOSED_FD0 (1u << 8)
 
 /* A decoded request. Strings point into owned storage freed by proto_request_free. */
 struct proto_request {

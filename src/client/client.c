@@ -135,19 +135,32 @@ client_request(const struct zpaths *p, uint32_t kind, uint32_t flags, char **ret
 	return r;
 }
 
-/* Make sure 0, 1 and 2 are open, so the child gets three valid fds. */
-static void
-ensure_stdio(void)
+/*
+ * Make sure 0, 1 and 2 are open, so nothing of ours lands there and the
+ * child gets three valid fds. The ones that were closed at the first call
+ * are returned, every time, as PROTO_FLAG_CLOSED_FD0 bits: the child closes
+ * them again (plain pytest with stdout closed has sys.stdout None, not
+ * /dev/null).
+ */
+uint32_t
+client_fill_stdio(void)
 {
+	static int done;
+	static uint32_t closed;
+	if (done)
+		return closed;
+	done = 1;
 	for (int fd = 0; fd < 3; fd++) {
 		if (fcntl(fd, F_GETFD) >= 0)
 			continue;
+		closed |= PROTO_FLAG_CLOSED_FD0 << fd;
 		int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
 		if (n >= 0 && n != fd) {
 			dup2(n, fd);
 			close(n);
 		}
 	}
+	return closed;
 }
 
 static int
@@ -293,7 +306,7 @@ mismatch(const struct zpaths *p, const char *text)
 int
 client_run(const struct zpaths *p, uint32_t flags, int nargs, char **args)
 {
-	ensure_stdio();
+	uint32_t closed = client_fill_stdio();
 	int fd = client_connect(p);
 	if (fd < 0)
 		return fd; /* the caller says "no zygote running" or starts one */
@@ -330,7 +343,7 @@ client_run(const struct zpaths *p, uint32_t flags, int nargs, char **args)
 		argv[i] = args[i];
 	struct proto_request req = {
 		.kind = PROTO_KIND_RUN,
-		.flags = flags,
+		.flags = flags | closed,
 		.argv = argv,
 		.cwd = cwd,
 		.env = environ,

@@ -535,6 +535,9 @@ load_settings(const struct command *c, struct opts *o, const char *root)
 int
 main(int argc, char **argv)
 {
+	/* Before anything is opened: a closed stdout must stay "closed" for the
+	 * run, not become a config file that happened to get fd 1. */
+	client_fill_stdio();
 	log_init("pytest-zygote", 0);
 	const char *hint = getenv("PYTEST_ZYGOTE_HINT");
 	if (hint) {

@@ -219,6 +219,16 @@ start_detached(const struct opts *o, const struct zpaths *p, const char *server)
 		dup2(devnull, 0);
 		dup2(devnull, 1);
 		dup2(logfd, 2);
+		/*
+		 * Nothing else of the caller's: the server outlives it, and a
+		 * pipe it held open (a CI step's output, an editor's) would
+		 * never see end-of-file, and every test child would find it
+		 * on a low number.
+		 */
+		if (report >= 3) {
+			close_range(3, (unsigned)report - 1, 0);
+			close_range((unsigned)report + 1, ~0U, 0);
+		}
 		exec_server(server, o, p, "--report-fd", report);
 		dprintf(report, "error cannot run the server '%s': %s\n", server, strerror(errno));
 		_exit(127);

@@ -20,7 +20,8 @@ struct run {
 	int32_t id;
 	pid_t pid;
 	struct peer *conn; /* the client; NULL once it is gone */
-	int learn;         /* read end of the child's SPAWN_FD_LEARN pipe */
+	int learn;         /* read end of the child's learning pipe (spawn.h) */
+	int stopped;       /* SIGKILLed when a drain's grace ran out: ZEXIT_RETRY */
 };
 
 /* The generation (zygote.c). */
@@ -55,7 +56,7 @@ struct spare_state {
 extern struct spare_state spare;
 
 /* The learning pipe: its size, and the first byte a run child writes to it,
- * "my run is over" (then the pages it copied, off the client's clock). */
+ * "my run got to its end" (then the pages it copied, then it exits). */
 #define LEARN_PIPE_SIZE (1 << 20)
 #define LEARN_DONE "E"
 

@@ -6,11 +6,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "zygote/common.h"
 #include "zygote/fdpass.h"
 #include "zygote/proto.h"
 #include "zygote/sandbox.h"
@@ -46,16 +50,46 @@ set_title(const struct proto_request *req)
 	setproctitle("%s", buf);
 }
 
+/* Where the harness's descriptors go: SPAWN_FD_HIGH, or lower under a small
+ * soft RLIMIT_NOFILE (F_DUPFD cannot go past it). */
+static int
+high_base(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur >= SPAWN_FD_HIGH + 24)
+		return SPAWN_FD_HIGH;
+	return rl.rlim_cur > 48 ? (int)rl.rlim_cur - 24 : 10;
+}
+
+int
+spawn_fd_same(const struct spawn_fd *f)
+{
+	struct stat st;
+	return f->fd >= 0 && fstat(f->fd, &st) == 0 && st.st_dev == f->dev && st.st_ino == f->ino;
+}
+
+/* Report why setup failed on the connection (wherever it is now). */
+static int
+fail(int conn, const char *fmt, ...)
+{
+	char err[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, sizeof(err), fmt, ap);
+	va_end(ap);
+	fdpass_send_msg(conn, PROTO_MSG_ERROR, err, strlen(err) + 1);
+	return -1;
+}
+
 int
 spawn_child_setup(const struct proto_request *req, int conn, int learn, const int *close_fds,
-		  int nclose, pid_t zygote, pid_t supervisor, char *err, size_t errsize)
+		  int nclose, pid_t zygote, pid_t supervisor, struct spawn_fd *ret_learn)
 {
 	/* A new session: the client's terminal is not our controlling tty, so
 	 * terminal signals reach the client, which forwards them. */
-	if (setsid() < 0) {
-		snprintf(err, errsize, "setsid: %s", strerror(errno));
-		return -1;
-	}
+	if (setsid() < 0)
+		return fail(conn, "setsid: %s", strerror(errno));
 	spawn_reset_signals();
 
 	for (int i = 0; i < nclose; i++)
@@ -63,57 +97,60 @@ spawn_child_setup(const struct proto_request *req, int conn, int learn, const in
 			close(close_fds[i]);
 
 	/*
-	 * Fixed layout: 0,1,2 the client's stdin/stdout/stderr; 3 the client
-	 * connection (for the EXIT report); 4 the learning pipe to the zygote.
-	 * Sources are first moved above 10 so no dup2 overwrites a source
-	 * still needed.
+	 * The layout of spawn.h. Every source (stdio, connection, learning
+	 * pipe) is first copied high and its old number closed, so no dup2
+	 * below overwrites a source still needed and nothing of ours is left
+	 * on a low number a test will reuse.
 	 */
 	if (learn < 0)
 		learn = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	int base = high_base();
 	int src[5] = { req->fds[0], req->fds[1], req->fds[2], conn, learn };
 	int high[5];
 	for (int i = 0; i < 5; i++) {
-		high[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 10);
-		if (high[i] < 0) {
-			snprintf(err, errsize, "dup: %s", strerror(errno));
-			return -1;
-		}
+		high[i] = fcntl(src[i], F_DUPFD_CLOEXEC, base);
+		if (high[i] < 0)
+			return fail(conn, "dup: %s", strerror(errno));
 	}
 	for (int i = 0; i < 5; i++)
-		if (src[i] > 4)
+		if (src[i] > 2)
 			close(src[i]);
-	for (int i = 0; i < 5; i++) {
-		if (dup2(high[i], i) < 0) {
-			snprintf(err, errsize, "dup2: %s", strerror(errno));
-			return -1;
-		}
+	conn = high[3];
+	learn = high[4];
+	for (int i = 0; i < 3; i++) {
+		/* dup2 leaves FD_CLOEXEC clear: 0-2 survive exec. */
+		if (dup2(high[i], i) < 0)
+			return fail(conn, "dup2: %s", strerror(errno));
 		close(high[i]);
+		if (req->flags & (PROTO_FLAG_CLOSED_FD0 << i))
+			close(i);
 	}
-	/* dup2 clears FD_CLOEXEC: fds 0-2 must survive exec, 3 and 4 must not. */
-	fcntl(SPAWN_FD_REPORT, F_SETFD, FD_CLOEXEC);
-	fcntl(SPAWN_FD_LEARN, F_SETFD, FD_CLOEXEC);
+	struct stat st;
+	if (fstat(learn, &st) < 0)
+		return fail(conn, "fstat: %s", strerror(errno));
+	*ret_learn = (struct spawn_fd){ .fd = learn, .dev = st.st_dev, .ino = st.st_ino };
 
-	if (chdir(req->cwd) < 0) {
-		snprintf(err, errsize, "cannot enter the working directory '%s': %s", req->cwd,
-			 strerror(errno));
-		return -1;
-	}
+	if (chdir(req->cwd) < 0)
+		return fail(conn, "cannot enter the working directory '%s': %s", req->cwd,
+			    strerror(errno));
 	set_title(req);
 
 	/* Die with the zygote; a zygote that is already gone means we are too late. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != zygote) {
-		snprintf(err, errsize, "the zygote exited during the fork");
-		return -1;
-	}
+	if (getppid() != zygote)
+		return fail(conn, "the zygote exited during the fork");
 	/*
 	 * A sandbox that cannot be applied ends the run here, with its own exit
 	 * code (ZEXIT_SANDBOX) so that a script can tell it from a crash; the
 	 * zygote reports that code to the client after the message.
 	 */
-	if (sandbox_apply(zygote, supervisor, err, errsize) < 0) {
-		fdpass_send_msg(SPAWN_FD_REPORT, PROTO_MSG_ERROR, err, strlen(err) + 1);
+	char err[512];
+	if (sandbox_apply(zygote, supervisor, err, sizeof(err)) < 0) {
+		fdpass_send_msg(conn, PROTO_MSG_ERROR, err, strlen(err) + 1);
 		_exit(ZEXIT_SANDBOX);
 	}
+	/* The test never holds the client connection: what reaches the client
+	 * is its stdio and the exit status the zygote reads. */
+	close(conn);
 	return 0;
 }

@@ -35,6 +35,11 @@
 #include "zygote/spawn.h"
 #include "zygote/zygote.h"
 
+/* Why a run ends with ZEXIT_RETRY when the drain's grace runs out. */
+#define STOPPED_TEXT                                                                       \
+	"the server was stopped (or this generation retired) during the run, and the run " \
+	"was killed when the grace period ended; run again"
+
 /* The supervisor turned address randomisation off for us (and only us). */
 static int stable_layout;
 
@@ -114,16 +119,13 @@ own_fds(int *fds, int extra)
 void __attribute__((noreturn)) child_main(struct proto_request *req, int conn, int learn,
 					  const int *close_fds, int nclose, pid_t zygote)
 {
-	char err[512];
 	/* What the run execs gets randomisation back, as under plain pytest. */
 	if (stable_layout)
 		personality((unsigned long)personality(0xffffffff) & ~ADDR_NO_RANDOMIZE);
-	if (spawn_child_setup(req, conn, learn, close_fds, nclose, zygote, z.supervisor, err,
-			      sizeof(err)) < 0) {
-		fdpass_send_msg(fcntl(SPAWN_FD_REPORT, F_GETFD) >= 0 ? SPAWN_FD_REPORT : conn,
-				PROTO_MSG_ERROR, err, strlen(err) + 1);
+	struct spawn_fd pipe_fd;
+	if (spawn_child_setup(req, conn, learn, close_fds, nclose, zygote, z.supervisor, &pipe_fd) <
+	    0)
 		_exit(ZEXIT_INTERNAL);
-	}
 	/*
 	 * A subreaper: whatever the run starts stays below us even if it
 	 * leaves the process group (setsid, a double fork), so when the run
@@ -132,24 +134,26 @@ void __attribute__((noreturn)) child_main(struct proto_request *req, int conn, i
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	int code = pyembed_child_run(req);
 	/*
-	 * The run is over: say so to the zygote first (LEARN_DONE on the
-	 * learning pipe), so that a client that leaves as soon as it has our
-	 * exit code does not get us killed while we record our pages.
+	 * Tell the zygote which pages we copied (after LEARN_DONE, "the run
+	 * got to its end"), then exit: the zygote reports our exit status to
+	 * the client. Only into the pipe we were given: a test may have
+	 * closed it and opened a file of its own on its number.
 	 */
-	ssize_t d = write(SPAWN_FD_LEARN, LEARN_DONE, 1);
+	if (!spawn_fd_same(&pipe_fd)) {
+		log_debug("the learning pipe (fd %d) was closed or replaced during the run; "
+			  "not recording pages",
+			  pipe_fd.fd);
+		_exit(code);
+	}
+	ssize_t d = write(pipe_fd.fd, LEARN_DONE, 1);
 	(void)d;
-	/* Report before _exit: the client need not wait for the reap. */
-	int32_t c = code;
-	fdpass_send_msg(SPAWN_FD_REPORT, PROTO_MSG_EXIT, &c, sizeof(c));
-	close(SPAWN_FD_REPORT);
-	/* Then, off the client's clock, tell the zygote which pages we copied. */
 	struct prefault_range *r;
 	long n = prefault_record(&r);
 	if (n > 0) {
 		size_t len = (size_t)n * sizeof(*r);
 		if (len > LEARN_PIPE_SIZE - 1) /* after LEARN_DONE */
 			len = (LEARN_PIPE_SIZE - 1) / sizeof(*r) * sizeof(*r);
-		ssize_t w = write(SPAWN_FD_LEARN, r, len);
+		ssize_t w = write(pipe_fd.fd, r, len);
 		(void)w;
 	}
 	_exit(code);
@@ -205,6 +209,7 @@ start_run(struct proto_request *req, int32_t id, int conn)
 	r->pid = pid;
 	r->conn = NULL;
 	r->learn = lp[0];
+	r->stopped = 0;
 	if (id < 0) {
 		/* The practice run has no client to hear from. */
 		close(conn);
@@ -309,6 +314,16 @@ reap(void)
 							 : ZEXIT_INTERNAL;
 			/* Whatever the run left in its process group goes with it. */
 			kill(-pid, SIGKILL);
+			/*
+			 * The run's one EXIT: its wait status, which no test
+			 * can forge (the child holds no descriptor to the
+			 * client while Python runs).
+			 */
+			if (r->stopped && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) {
+				code = ZEXIT_RETRY;
+				if (r->conn)
+					peer_send_text(r->conn, PROTO_MSG_ERROR, STOPPED_TEXT);
+			}
 			if (r->conn)
 				peer_send_i32(r->conn, PROTO_MSG_EXIT, code);
 			if (r->id >= 0)
@@ -356,14 +371,6 @@ forwardable(int sig)
 	}
 }
 
-/* Whether r's child has written LEARN_DONE: its run is over. */
-static int
-run_over(const struct run *r)
-{
-	struct pollfd p = { .fd = r->learn, .events = POLLIN };
-	return r->learn >= 0 && poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
-}
-
 /* A message from a run's client: a signal to forward, or the end of it. */
 static int
 client_frame(struct peer *p, struct peer_frame *f, void *arg)
@@ -383,16 +390,10 @@ client_readable(struct run *r)
 {
 	if (peer_read(r->conn, client_frame, r) == 1)
 		return;
-	/*
-	 * The client died or broke the protocol: its run dies with it. Unless
-	 * the run is over (the child said so on the learning pipe before it
-	 * sent the exit code): the client left because it has its answer, and
-	 * the child is recording its pages; reap() cleans up after it.
-	 */
-	if (!run_over(r)) {
-		kill(-r->pid, SIGKILL);
-		kill(r->pid, SIGKILL);
-	}
+	/* The client died or broke the protocol (it has no answer before the
+	 * reap, which sends it): its run dies with it. */
+	kill(-r->pid, SIGKILL);
+	kill(r->pid, SIGKILL);
 	peer_destroy(r->conn);
 	r->conn = NULL;
 }
@@ -465,6 +466,7 @@ kill_all_runs(void)
 {
 	spare_drop();
 	for (int i = 0; i < z.nruns; i++) {
+		z.runs[i].stopped = 1;
 		kill(-z.runs[i].pid, SIGKILL);
 		kill(z.runs[i].pid, SIGKILL);
 	}

@@ -143,6 +143,12 @@ def _new_stdio(unbuffered=False):
     in_errors = getattr(old_in, "errors", None) or errors
 
     def make(fd, mode, name, errs, line):
+        try:
+            os.fstat(fd)
+        except OSError:
+            # Closed by the client (`1>&-`): None, as CPython's create_stdio
+            # leaves a standard stream whose fd is not valid.
+            return None
         raw = io.FileIO(fd, mode, closefd=False)
         raw.name = name
         if mode == "rb":
@@ -155,8 +161,15 @@ def _new_stdio(unbuffered=False):
         return io.TextIOWrapper(buf, encoding=enc, errors=errs, line_buffering=line)
 
     sys.stdin = sys.__stdin__ = make(0, "rb", "<stdin>", in_errors, False)
-    sys.stdout = sys.__stdout__ = make(1, "wb", "<stdout>", errors, os.isatty(1))
+    sys.stdout = sys.__stdout__ = make(1, "wb", "<stdout>", errors, _isatty(1))
     sys.stderr = sys.__stderr__ = make(2, "wb", "<stderr>", "backslashreplace", True)
+
+
+def _isatty(fd):
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
 
 
 def _apply_path(cwd, env):
@@ -369,12 +382,18 @@ def _pytest_main(plugins):
 
 
 def _print_exc():
-    """The traceback on stderr, unless stderr is unusable (a test closed it):
-    as the interpreter does, a failure to report is not an error of its own."""
+    """The traceback on stderr, as the interpreter prints an uncaught one,
+    unless stderr is unusable (a test closed it): as the interpreter does, a
+    failure to report is not an error of its own. The outer frames that are
+    this module's are left out: under plain pytest they are the interpreter's
+    and pytest's entry point, not code of ours to look into."""
     import traceback
 
     try:
-        traceback.print_exc()
+        _, e, tb = sys.exc_info()
+        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+            tb = tb.tb_next
+        traceback.print_exception(type(e), e, tb)
     except Exception:
         pass
 
@@ -393,6 +412,8 @@ def _finish(code):
     except BaseException:
         pass
     for f in (sys.stdout, sys.stderr):
+        if f is None:
+            continue  # closed by the client (`1>&-`): nothing to flush, as at exit
         try:
             f.flush()
         except BaseException:
