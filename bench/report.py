@@ -87,15 +87,15 @@ def scenarios(result: dict) -> list:
         for n in range(1, 65):
             if not s.get("xdist_warm_n%d" % n):
                 break
-            large2 = name in ("large", "cpu") and n == 2
+            targeted = name in ("large", "cpu") and n == 2
             add("xdist_n%d" % n, "parallel -n %d vs cold" % n, "s", "cold pytest -n %d" % n,
                 s.get("xdist_cold_n%d" % n), "run -n %d" % n, s.get("xdist_warm_n%d" % n),
                 {"kind": "ratio", "limit": XDIST_COLD, "text": "<= %.2fx" % XDIST_COLD}
-                if large2 else None)
+                if targeted else None)
             add("xdist_n%d_warm" % n, "parallel -n %d vs one warm" % n, "s", "pytest-zygote run",
                 s.get("warm"), "run -n %d" % n, s.get("xdist_warm_n%d" % n),
                 {"kind": "ratio", "limit": XDIST_WARM, "text": "<= %.2fx" % XDIST_WARM}
-                if large2 else None)
+                if targeted else None)
         add("noop", "no-op round trip", "s", "/bin/true", s.get("true"),
             "pytest-zygote status", s.get("status"),
             {"kind": "ratio", "limit": NOOP, "text": "<= %.2fx" % NOOP})
