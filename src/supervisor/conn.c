@@ -79,6 +79,15 @@ conn_reply(int i, uint32_t type, const char *text)
 	conn_close(i);
 }
 
+/* Send connection i an ERROR with text and then an EXIT with code, then close it. */
+void
+conn_fail(int i, const char *text, int code)
+{
+	peer_send_text(s.conns[i]->peer, PROTO_MSG_ERROR, text);
+	peer_send_i32(s.conns[i]->peer, PROTO_MSG_EXIT, code);
+	conn_close(i);
+}
+
 /* POLLOUT (or an error) on connection i: write what it has queued. 0 when
  * the connection was closed (the client is gone). */
 int
@@ -207,7 +216,7 @@ static void
 request_complete(int i)
 {
 	struct conn *c = s.conns[i];
-	int new_seed = 0;
+	int new_seed = 0, stale = 0;
 	switch (c->dec.req.kind) {
 	case PROTO_KIND_STATUS:
 		changes_watch_settle(); /* the changes made before asking are in the answer */
@@ -228,15 +237,16 @@ request_complete(int i)
 			conn_reply(i, PROTO_MSG_ERROR, "the server is stopping; start it again");
 			return;
 		}
+		stale = changes_run_waits(c);
 		new_seed = variant_wants_new_seed(&c->dec.req);
 		if (new_seed < 0) {
 			conn_reply(i, PROTO_MSG_ERROR,
 				   "PYTEST_ZYGOTE_HASH_SEED must be per-run or generation");
 			return;
 		}
-		if (gen_serving() && !s.fresh_needed && route_elsewhere(i))
+		if (gen_serving() && !stale && route_elsewhere(i))
 			return;
-		if (new_seed && gen_serving() && !s.fresh_needed && gen_serving()->seed_used) {
+		if (new_seed && gen_serving() && !stale && gen_serving()->seed_used) {
 			/* Every run of this kind gets a generation of its own, so a
 			 * hash seed of its own, as a cold run would. */
 			if (!c->noticed) {
@@ -252,7 +262,7 @@ request_complete(int i)
 		}
 		/* fall through */
 	case PROTO_KIND_WAIT:
-		if (gen_serving() && !(s.fresh_needed && c->dec.req.kind == PROTO_KIND_RUN)) {
+		if (gen_serving() && !stale) {
 			if (c->dec.req.kind == PROTO_KIND_RUN && s.max_runs > 0 &&
 			    s.running >= s.max_runs) {
 				/* At the limit: queue, first come first served. */
@@ -272,11 +282,10 @@ request_complete(int i)
 			}
 			return;
 		}
-		if (s.fresh_needed && c->dec.req.kind == PROTO_KIND_RUN) {
+		if (stale) {
 			/* Say why the run waits; the client prints it on stderr. */
-			char text[700];
-			snprintf(text, sizeof(text), "waiting for a fresh zygote: %s",
-				 s.fresh_reason);
+			char text[2000];
+			changes_wait_reason(text, sizeof(text));
 			peer_send_text(c->peer, PROTO_MSG_NOTICE, text);
 		}
 		c->waiting = 1;

@@ -52,6 +52,8 @@ struct conn {
 	long long queued_ms; /* > 0: parked because max_runs runs are in progress */
 	long queue_seq;      /* first come, first served */
 	int noticed;         /* the client was told it waits */
+	long long fresh_after_ms; /* a run that waits for a fresh generation: one started
+				   * after this (the last change it must see) */
 };
 
 /* A zygote generation: a slot of s.gens. */
@@ -100,9 +102,18 @@ struct supervisor_state {
 	int settle_ms;
 	int poll_ms; /* > 0: poll the tree instead of inotify */
 	long long next_poll_ms;
-	int fresh_needed; /* runs must wait for a generation started after now */
-	long long fresh_since_ms;
-	char fresh_reason[600];
+	int fresh_needed;         /* runs must wait for a generation started after now */
+	long long fresh_since_ms; /* the last change that needs a fresh generation */
+	char fresh_reason[600];   /* the first of the changes pending (or last absorbed) */
+	/* Changes no generation started since has seen (changes.c, changes_fresh_timer):
+	 * a fresh one starts once they stop for fresh_quiet_ms, or FRESH_MAX_PENDING_MS
+	 * after the first. */
+	long long fresh_first_ms; /* 0: none pending */
+	int fresh_changes;
+	int fresh_quiet_ms;
+	char fresh_last[600];        /* the latest of them */
+	long long fresh_replaced_ms; /* when a warming generation was last replaced */
+	char fresh_failed[1000];     /* why the last fresh generation could not start */
 	long refreshes;
 	struct conn *conns[MAX_CONNS];
 	int nconns;
@@ -133,6 +144,9 @@ struct supervisor_state {
 		char *dir;
 	} * data_dirs;
 	int ndata_dirs;
+	/* the directories outside the project watched on ext_fd, by watch */
+	struct data_dir *ext_dirs;
+	int next_dirs;
 	/* variants: the zygotes for other environments this server sent runs to */
 	struct variant variants[MAX_VARIANTS];
 	int nvariants;
@@ -158,6 +172,9 @@ void supervisor_begin_stop(int grace_ms);
 
 /* Send one message to connection i, then close it (i's slot is reused). */
 void conn_reply(int i, uint32_t type, const char *text);
+
+/* Send connection i an ERROR with text and then an EXIT with code, then close it. */
+void conn_fail(int i, const char *text, int code);
 
 /* Start queued runs, oldest first, while there is room under max_runs. */
 void conn_dispatch_queue(void);
@@ -209,6 +226,10 @@ void gen_readable(struct gen *g);
 /* POLLOUT on a generation's control socket: write what waits for it. */
 void gen_writable(struct gen *g);
 
+/* Generation g could not warm up (why): tell the runs that wait for it,
+ * unless files it reads changed meanwhile (the next one is due then). */
+void gen_warmup_failed(struct gen *g, const char *why);
+
 /* Send g a message (Z_DRAIN); a zygote that cannot take it is dropped. */
 void gen_send_i32(struct gen *g, uint32_t type, int32_t v);
 
@@ -224,6 +245,17 @@ void changes_ext_rebuild(const char *files);
 
 /* Read the events of the watcher outside the project (and of data files). */
 void changes_ext_drain(void);
+
+/* Whether run c must wait for a generation fresher than the serving one
+ * (starting one again if the last fresh one failed and nothing is due). */
+int changes_run_waits(struct conn *c);
+
+/* What a run that waits for a fresh generation is told. */
+void changes_wait_reason(char *buf, size_t size);
+
+/* Start the fresh generation that pending changes need once they settled;
+ * 1 if it started one, else 0 with *wake lowered to when it is next due. */
+int changes_fresh_timer(long long now, long long *wake);
 
 /* Drain (or poll) the project watcher into the dirty set. */
 void changes_watch_settle(void);
