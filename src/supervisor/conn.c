@@ -426,6 +426,12 @@ conn_readable(int i)
 	if (r == -ETOOMANYREFS) {
 		conn_reply(i, PROTO_MSG_ERROR,
 			   "too many file descriptors in one message (a run sends 3)");
+	} else if (r == -EMSGSIZE && c->dec.state == PROTO_ST_HELLO) {
+		/* Nothing accepted yet: these bytes are no request of ours at all. */
+		const char *t = "not a pytest-zygote request: its first bytes are no HELLO message "
+				"(something else is writing to this socket)";
+		log_info("closing a connection: %s", t);
+		conn_reply(i, PROTO_MSG_ERROR, t);
 	} else if (r == -EMSGSIZE) {
 		conn_reply(i, PROTO_MSG_ERROR,
 			   "a message larger than 1 MiB (the limit for one message; "
