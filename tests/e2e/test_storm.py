@@ -203,6 +203,7 @@ def test_an_uninstalled_package_is_reported_to_runs_and_a_reinstall_is_picked_up
         st = srv.status()
         assert st["pid"] == srv.pid and st["state"] == "refreshing", st
         assert "_pytest" in st["fresh_reason"], st
+        assert "could not start: warm-up failed" in st["fresh_reason"], st
     finally:
         if not (site / "_pytest").exists():
             shutil.move(str(away / "_pytest"), str(site / "_pytest"))
