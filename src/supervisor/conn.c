@@ -328,6 +328,17 @@ conn_serve_waiting(void)
 	conn_dispatch_queue();
 }
 
+/* A fresh generation started: tell the runs that wait for one what they wait for now. */
+void
+conn_notice_fresh(void)
+{
+	char text[2000];
+	changes_wait_reason(text, sizeof(text));
+	for (int i = 0; i < s.nconns; i++)
+		if (s.conns[i]->waiting && s.conns[i]->fresh_after_ms && !s.conns[i]->queued_ms)
+			peer_send_text(s.conns[i]->peer, PROTO_MSG_NOTICE, text);
+}
+
 /* Tell runs that have waited about a second for a free slot why they wait. */
 long long
 conn_notice_queued(long long now)

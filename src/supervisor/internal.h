@@ -182,6 +182,9 @@ void conn_dispatch_queue(void);
 /* A generation became warm: serve what waited for it. */
 void conn_serve_waiting(void);
 
+/* A fresh generation started: tell the runs that wait for one what they wait for now. */
+void conn_notice_fresh(void);
+
 /* Tell runs that have waited about a second for a free slot why they wait;
  * the next time one is due, or -1. */
 long long conn_notice_queued(long long now);

@@ -350,8 +350,10 @@ supervisor_main(const struct supervisor_opts *o)
 			wake = wake < 0 || due < wake ? due : wake;
 		}
 		/* Runs wait for a fresh generation: start it once the changes settled. */
-		if (changes_fresh_timer(now, &wake))
+		if (changes_fresh_timer(now, &wake)) {
+			conn_notice_fresh();
 			continue;
+		}
 		if (s.watch && s.poll_ms > 0) {
 			if (now >= s.next_poll_ms) {
 				changes_watch_settle();

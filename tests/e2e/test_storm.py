@@ -142,6 +142,7 @@ def test_a_storm_outside_the_project_starts_few_generations(pz):
     # ...and it said what it waited for, and how long.
     assert "extpkg/__init__.py" in err, err
     assert "it starts once nothing changed for 1.0 s" in err and "then warms up" in err, err
+    assert "is warming up" in err, err  # told again once the changes stopped
     r = pz.run_zygote(Q, cwd=root, env=env)
     assert r.rc == 0 and "waiting" not in r.err, r
 
