@@ -147,6 +147,50 @@ def test_a_storm_outside_the_project_starts_few_generations(pz):
     assert r.rc == 0 and "waiting" not in r.err, r
 
 
+def test_a_never_ending_storm_still_refreshes(pz):
+    """A writer that never stops (every 100 ms, for up to 90 s): a fresh
+    generation starts anyway, at the latest 30 s after the first change,
+    and serves the run that waited, with a version at least as new as the
+    one on disk when it came. (Before: each change killed the warming
+    generation, and the run waited as long as the writer wrote.)"""
+    ext = pz.tmp_path / "ext"
+    (ext / "extpkg").mkdir(parents=True)
+    mod = ext / "extpkg" / "__init__.py"
+    mod.write_text("VALUE = 0\n")
+    least = pz.tmp_path / "least"
+    root = _project(pz, "proj", "import extpkg\n\n\ndef test_value():\n"
+                    "    assert extpkg.VALUE >= int(open(%r).read())\n" % str(least))
+    env = {"PYTHONPATH": str(ext)}
+    pz.start(root, env=env)
+    stop = threading.Event()
+    written = {"n": 0}
+
+    def writer():
+        while not stop.is_set() and written["n"] < 900:
+            written["n"] += 1
+            mod.write_text("VALUE = %d\n" % written["n"])
+            time.sleep(0.1)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    run = None
+    try:
+        time.sleep(1)
+        least.write_text("%d\n" % written["n"])
+        run = BgRun(pz, root, Q, env=env)
+        assert run.wait_stderr("waiting for a fresh zygote"), run.err
+        rc, out, err = run.finish(timeout=80)
+        still_writing = t.is_alive()
+    finally:
+        stop.set()
+        t.join(timeout=WAIT)
+        if run:
+            run.kill()
+    assert rc == 0 and "1 passed" in out, (rc, out, err)
+    assert still_writing, "the run was served only once the writer stopped"
+    assert "(at the latest in " in err, err
+
+
 # --- 2. a fresh generation that cannot start -------------------------------------
 
 
