@@ -14,7 +14,8 @@
  * background and takes over when warm, and the old one drains. A change
  * outside the project (installed packages, the interpreter) or to pytest's
  * configuration means children cannot be trusted: runs wait for the fresh
- * generation, and the client is told why.
+ * generation, started once such changes settle (changes.c), and the client is
+ * told why.
  */
 #include <bsd/libutil.h>
 #include <errno.h>
