@@ -180,6 +180,11 @@ gen_spawn(int replay)
 void
 gen_warmup_failed(struct gen *g, const char *why)
 {
+	/* It exits (or did): no longer the one warming, so that a run arriving
+	 * before it is reaped starts the next instead of waiting for it. */
+	g->draining = 1;
+	if (s.next == (int)(g - s.gens))
+		s.next = -1;
 	if (s.fresh_first_ms > g->started_ms) {
 		log_warn("generation %d failed while files it reads kept changing; the next one "
 			 "starts once they stop: %s",
