@@ -405,14 +405,26 @@ client_run(const struct zpaths *p, uint32_t flags, int nargs, char **args)
 		if (m <= 0 && st.mismatch)
 			break;
 		if (m <= 0) {
+			int probe = st.error_seen || send_error ? -1 : client_connect(p);
 			if (send_error && !st.error_seen) {
 				log_error("cannot send the request: %s", strerror(-send_error));
 				st.code = ZEXIT_INTERNAL;
-			} else if (!st.error_seen) {
-				/* No exit report: the zygote died (the server starts a new one). */
+			} else if (probe >= 0) {
+				/* No exit report, and the server still answers: the
+				 * zygote died, and the server starts a new one. */
+				close(probe);
 				log_error("the zygote went away during the run (it is being "
 					  "restarted); run again");
 				st.code = ZEXIT_RETRY;
+			} else if (!st.error_seen) {
+				/* Nobody listens any more: the server itself is gone (it
+				 * closed its socket before its zygotes heard of it). */
+				log_error("the server went away during the run (it was stopped or "
+					  "killed), and no zygote is running for %s now; start one "
+					  "with: pytest-zygote start --root %s (or use run "
+					  "--start-if-needed), then run again",
+					  p->root, p->root);
+				st.code = ZEXIT_NOSERVER;
 			} else {
 				st.code = ZEXIT_INTERNAL;
 			}

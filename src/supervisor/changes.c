@@ -17,6 +17,14 @@
 #include "internal.h"
 
 #define DEFAULT_SETTLE_MS 300
+/* Outside the project changes come in bursts (a package manager installs for
+ * a minute): a fresh generation waits for them to stop at least this long. */
+#define EXT_QUIET_MIN_MS 1000
+/* ...but starts at the latest this long after the first, however long they go on. */
+#define FRESH_MAX_PENDING_MS 30000
+/* A generation warming with files that changed since is replaced at most once
+ * in this long: a stream of bursts must not kill every warm-up. */
+#define FRESH_REPLACE_EVERY_MS 30000
 
 static void on_change(const char *path, void *arg);
 
@@ -53,6 +61,11 @@ changes_ext_rebuild(const char *files)
 	free(s.data_dirs);
 	s.data_dirs = NULL;
 	s.ndata_dirs = 0;
+	for (int i = 0; i < s.next_dirs; i++)
+		free(s.ext_dirs[i].dir);
+	free(s.ext_dirs);
+	s.ext_dirs = NULL;
+	s.next_dirs = 0;
 	if (!files || s.poll_ms > 0)
 		return;
 	s.ext_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
@@ -68,10 +81,23 @@ changes_ext_rebuild(const char *files)
 		if (l > 2 && p[0] == 'X' && p[1] == '\t') {
 			char dir[PATH_MAX];
 			snprintf(dir, sizeof(dir), "%.*s", (int)(l - 2), p + 2);
-			if (inotify_add_watch(s.ext_fd, dir,
-					      IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
-						      IN_CREATE | IN_DELETE | IN_DELETE_SELF |
-						      IN_MOVE_SELF | IN_ONLYDIR) >= 0)
+			int wd = inotify_add_watch(s.ext_fd, dir,
+						   IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
+							   IN_CREATE | IN_DELETE | IN_DELETE_SELF |
+							   IN_MOVE_SELF | IN_ONLYDIR);
+			struct data_dir *d =
+				wd < 0 ? NULL
+				       : realloc(s.ext_dirs,
+						 sizeof(*d) * (size_t)(s.next_dirs + 1));
+			if (d) {
+				/* Kept to say where changes are (the events name files only). */
+				s.ext_dirs = d;
+				d[s.next_dirs].wd = wd;
+				d[s.next_dirs].dir = strdup(dir);
+				if (d[s.next_dirs].dir)
+					s.next_dirs++;
+			}
+			if (wd >= 0)
 				n++;
 		} else if (l > 2 && (p[0] == 'D' || p[0] == 'F') && p[1] == '\t') {
 			/* A project file an import read: watch its directory. */
@@ -130,28 +156,128 @@ current_files(void)
 	return s.cur >= 0 && s.gens[s.cur].pid ? s.gens[s.cur].files : NULL;
 }
 
-/* Ask for a fresh generation; runs wait for it. */
+/*
+ * Runs must wait for a fresh generation: one started after this change. It is
+ * not started at once: changes come in bursts (a save, a package manager
+ * installing for a minute), and one generation per change only burns CPU on
+ * warm-ups that are stale before they end. changes_fresh_timer starts it once
+ * the changes stopped for quiet_ms.
+ */
 static void
-need_fresh(const char *why)
+need_fresh(const char *why, int quiet_ms)
 {
-	if (!s.fresh_needed)
+	long long now = now_ms();
+	if (!s.fresh_needed || !s.fresh_first_ms)
 		log_info("fresh zygote needed: %s", why);
-	if (!s.fresh_needed || s.next < 0)
+	if (!s.fresh_first_ms) {
+		s.fresh_first_ms = now;
+		s.fresh_changes = 0;
+		s.fresh_quiet_ms = 0;
 		snprintf(s.fresh_reason, sizeof(s.fresh_reason), "%s", why);
+	}
+	snprintf(s.fresh_last, sizeof(s.fresh_last), "%s", why);
+	s.fresh_changes++;
+	if (quiet_ms > s.fresh_quiet_ms)
+		s.fresh_quiet_ms = quiet_ms;
 	s.fresh_needed = 1;
-	s.fresh_since_ms = now_ms();
-	/* A generation already warming may have imported the old files: only
-	 * one started from now on can be trusted. */
+	s.fresh_since_ms = now;
+	s.fresh_failed[0] = '\0'; /* the change may be the fix */
+}
+
+/* How long changes outside the project must stop before a fresh generation starts. */
+static int
+ext_quiet_ms(void)
+{
+	return s.settle_ms > EXT_QUIET_MIN_MS ? s.settle_ms : EXT_QUIET_MIN_MS;
+}
+
+int
+changes_fresh_timer(long long now, long long *wake)
+{
+	if (!s.fresh_first_ms || s.stopping || !s.ever_ready)
+		return 0;
+	long long quiet = s.fresh_since_ms + s.fresh_quiet_ms;
+	long long latest = s.fresh_first_ms + FRESH_MAX_PENDING_MS;
+	long long due = quiet < latest ? quiet : latest;
+	if (s.next >= 0) {
+		/* One warms already, with files from before these changes: it is
+		 * replaced once they stopped (not at the latest bound, or a
+		 * stream would never let one warm), and at most once in
+		 * FRESH_REPLACE_EVERY_MS; else it takes over when warm and the
+		 * next starts then. */
+		long long allowed =
+			s.fresh_replaced_ms ? s.fresh_replaced_ms + FRESH_REPLACE_EVERY_MS : 0;
+		due = quiet > allowed ? quiet : allowed;
+	}
+	if (now < due) {
+		if (*wake < 0 || due < *wake)
+			*wake = due;
+		return 0;
+	}
 	if (s.next >= 0) {
 		struct gen *g = &s.gens[s.next];
-		if (g->started_ms < s.fresh_since_ms) {
-			g->draining = 1;
-			kill(g->pid, SIGKILL);
-			s.next = -1;
-		}
+		log_info("generation %d started before the last change (%s); replacing it",
+			 g->number, s.fresh_last);
+		g->draining = 1;
+		kill(g->pid, SIGKILL);
+		s.next = -1;
+		s.fresh_replaced_ms = now;
 	}
-	if (s.next < 0 && !s.stopping)
+	log_info("%d change%s that need a fresh zygote, the first %.1f s ago%s; warming one",
+		 s.fresh_changes, s.fresh_changes == 1 ? "" : "s",
+		 (double)(now - s.fresh_first_ms) / 1000.0,
+		 now >= quiet ? "" : " (they go on: starting anyway)");
+	return gen_spawn(0) == 0;
+}
+
+int
+changes_run_waits(struct conn *c)
+{
+	if (!s.fresh_needed || c->dec.req.kind != PROTO_KIND_RUN)
+		return 0;
+	/* The changes made before the run came are the ones it must see; a
+	 * generation started after them serves it, even if more came since. */
+	if (!c->fresh_after_ms)
+		c->fresh_after_ms = s.fresh_since_ms;
+	struct gen *g = gen_serving();
+	if (g && g->started_ms >= c->fresh_after_ms)
+		return 0;
+	/* The last fresh one could not start and nothing changed since: try
+	 * again for this run (the cause may be gone without a change we see). */
+	if (s.fresh_failed[0] && s.next < 0 && !s.fresh_first_ms && !s.stopping && s.cur >= 0)
 		gen_spawn(0);
+	return 1;
+}
+
+void
+changes_wait_reason(char *buf, size_t size)
+{
+	long long now = now_ms();
+	int n = snprintf(buf, size, "waiting for a fresh zygote: %s", s.fresh_reason);
+	if (n < 0 || (size_t)n >= size)
+		return;
+	if (s.fresh_first_ms) {
+		long long latest = s.fresh_first_ms + FRESH_MAX_PENDING_MS;
+		if (s.fresh_changes > 1 && strcmp(s.fresh_last, s.fresh_reason) != 0)
+			n += snprintf(buf + n, size - (size_t)n,
+				      "; %d changes so far, the last: %s", s.fresh_changes,
+				      s.fresh_last);
+		else if (s.fresh_changes > 1)
+			n += snprintf(buf + n, size - (size_t)n, " (%d changes so far)",
+				      s.fresh_changes);
+		if ((size_t)n < size)
+			snprintf(buf + n, size - (size_t)n,
+				 "; it starts once nothing changed for %.1f s (at the latest in "
+				 "%.0f s), then warms up",
+				 s.fresh_quiet_ms / 1000.0,
+				 (double)(latest > now ? latest - now : 0) / 1000.0);
+	} else if (s.fresh_failed[0]) {
+		snprintf(buf + n, size - (size_t)n,
+			 "; the last one could not start (%.300s): trying again", s.fresh_failed);
+	} else if (s.next >= 0) {
+		snprintf(buf + n, size - (size_t)n, "; generation %d is warming up",
+			 s.gens[s.next].number);
+	}
 }
 
 /* Read the events of the watcher outside the project (and of data files). */
@@ -167,7 +293,8 @@ changes_ext_drain(void)
 			struct inotify_event *ev = (struct inotify_event *)p;
 			p += sizeof(*ev) + ev->len;
 			if (ev->mask & IN_Q_OVERFLOW) {
-				need_fresh("too many changes outside the project to follow");
+				need_fresh("too many changes outside the project to follow",
+					   ext_quiet_ms());
 				continue;
 			}
 			const char *ddir = NULL;
@@ -185,10 +312,20 @@ changes_ext_drain(void)
 			}
 			if (ddir || !ext_relevant(ev))
 				continue;
-			char why[400];
-			snprintf(why, sizeof(why), "'%s' changed outside the project",
-				 ev->len ? ev->name : "a watched directory");
-			need_fresh(why);
+			const char *dir = NULL;
+			for (int i = 0; i < s.next_dirs && !dir; i++)
+				if (s.ext_dirs[i].wd == ev->wd)
+					dir = s.ext_dirs[i].dir;
+			char why[PATH_MAX + 128];
+			if (dir && ev->len)
+				snprintf(why, sizeof(why), "'%s/%s' changed outside the project",
+					 dir, ev->name);
+			else
+				snprintf(why, sizeof(why), "'%s' changed outside the project",
+					 dir       ? dir
+					 : ev->len ? ev->name
+						   : "a watched directory");
+			need_fresh(why, ext_quiet_ms());
 		}
 	}
 }
@@ -217,7 +354,7 @@ on_change(const char *path, void *arg)
 	const char *files = current_files();
 	if (is_config(path)) {
 		snprintf(why, sizeof(why), "the pytest configuration '%s' changed", path);
-		need_fresh(why);
+		need_fresh(why, s.settle_ms);
 		return;
 	}
 	/* Modules a child cannot import again: pytest holds objects of them,
@@ -226,18 +363,18 @@ on_change(const char *path, void *arg)
 		snprintf(why, sizeof(why),
 			 "'%s' changed, and pytest or a plugin imported it before the project",
 			 path);
-		need_fresh(why);
+		need_fresh(why, s.settle_ms);
 		return;
 	}
 	if (files_has(files, 'F', path)) {
 		snprintf(why, sizeof(why),
 			 "'%s' changed, and a module outside the project read it at import", path);
-		need_fresh(why);
+		need_fresh(why, s.settle_ms);
 		return;
 	}
 	if (s.reload_fresh && files_has(files, 'M', path)) {
 		snprintf(why, sizeof(why), "'%s' changed (reload = fresh)", path);
-		need_fresh(why);
+		need_fresh(why, s.settle_ms);
 		return;
 	}
 	s.dirty_total++;

@@ -88,6 +88,15 @@ conn_reply(struct conn *c, uint32_t type, const char *text)
 	conn_finish(c);
 }
 
+/* Send c an ERROR with text and then an EXIT with code, then close it. */
+void
+conn_fail(struct conn *c, const char *text, int code)
+{
+	peer_send_text(c->peer, PROTO_MSG_ERROR, text);
+	peer_send_i32(c->peer, PROTO_MSG_EXIT, code);
+	conn_finish(c);
+}
+
 /* Free the CLOSED connections; the others keep their order (accept order). */
 void
 conn_sweep(void)
@@ -234,7 +243,7 @@ park(struct conn *c, enum conn_state st)
 static void
 request_complete(struct conn *c)
 {
-	int new_seed = 0;
+	int new_seed = 0, stale = 0;
 	switch (c->dec.req.kind) {
 	case PROTO_KIND_STATUS:
 		changes_watch_settle(); /* the changes made before asking are in the answer */
@@ -255,6 +264,7 @@ request_complete(struct conn *c)
 			conn_reply(c, PROTO_MSG_ERROR, "the server is stopping; start it again");
 			return;
 		}
+		stale = changes_run_waits(c);
 		/* A worker runs in its run's generation, with its hash seed. */
 		new_seed = c->dec.req.flags & PROTO_FLAG_WORKER
 				   ? 0
@@ -264,9 +274,9 @@ request_complete(struct conn *c)
 				   "PYTEST_ZYGOTE_HASH_SEED must be per-run or generation");
 			return;
 		}
-		if (gen_serving() && !s.fresh_needed && route_elsewhere(c))
+		if (gen_serving() && !stale && route_elsewhere(c))
 			return;
-		if (new_seed && gen_serving() && !s.fresh_needed && gen_serving()->seed_used) {
+		if (new_seed && gen_serving() && !stale && gen_serving()->seed_used) {
 			/* Every run of this kind gets a generation of its own, so a
 			 * hash seed of its own, as a cold run would. */
 			if (!c->told) {
@@ -281,7 +291,7 @@ request_complete(struct conn *c)
 		}
 		/* fall through */
 	case PROTO_KIND_WAIT:
-		if (gen_serving() && !(s.fresh_needed && c->dec.req.kind == PROTO_KIND_RUN)) {
+		if (gen_serving() && !stale) {
 			if (c->dec.req.kind == PROTO_KIND_RUN && s.max_runs > 0 &&
 			    s.running >= s.max_runs && !(c->dec.req.flags & PROTO_FLAG_WORKER)) {
 				/* At the limit: queue, first come first served. */
@@ -298,11 +308,10 @@ request_complete(struct conn *c)
 			}
 			return;
 		}
-		if (s.fresh_needed && c->dec.req.kind == PROTO_KIND_RUN) {
+		if (stale) {
 			/* Say why the run waits; the client prints it on stderr. */
-			char text[700];
-			snprintf(text, sizeof(text), "waiting for a fresh zygote: %s",
-				 s.fresh_reason);
+			char text[2000];
+			changes_wait_reason(text, sizeof(text));
 			peer_send_text(c->peer, PROTO_MSG_NOTICE, text);
 		}
 		(void)park(c, CONN_WAITING);
@@ -352,6 +361,17 @@ tell_queued(struct conn *c)
 		 s.max_runs);
 	peer_send_text(c->peer, PROTO_MSG_NOTICE, text);
 	c->told = 1;
+}
+
+/* A fresh generation started: tell the runs that wait for one what they wait for now. */
+void
+conn_notice_fresh(void)
+{
+	char text[2000];
+	changes_wait_reason(text, sizeof(text));
+	for (int i = 0; i < s.nconns; i++)
+		if (s.conns[i]->state == CONN_WAITING && s.conns[i]->fresh_after_ms)
+			peer_send_text(s.conns[i]->peer, PROTO_MSG_NOTICE, text);
 }
 
 /* The connections' timers; the next time one is due, or -1. */
@@ -486,6 +506,12 @@ request_readable(struct conn *c)
 	if (r == -ETOOMANYREFS) {
 		conn_reply(c, PROTO_MSG_ERROR,
 			   "too many file descriptors in one message (a run sends 3)");
+	} else if (r == -EMSGSIZE && c->dec.state == PROTO_ST_HELLO) {
+		/* Nothing accepted yet: these bytes are no request of ours at all. */
+		const char *t = "not a pytest-zygote request: its first bytes are no HELLO message "
+				"(something else is writing to this socket)";
+		log_info("closing a connection: %s", t);
+		conn_reply(c, PROTO_MSG_ERROR, t);
 	} else if (r == -EMSGSIZE) {
 		conn_reply(c, PROTO_MSG_ERROR,
 			   "a message larger than 1 MiB (the limit for one message; "

@@ -162,12 +162,62 @@ gen_spawn(int replay)
 	g->started_ms = now_ms();
 	s.next = slot;
 	/* What changed so far is this generation's to absorb. */
+	s.fresh_first_ms = 0;
 	for (int i = 0; i < s.ndirty; i++)
 		free(s.dirty[i]);
 	s.ndirty = 0;
 	s.dirty_total = 0;
 	log_debug("generation %d: zygote pid %d", number, (int)pid);
 	return 0;
+}
+
+/*
+ * A generation (after the first) could not warm up. The runs waiting for it
+ * are told why, with exit 71, unless files it reads changed while it warmed
+ * (an install in progress): then the next one, due once they stop, decides.
+ * Runs never fall back to the generation serving: one that must wait was
+ * sent here because that one predates a change it cannot follow. Runs in
+ * progress, status and `start` stay with it.
+ */
+void
+gen_warmup_failed(struct gen *g, const char *why)
+{
+	/* It exits (or did): no longer the one warming, so that a run arriving
+	 * before it is reaped starts the next instead of waiting for it. */
+	g->draining = 1;
+	if (s.next == (int)(g - s.gens))
+		s.next = -1;
+	if (s.fresh_first_ms > g->started_ms) {
+		log_warn("generation %d failed while files it reads kept changing; the next one "
+			 "starts once they stop: %s",
+			 g->number, why);
+		return;
+	}
+	log_error("generation %d failed: %s", g->number, why);
+	char msg[2000 + PATH_MAX];
+	if (s.fresh_needed) {
+		snprintf(s.fresh_failed, sizeof(s.fresh_failed), "%s", why);
+		snprintf(msg, sizeof(msg),
+			 "the fresh zygote cannot start: %s\nThe running zygote started before "
+			 "%.500s, so it cannot serve this run. Undo or complete that change "
+			 "(reinstall what was removed) and run again: each run tries a fresh "
+			 "zygote again. The whole error is in %s.",
+			 why, s.fresh_reason, s.o->paths.log);
+	} else {
+		snprintf(msg, sizeof(msg), "the zygote cannot start: %s\nThe whole error is in %s.",
+			 why, s.o->paths.log);
+	}
+	/* Dependency exception: gen.c answers connections here. Runs queued for
+	 * a free slot wait for the generation serving, not this one. */
+	for (int i = 0; i < s.nconns; i++) {
+		struct conn *c = s.conns[i];
+		if (c->state != CONN_WAITING)
+			continue;
+		if (c->dec.req.kind == PROTO_KIND_RUN)
+			conn_fail(c, msg, ZEXIT_NOSTART);
+		else if (!gen_serving())
+			conn_reply(c, PROTO_MSG_ERROR, msg);
+	}
 }
 
 /* A generation said Z_READY: it failed, or it takes over serving runs. */
@@ -177,8 +227,8 @@ gen_ready(struct gen *g, const char *text)
 	snprintf(g->info, sizeof(g->info), "%s", text);
 	char v[900];
 	if (*gen_info_get(g->info, "error", v, sizeof(v))) {
-		log_error("generation %d failed: %s", g->number, v);
 		if (!s.ever_ready) {
+			log_error("generation %d failed: %s", g->number, v);
 			/* Stop listening before `start` hears of it: a client it
 			 * lets go at once must find no server, not one going away.
 			 * Dependency exception: a call into the loop. */
@@ -186,13 +236,7 @@ gen_ready(struct gen *g, const char *text)
 			status_report("error %s", v);
 			return; /* it exits; reap() gives up */
 		}
-		/* A restart failed: tell whoever waits for it, then keep trying.
-		 * Dependency exception: gen.c answers connections here. */
-		char msg[1000];
-		snprintf(msg, sizeof(msg), "the zygote cannot start: %s", v);
-		for (int i = 0; i < s.nconns; i++)
-			if (s.conns[i]->state == CONN_WAITING || s.conns[i]->state == CONN_QUEUED)
-				conn_reply(s.conns[i], PROTO_MSG_ERROR, msg);
+		gen_warmup_failed(g, v);
 		return;
 	}
 	g->ready = 1;
@@ -219,6 +263,7 @@ gen_ready(struct gen *g, const char *text)
 		s.next = -1;
 	if (s.fresh_needed && g->started_ms >= s.fresh_since_ms)
 		s.fresh_needed = 0;
+	s.fresh_failed[0] = '\0';
 	changes_ext_rebuild(g->files);
 
 	status_report("ready pid=%d modules=%s warmup_s=%.2f threads=%s status=%s", (int)getpid(),

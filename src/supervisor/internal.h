@@ -69,9 +69,11 @@ struct conn {
 	enum conn_state state;
 	struct peer *peer; /* non-blocking, like every socket of ours; NULL once CLOSED */
 	struct proto_decoder dec;
-	long long deadline_ms; /* READING, LINGERING: closed then; QUEUED: told why then */
-	long queue_seq;        /* QUEUED: first come, first served */
-	int told;              /* the client was told why it waits */
+	long long deadline_ms;    /* READING, LINGERING: closed then; QUEUED: told why then */
+	long queue_seq;           /* QUEUED: first come, first served */
+	int told;                 /* the client was told why it waits */
+	long long fresh_after_ms; /* a run that waits for a fresh generation: one started
+				   * after this (the last change it must see) */
 };
 
 /* A zygote generation: a slot of s.gens. */
@@ -120,9 +122,18 @@ struct supervisor_state {
 	int settle_ms;
 	int poll_ms; /* > 0: poll the tree instead of inotify */
 	long long next_poll_ms;
-	int fresh_needed; /* runs must wait for a generation started after now */
-	long long fresh_since_ms;
-	char fresh_reason[600];
+	int fresh_needed;         /* runs must wait for a generation started after now */
+	long long fresh_since_ms; /* the last change that needs a fresh generation */
+	char fresh_reason[600];   /* the first of the changes pending (or last absorbed) */
+	/* Changes no generation started since has seen (changes.c, changes_fresh_timer):
+	 * a fresh one starts once they stop for fresh_quiet_ms, or FRESH_MAX_PENDING_MS
+	 * after the first. */
+	long long fresh_first_ms; /* 0: none pending */
+	int fresh_changes;
+	int fresh_quiet_ms;
+	char fresh_last[600];        /* the latest of them */
+	long long fresh_replaced_ms; /* when a warming generation was last replaced */
+	char fresh_failed[1000];     /* why the last fresh generation could not start */
 	long refreshes;
 	/* Every connection, in the order they were accepted (CLOSED ones until
 	 * conn_sweep frees them). */
@@ -148,6 +159,9 @@ struct supervisor_state {
 		char *dir;
 	} * data_dirs;
 	int ndata_dirs;
+	/* the directories outside the project watched on ext_fd, by watch */
+	struct data_dir *ext_dirs;
+	int next_dirs;
 	/* variants: the zygotes for other environments this server sent runs to */
 	struct variant variants[MAX_VARIANTS];
 	int nvariants;
@@ -183,6 +197,9 @@ void supervisor_begin_stop(int grace_ms);
 /* Send one message to c, then close it (it lingers while the reply goes out). */
 void conn_reply(struct conn *c, uint32_t type, const char *text);
 
+/* Send c an ERROR with text and then an EXIT with code, then close it. */
+void conn_fail(struct conn *c, const char *text, int code);
+
 /* Start queued runs, oldest first, while there is room under max_runs. */
 void conn_dispatch_queue(void);
 
@@ -193,6 +210,9 @@ void conn_serve_waiting(void);
  * why they wait, close connections whose request or reply is overdue. The
  * next time one is due, or -1. */
 long long conn_expire(long long now);
+
+/* A fresh generation started: tell the runs that wait for one what they wait for now. */
+void conn_notice_fresh(void);
 
 /* POLLIN (or hang-up, error) on c: by its state, read its request and act
  * on it, take a Ctrl-C while it is parked, or finish writing its reply. */
@@ -229,6 +249,10 @@ void gen_readable(struct gen *g);
 /* POLLOUT on a generation's control socket: write what waits for it. */
 void gen_writable(struct gen *g);
 
+/* Generation g could not warm up (why): tell the runs that wait for it,
+ * unless files it reads changed meanwhile (the next one is due then). */
+void gen_warmup_failed(struct gen *g, const char *why);
+
 /* Send g a message (Z_DRAIN); a zygote that cannot take it is dropped. */
 void gen_send_i32(struct gen *g, uint32_t type, int32_t v);
 
@@ -244,6 +268,17 @@ void changes_ext_rebuild(const char *files);
 
 /* Read the events of the watcher outside the project (and of data files). */
 void changes_ext_drain(void);
+
+/* Whether run c must wait for a generation fresher than the serving one
+ * (starting one again if the last fresh one failed and nothing is due). */
+int changes_run_waits(struct conn *c);
+
+/* What a run that waits for a fresh generation is told. */
+void changes_wait_reason(char *buf, size_t size);
+
+/* Start the fresh generation that pending changes need once they settled;
+ * 1 if it started one, else 0 with *wake lowered to when it is next due. */
+int changes_fresh_timer(long long now, long long *wake);
 
 /* Drain (or poll) the project watcher into the dirty set. */
 void changes_watch_settle(void);

@@ -98,7 +98,11 @@ status_text(char *buf, size_t size)
 {
 	static const struct gen none = { .info = "" };
 	const struct gen *g = s.cur >= 0 ? &s.gens[s.cur] : &none;
-	char v[256], t[256], n[256], p[256], m[32];
+	char v[256], t[256], n[256], p[256], m[32], fr[1700];
+	snprintf(fr, sizeof(fr), "%s%s%s%s", s.fresh_needed ? s.fresh_reason : "",
+		 s.fresh_needed && s.fresh_failed[0] ? " (the fresh zygote could not start: " : "",
+		 s.fresh_needed ? s.fresh_failed : "",
+		 s.fresh_needed && s.fresh_failed[0] ? ")" : "");
 	int len = snprintf(
 		buf, size,
 		"pid=%d\nroot=%s\npython=%s\nsocket=%s\nlog=%s\nuptime_s=%.1f\n"
@@ -118,7 +122,7 @@ status_text(char *buf, size_t size)
 		s.poll_ms > 0 ? "poll"
 		: s.watch     ? "inotify"
 			      : "off",
-		s.fresh_needed ? s.fresh_reason : "", s.refreshes ? g->warmup_s : 0.0,
+		fr, s.refreshes ? g->warmup_s : 0.0,
 		s.next >= 0 ? gen_info_get(s.gens[s.next].progress, "phase", p, sizeof(p)) : "",
 		s.next >= 0 ? gen_info_get(s.gens[s.next].progress, "modules", m, sizeof(m)) : "",
 		s.queued, s.max_runs, s.nvariants, s.reload_fresh ? "fresh" : "child",

@@ -14,7 +14,8 @@
  * background and takes over when warm, and the old one drains. A change
  * outside the project (installed packages, the interpreter) or to pytest's
  * configuration means children cannot be trusted: runs wait for the fresh
- * generation, and the client is told why.
+ * generation, started once such changes settle (changes.c), and the client is
+ * told why.
  */
 #include <bsd/libutil.h>
 #include <errno.h>
@@ -206,6 +207,7 @@ reap(void)
 			continue; /* an orphan we inherited as subreaper */
 		struct gen *g = &s.gens[idx];
 		int was_draining = g->draining;
+		int was_warming = idx == s.next && !g->ready;
 		/* Its runs ended with it (their clients saw the connection close). */
 		s.running -= g->running;
 		g->running = 0;
@@ -241,6 +243,16 @@ reap(void)
 			status_report("error %s", v);
 			supervisor_begin_stop(0);
 			continue;
+		}
+		char v[900];
+		if (was_warming && !*gen_info_get(g->info, "error", v, sizeof(v))) {
+			/* It died warming up, without saying why (Z_READY error
+			 * already told the runs that wait). */
+			snprintf(v, sizeof(v), "the zygote %s during warm-up (%s %d)",
+				 WIFSIGNALED(st) ? "was killed" : "exited",
+				 WIFSIGNALED(st) ? "signal" : "status",
+				 WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+			gen_warmup_failed(g, v);
 		}
 		/* Back off when generations keep dying; runs wait for the next one. */
 		s.early_failures++;
@@ -567,6 +579,11 @@ supervisor_main(const struct supervisor_opts *o)
 				continue;
 			}
 			wake = wake < 0 || due < wake ? due : wake;
+		}
+		/* Runs wait for a fresh generation: start it once the changes settled. */
+		if (changes_fresh_timer(now, &wake)) {
+			conn_notice_fresh();
+			continue;
 		}
 		if (s.watch && s.poll_ms > 0) {
 			if (now >= s.next_poll_ms) {
