@@ -405,14 +405,21 @@ client_run(const struct zpaths *p, uint32_t flags, int nargs, char **args)
 		if (m <= 0 && st.mismatch)
 			break;
 		if (m <= 0) {
-			int probe = st.error_seen || send_error ? -1 : client_connect(p);
+			/* A status round trip, not a connect: a supervisor killed a
+			 * moment ago may still have its socket open while its
+			 * zygote already dropped the run. */
+			char *alive = NULL;
+			int answers =
+				st.error_seen || send_error
+					? 0
+					: client_request(p, PROTO_KIND_STATUS, 0, &alive) == 0;
+			free(alive);
 			if (send_error && !st.error_seen) {
 				log_error("cannot send the request: %s", strerror(-send_error));
 				st.code = ZEXIT_INTERNAL;
-			} else if (probe >= 0) {
+			} else if (answers) {
 				/* No exit report, and the server still answers: the
 				 * zygote died, and the server starts a new one. */
-				close(probe);
 				log_error("the zygote went away during the run (it is being "
 					  "restarted); run again");
 				st.code = ZEXIT_RETRY;
