@@ -3,6 +3,8 @@
  * faults of the pages learn.c stored, then waits for a request of its own. It
  * reads those pages and never changes them; reaping is zygote.c's.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
@@ -132,6 +134,9 @@ spare_fork(void)
 		close(sv[0]);
 		return;
 	}
+	/* Our end never blocks: a spare that does not read (stopped, stuck)
+	 * costs its request a plain fork, not the zygote its loop. */
+	fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
 	spare.pid = pid;
 	spare.sock = sv[0];
 	spare.real = hot_real;
@@ -149,16 +154,31 @@ spare_drop(void)
 	spare.pid = 0; /* reaped by reap() as an unknown pid */
 }
 
+/* How long the spare may take to read a request before it is given up on
+ * and the run gets a fork of its own (it reads at once when it runs). */
+#define SPARE_SEND_MS 1000
+
 /* Give the request to the spare. Returns its pid, or 0 when it cannot. */
 pid_t
 spare_take(const struct proto_request *req, int32_t id, int conn, int learn)
 {
 	if (!spare.pid)
 		return 0;
-	/* The spare reads as soon as a request is waiting: its socket blocks. */
+	/* The spare stops preparing and reads as soon as a request is waiting;
+	 * what the socket does not take at once goes as it reads, within
+	 * SPARE_SEND_MS. */
 	int fds2[2] = { conn, learn };
 	struct peer *p = peer_create(spare.sock); /* closes it on failure */
 	int r = p ? peer_send_request(p, id, fds2, 2, req) : -ENOMEM;
+	long long deadline = now_ms() + SPARE_SEND_MS;
+	while (r == 0 && peer_wants_write(p)) {
+		long long left = deadline - now_ms();
+		struct pollfd pfd = { .fd = peer_fd(p), .events = POLLOUT };
+		if (left <= 0 || poll(&pfd, 1, (int)left) == 0)
+			r = -ETIMEDOUT;
+		else
+			r = peer_flush(p);
+	}
 	peer_destroy(p);
 	pid_t pid = spare.pid;
 	spare.sock = -1;

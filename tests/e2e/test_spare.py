@@ -102,3 +102,27 @@ def test_stable_layout_off_keeps_randomisation(pz):
     assert _run(pz, root, zpid) < first / 4  # learning within a generation still works
     zpid = _next_generation(pz, root, srv)
     assert _run(pz, root, zpid) > first / 2
+
+
+def test_a_spare_that_does_not_read_costs_a_fork_not_the_zygote(pz):
+    # A stopped spare (a debugger, SIGSTOP) cannot read the request; one
+    # larger than the socket's buffer (an environment of 600 KB) used to
+    # leave the zygote blocked in its send for good: every later run waited.
+    # Now the zygote gives up on the spare after a second and forks the run.
+    root = pz.project("learn")
+    srv = pz.start(root)
+    zpid = srv.status()["zygote_pid"]
+    spare = pz_util.wait_until(lambda: pz_util.spare_ready(zpid), timeout=30)
+    assert spare
+    os.kill(spare, 19)  # SIGSTOP
+    try:
+        # (one variable may hold at most 128 KiB)
+        big = {"BIG_VALUE_FOR_THE_TEST_%d" % i: "x" * 100_000 for i in range(6)}
+        r = pz.run_zygote(ARGS, cwd=root, env=big, timeout=30)
+        assert r.rc == 0 and "3 passed" in r.out, r
+        assert pz_util.wait_until(lambda: pz_util.is_gone(spare), timeout=10), spare
+        r = pz.run_zygote(ARGS, cwd=root, timeout=30)
+        assert r.rc == 0 and "3 passed" in r.out, r
+    finally:
+        pz_util.kill_quietly(spare)
+    assert srv.status()["zygote_pid"] == zpid
