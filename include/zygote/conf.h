@@ -29,6 +29,7 @@ struct zconf {
 	int max_runs;            /* -1 = not set, 0 = no limit */
 	int reload_fresh;        /* -1 = not set, 0 reload in the child, 1 fresh */
 	int idle_timeout_ms;     /* -1 = not set, 0 = never */
+	int wait_timeout_ms;     /* -1 = not set, 0 = no bound */
 	char file[PATH_MAX];     /* the file read, or "" */
 	char errors[2048];       /* "file:line: ..." lines, or "" */
 	int nerrors;

@@ -23,6 +23,11 @@ struct supervisor_opts {
  * and the largest value (a week); 0 means never. */
 #define SUPERVISOR_IDLE_TIMEOUT_DEFAULT 10800
 #define SUPERVISOR_IDLE_TIMEOUT_MAX (7 * 86400)
+/* wait_timeout (PYTEST_ZYGOTE_WAIT_TIMEOUT), seconds: how long a run (or
+ * `start`) waits for a zygote to become ready before it is told why it gave
+ * up; the default (10 minutes) and the largest value (a day); 0 means no bound. */
+#define SUPERVISOR_WAIT_TIMEOUT_DEFAULT 600
+#define SUPERVISOR_WAIT_TIMEOUT_MAX 86400
 
 /*
  * Default max_runs (runs in progress at once; more wait in a queue): twice

@@ -68,6 +68,10 @@ apply_start_env(const struct zconf *c)
 		snprintf(v, sizeof(v), "%.3f", c->idle_timeout_ms / 1000.0);
 		setenv_default("PYTEST_ZYGOTE_IDLE_TIMEOUT", v);
 	}
+	if (c->wait_timeout_ms >= 0) {
+		snprintf(v, sizeof(v), "%.3f", c->wait_timeout_ms / 1000.0);
+		setenv_default("PYTEST_ZYGOTE_WAIT_TIMEOUT", v);
+	}
 }
 
 /* What `start` shows while the first generation warms up. */

@@ -57,6 +57,10 @@ const struct conf_setting conf_settings[] = {
 	  SUPERVISOR_IDLE_TIMEOUT_MAX, NULL, "10800",
 	  "seconds without runs or clients before the server stops (0: never)", CONF_AT_START,
 	  FIELD(idle_timeout_ms) },
+	{ "wait_timeout", "PYTEST_ZYGOTE_WAIT_TIMEOUT", CONF_SECONDS, 0,
+	  SUPERVISOR_WAIT_TIMEOUT_MAX, NULL, "600",
+	  "seconds a run waits for a zygote to become ready before it gives up (0: no bound)",
+	  CONF_AT_START, FIELD(wait_timeout_ms) },
 	{ NULL, "PYTEST_ZYGOTE_DEBUG", CONF_BOOL, 0, 0, NULL, "false", "debug logging",
 	  CONF_AT_START | CONF_AT_CLIENT, NO_FIELD },
 	{ NULL, "PYTEST_ZYGOTE_VARIANTS", CONF_INT, 0, 16, NULL, "3",
@@ -100,7 +104,7 @@ conf_init(struct zconf *c)
 	memset(c, 0, sizeof(*c));
 	c->settle_ms = c->poll_ms = c->grace_ms = -1;
 	c->spare = c->sandbox = c->start_if_needed = c->stable_layout = -1;
-	c->max_runs = c->reload_fresh = c->idle_timeout_ms = -1;
+	c->max_runs = c->reload_fresh = c->idle_timeout_ms = c->wait_timeout_ms = -1;
 }
 
 int

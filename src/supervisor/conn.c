@@ -232,6 +232,8 @@ park(struct conn *c, enum conn_state st)
 		return -1;
 	}
 	set_state(c, st);
+	if (st == CONN_WAITING && !c->wait_since_ms)
+		c->wait_since_ms = now_ms();
 	if (st == CONN_QUEUED) {
 		c->queue_seq = ++s.queue_seq;
 		c->deadline_ms = now_ms() + 1000; /* then say why it waits */
@@ -374,6 +376,38 @@ conn_notice_fresh(void)
 			peer_send_text(s.conns[i]->peer, PROTO_MSG_NOTICE, text);
 }
 
+/* A run (or `start`) waited wait_timeout for a generation: say what it
+ * waited for and end it; the server goes on warming. */
+static void
+give_up_waiting(struct conn *c, long long now)
+{
+	char what[2000], text[2000 + 4096 + 300];
+	if (s.fresh_needed && c->fresh_after_ms) {
+		changes_wait_reason(what, sizeof(what));
+	} else if (s.next >= 0) {
+		char phase[64];
+		const struct gen *g = &s.gens[s.next];
+		snprintf(what, sizeof(what), "generation %d has been warming up for %.0f s (%s)",
+			 g->number, (double)(now - g->started_ms) / 1000.0,
+			 *gen_info_get(g->progress, "phase", phase, sizeof(phase)) ? phase
+										   : "starting");
+	} else {
+		snprintf(what, sizeof(what), "no generation is warming up");
+	}
+	snprintf(text, sizeof(text),
+		 "no zygote became ready within %.0f s (wait_timeout): %s. The log is %s. Run "
+		 "again to wait longer, or set PYTEST_ZYGOTE_WAIT_TIMEOUT (0: no bound) and "
+		 "restart the server",
+		 (double)s.wait_timeout_ms / 1000.0, what, s.o->paths.log);
+	log_info("a %s waited %.0f s for a generation; giving up (wait_timeout)",
+		 c->dec.req.kind == PROTO_KIND_RUN ? "run" : "client",
+		 (double)(now - c->wait_since_ms) / 1000.0);
+	if (c->dec.req.kind == PROTO_KIND_RUN)
+		conn_fail(c, text, ZEXIT_NOSTART);
+	else
+		conn_reply(c, PROTO_MSG_ERROR, text);
+}
+
 /* The connections' timers; the next time one is due, or -1. */
 long long
 conn_expire(long long now)
@@ -382,6 +416,14 @@ conn_expire(long long now)
 	int idle = 0;
 	for (int i = 0; i < s.nconns; i++) {
 		struct conn *c = s.conns[i];
+		if (c->state == CONN_WAITING && c->wait_since_ms && s.wait_timeout_ms > 0) {
+			long long due = c->wait_since_ms + s.wait_timeout_ms;
+			if (now >= due)
+				give_up_waiting(c, now);
+			else
+				wake = wake < 0 || due < wake ? due : wake;
+			continue;
+		}
 		if (c->state != CONN_READING && c->state != CONN_LINGERING &&
 		    !(c->state == CONN_QUEUED && !c->told))
 			continue;

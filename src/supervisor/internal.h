@@ -74,6 +74,7 @@ struct conn {
 	int told;                 /* the client was told why it waits */
 	long long fresh_after_ms; /* a run that waits for a fresh generation: one started
 				   * after this (the last change it must see) */
+	long long wait_since_ms;  /* WAITING: when it first waited for a generation */
 };
 
 /* A zygote generation: a slot of s.gens. */
@@ -176,6 +177,9 @@ struct supervisor_state {
 	 * no client connection and no warm-up; last_active_ms is when it was last
 	 * busy. */
 	long long idle_timeout_ms;
+	/* wait_timeout: a run parked for a generation longer than this (0: no
+	 * bound) is told why none became ready, and ends (conn_expire) */
+	long long wait_timeout_ms;
 	long long last_active_ms;
 	int was_busy;
 	/* The runtime directory, opened at start: the server unlinks its files

@@ -387,16 +387,16 @@ write_hint(int err)
 		       : "";
 }
 
-/* The idle timeout in ms from PYTEST_ZYGOTE_IDLE_TIMEOUT (seconds; the
- * client checked it), else the default. */
+/* A duration in ms from the variable name (seconds, 0 to max; the client
+ * checked it), else def seconds. */
 static long long
-idle_timeout_ms(void)
+env_seconds_ms(const char *name, double max, long long def)
 {
-	const char *v = getenv("PYTEST_ZYGOTE_IDLE_TIMEOUT");
+	const char *v = getenv(name);
 	char *end;
 	double x = v && *v ? strtod(v, &end) : -1;
-	if (!v || !*v || *end || !(x >= 0 && x <= SUPERVISOR_IDLE_TIMEOUT_MAX))
-		return SUPERVISOR_IDLE_TIMEOUT_DEFAULT * 1000LL;
+	if (!v || !*v || *end || !(x >= 0 && x <= max))
+		return def * 1000LL;
 	return (long long)(x * 1000);
 }
 
@@ -421,7 +421,12 @@ supervisor_main(const struct supervisor_opts *o)
 	s.is_variant = o->instance && strchr(o->instance, '~');
 	pid_t other = 0;
 
-	s.idle_timeout_ms = idle_timeout_ms();
+	s.idle_timeout_ms =
+		env_seconds_ms("PYTEST_ZYGOTE_IDLE_TIMEOUT", SUPERVISOR_IDLE_TIMEOUT_MAX,
+			       SUPERVISOR_IDLE_TIMEOUT_DEFAULT);
+	s.wait_timeout_ms =
+		env_seconds_ms("PYTEST_ZYGOTE_WAIT_TIMEOUT", SUPERVISOR_WAIT_TIMEOUT_MAX,
+			       SUPERVISOR_WAIT_TIMEOUT_DEFAULT);
 	s.rt_dirfd = open(o->paths.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (s.rt_dirfd < 0 || fstat(s.rt_dirfd, &own_dir) < 0) {
 		log_error("cannot open the runtime directory '%s': %s", o->paths.dir,

@@ -343,3 +343,34 @@ def test_random_bytes_are_not_a_request_not_a_large_message(pz):
     assert log.count("closing a connection: not a pytest-zygote request") == 2, log
     r = pz.run_zygote(Q, cwd=root)
     assert r.rc == 0, r
+
+
+# --- a warm-up that never ends ----------------------------------------------
+
+
+def test_a_warm_up_that_never_ends_bounds_the_wait(pz):
+    """A fresh generation whose warm-up hangs (a conftest that blocks at
+    import once a flag file exists): the run that waits for it is told,
+    after wait_timeout, what it waited for and where the log is, and exits
+    71 (before: it waited for good). The server keeps serving: once the
+    cause is gone, the next fresh generation serves runs."""
+    flag = pz.tmp_path / "hang"
+    root = _project(pz, "proj", "def test_ok():\n    pass\n")
+    (root / "tests" / "conftest.py").write_text(
+        "import os, time\n\nwhile os.path.exists(%r):\n    time.sleep(0.2)\n" % str(flag))
+    srv = pz.start(root, env={"PYTEST_ZYGOTE_WAIT_TIMEOUT": "3"})
+    assert srv.status()["state"] == "ready"
+    flag.touch()
+    # a configuration change: runs must wait for a fresh generation
+    (root / "pytest.ini").write_text("[pytest]\ntestpaths = tests\naddopts = -p no:randomly\n")
+    t0 = time.monotonic()
+    r = pz.run_zygote(Q, cwd=root, timeout=BOUND)
+    assert r.rc == 71, r
+    assert "no zygote became ready within 3 s (wait_timeout)" in r.err, r
+    assert "warming up" in r.err and ".log" in r.err, r
+    assert time.monotonic() - t0 < BOUND
+    assert srv.status()["pid"] == srv.pid
+    flag.unlink()
+    (root / "pytest.ini").write_text("[pytest]\ntestpaths = tests\n")
+    r = pz.run_zygote(Q, cwd=root, timeout=WAIT)
+    assert r.rc == 0 and "1 passed" in r.out, r
