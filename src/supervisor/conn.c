@@ -89,7 +89,7 @@ conn_reply(struct conn *c, uint32_t type, const char *text)
 }
 
 /* Send c an ERROR with text and then an EXIT with code, then close it. */
-void
+static void
 conn_fail(struct conn *c, const char *text, int code)
 {
 	peer_send_text(c->peer, PROTO_MSG_ERROR, text);
@@ -363,6 +363,22 @@ tell_queued(struct conn *c)
 		 s.max_runs);
 	peer_send_text(c->peer, PROTO_MSG_NOTICE, text);
 	c->told = 1;
+}
+
+/* A generation that runs wait for cannot start: end them with msg. Runs
+ * queued for a free slot wait for the generation serving, not this one. */
+void
+conn_fail_waiting(const char *msg)
+{
+	for (int i = 0; i < s.nconns; i++) {
+		struct conn *c = s.conns[i];
+		if (c->state != CONN_WAITING)
+			continue;
+		if (c->dec.req.kind == PROTO_KIND_RUN)
+			conn_fail(c, msg, ZEXIT_NOSTART);
+		else if (!gen_serving())
+			conn_reply(c, PROTO_MSG_ERROR, msg);
+	}
 }
 
 /* A fresh generation started: tell the runs that wait for one what they wait for now. */

@@ -1,8 +1,8 @@
 /*
  * Zygote generations: fork and exec one (fd layout in gen_spawn), read its
  * control socket, let a warm one take over while the old one drains. Never
- * initialises Python. Must not call into conn.c; the calls that do today are
- * marked "Dependency exception" (internal.h).
+ * initialises Python. Never calls into conn.c or the loop: what its
+ * messages mean for connections goes back to the loop as struct gen_events.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -180,7 +180,7 @@ gen_spawn(int replay)
  * progress, status and `start` stay with it.
  */
 void
-gen_warmup_failed(struct gen *g, const char *why)
+gen_warmup_failed(struct gen *g, const char *why, struct gen_events *ev)
 {
 	/* It exits (or did): no longer the one warming, so that a run arriving
 	 * before it is reaped starts the next instead of waiting for it. */
@@ -194,49 +194,37 @@ gen_warmup_failed(struct gen *g, const char *why)
 		return;
 	}
 	log_error("generation %d failed: %s", g->number, why);
-	char msg[2000 + PATH_MAX];
+	char *msg = ev->failed;
+	size_t size = sizeof(ev->failed);
+	ev->what |= GEN_EV_FAILED;
 	if (s.fresh_needed) {
 		snprintf(s.fresh_failed, sizeof(s.fresh_failed), "%s", why);
-		snprintf(msg, sizeof(msg),
+		snprintf(msg, size,
 			 "the fresh zygote cannot start: %s\nThe running zygote started before "
 			 "%.500s, so it cannot serve this run. Undo or complete that change "
 			 "(reinstall what was removed) and run again: each run tries a fresh "
 			 "zygote again. The whole error is in %s.",
 			 why, s.fresh_reason, s.o->paths.log);
 	} else {
-		snprintf(msg, sizeof(msg), "the zygote cannot start: %s\nThe whole error is in %s.",
-			 why, s.o->paths.log);
-	}
-	/* Dependency exception: gen.c answers connections here. Runs queued for
-	 * a free slot wait for the generation serving, not this one. */
-	for (int i = 0; i < s.nconns; i++) {
-		struct conn *c = s.conns[i];
-		if (c->state != CONN_WAITING)
-			continue;
-		if (c->dec.req.kind == PROTO_KIND_RUN)
-			conn_fail(c, msg, ZEXIT_NOSTART);
-		else if (!gen_serving())
-			conn_reply(c, PROTO_MSG_ERROR, msg);
+		snprintf(msg, size, "the zygote cannot start: %s\nThe whole error is in %s.", why,
+			 s.o->paths.log);
 	}
 }
 
 /* A generation said Z_READY: it failed, or it takes over serving runs. */
 static void
-gen_ready(struct gen *g, const char *text)
+gen_ready(struct gen *g, const char *text, struct gen_events *ev)
 {
 	snprintf(g->info, sizeof(g->info), "%s", text);
 	char v[900];
 	if (*gen_info_get(g->info, "error", v, sizeof(v))) {
 		if (!s.ever_ready) {
 			log_error("generation %d failed: %s", g->number, v);
-			/* Stop listening before `start` hears of it: a client it
-			 * lets go at once must find no server, not one going away.
-			 * Dependency exception: a call into the loop. */
-			supervisor_begin_stop(0);
-			status_report("error %s", v);
+			ev->what |= GEN_EV_FIRST_FAILED;
+			snprintf(ev->failed, sizeof(ev->failed), "%s", v);
 			return; /* it exits; reap() gives up */
 		}
-		gen_warmup_failed(g, v);
+		gen_warmup_failed(g, v, ev);
 		return;
 	}
 	g->ready = 1;
@@ -274,30 +262,34 @@ gen_ready(struct gen *g, const char *text)
 		close(s.o->ready_fd);
 		((struct supervisor_opts *)s.o)->ready_fd = -1;
 	}
-	/* Dependency exception: gen.c serves the waiting connections. */
-	conn_serve_waiting();
+	ev->what |= GEN_EV_READY;
 }
 
 /* One message from a generation. PEER_STOP once its peer is gone (a message
  * it sent led to dropping it). */
+struct gen_read {
+	struct gen *g;
+	struct gen_events *ev;
+};
+
 static int
 gen_frame(struct peer *p, struct peer_frame *f, void *arg)
 {
-	struct gen *g = arg;
+	struct gen *g = ((struct gen_read *)arg)->g;
+	struct gen_events *ev = ((struct gen_read *)arg)->ev;
 	const char *text = f->payload;
 	int terminated = f->len > 0 && text[f->len - 1] == '\0';
 	switch (f->type) {
 	case PROTO_MSG_Z_READY:
 		if (terminated && !g->draining)
-			gen_ready(g, text);
+			gen_ready(g, text, ev);
 		break;
 	case PROTO_MSG_Z_DONE:
 		if (g->running > 0) {
 			g->running--;
 			s.running--;
 		}
-		/* Dependency exception: a free slot starts a queued run. */
-		conn_dispatch_queue();
+		ev->what |= GEN_EV_SLOT_FREE;
 		break;
 	case PROTO_MSG_Z_PROGRESS:
 		if (!terminated || g->ready)
@@ -322,9 +314,10 @@ gen_frame(struct peer *p, struct peer_frame *f, void *arg)
 
 /* Read a generation's control socket and act on what it says. */
 void
-gen_readable(struct gen *g)
+gen_readable(struct gen *g, struct gen_events *ev)
 {
-	int r = peer_read(g->ctl, gen_frame, g);
+	struct gen_read rd = { g, ev };
+	int r = peer_read(g->ctl, gen_frame, &rd);
 	if (r == 1 || r == PEER_STOP)
 		return;
 	/* The zygote is exiting; SIGCHLD tells how. Stop polling it. */

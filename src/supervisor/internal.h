@@ -7,6 +7,7 @@
 #ifndef ZYGOTE_SUPERVISOR_INTERNAL_H
 #define ZYGOTE_SUPERVISOR_INTERNAL_H
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -23,11 +24,12 @@ struct watch;
  * gen.c, changes.c, variant.c and status.c; gen.c calls changes.c (what to
  * watch outside the project) and status.c; changes.c starts a fresh
  * generation (and kills one that warms with old files); status.c reads
- * gen.c; variant.c calls no other file. gen.c must not call into conn.c: the
- * calls that go a wrong way today are marked "Dependency exception" where
- * they are made. gen_ready and gen_readable serve, queue and answer waiting
- * connections, and a STOP request (conn.c) or a first warm-up that failed
- * (gen.c) calls supervisor_begin_stop in the loop.
+ * gen.c; variant.c calls no other file. gen.c never calls into conn.c or the
+ * loop: what a generation's messages mean for connections (serve what
+ * waits, start queued runs, tell waiting runs it failed, stop after a
+ * failed first warm-up) it returns as struct gen_events, and the loop acts
+ * on them. The one call that goes a wrong way, a STOP request (conn.c)
+ * calling supervisor_begin_stop, is marked "Dependency exception".
  */
 
 /*
@@ -201,9 +203,6 @@ void supervisor_begin_stop(int grace_ms);
 /* Send one message to c, then close it (it lingers while the reply goes out). */
 void conn_reply(struct conn *c, uint32_t type, const char *text);
 
-/* Send c an ERROR with text and then an EXIT with code, then close it. */
-void conn_fail(struct conn *c, const char *text, int code);
-
 /* Start queued runs, oldest first, while there is room under max_runs. */
 void conn_dispatch_queue(void);
 
@@ -217,6 +216,10 @@ long long conn_expire(long long now);
 
 /* A fresh generation started: tell the runs that wait for one what they wait for now. */
 void conn_notice_fresh(void);
+
+/* A generation that runs wait for cannot start: end each such run with msg
+ * (exit 71), and answer a `start` waiting when none serves. */
+void conn_fail_waiting(const char *msg);
 
 /* POLLIN (or hang-up, error) on c: by its state, read its request and act
  * on it, take a Ctrl-C while it is parked, or finish writing its reply. */
@@ -247,15 +250,29 @@ struct gen *gen_serving(void);
  * replay: only for a new hash seed (see gen.c). 0 or -1 (logged). */
 int gen_spawn(int replay);
 
-/* Read a generation's control socket and act on what it says. */
-void gen_readable(struct gen *g);
+/* What generations' messages and ends mean for the rest of the server:
+ * gen.c adds them, the loop acts on them (and clears them). */
+enum {
+	GEN_EV_READY = 1u << 0,        /* a generation took over: serve what waits for one */
+	GEN_EV_SLOT_FREE = 1u << 1,    /* a run ended: start queued runs */
+	GEN_EV_FAILED = 1u << 2,       /* a generation cannot start: tell the runs that wait */
+	GEN_EV_FIRST_FAILED = 1u << 3, /* the first warm-up failed: stop, then report */
+};
+struct gen_events {
+	unsigned what;
+	char failed[2000 + PATH_MAX]; /* FAILED, FIRST_FAILED: what to say */
+};
+
+/* Read a generation's control socket; what it means for others goes to ev. */
+void gen_readable(struct gen *g, struct gen_events *ev);
 
 /* POLLOUT on a generation's control socket: write what waits for it. */
 void gen_writable(struct gen *g);
 
-/* Generation g could not warm up (why): tell the runs that wait for it,
- * unless files it reads changed meanwhile (the next one is due then). */
-void gen_warmup_failed(struct gen *g, const char *why);
+/* Generation g could not warm up (why): the runs that wait for it are to be
+ * told (GEN_EV_FAILED), unless files it reads changed meanwhile (the next
+ * one is due then). */
+void gen_warmup_failed(struct gen *g, const char *why, struct gen_events *ev);
 
 /* Send g a message (Z_DRAIN); a zygote that cannot take it is dropped. */
 void gen_send_i32(struct gen *g, uint32_t type, int32_t v);

@@ -191,6 +191,28 @@ kill_strays(void)
 		log_info("killed %d processes left behind by a zygote generation", k);
 }
 
+/*
+ * Act on what generations reported (gen.c never calls into connections or
+ * the loop itself). A first warm-up that failed stops the server before
+ * `start` hears of it: a client it lets go at once must find no server, not
+ * one going away.
+ */
+static void
+gen_events(const struct gen_events *ev)
+{
+	if (ev->what & GEN_EV_FIRST_FAILED) {
+		supervisor_begin_stop(0);
+		status_report("error %s", ev->failed);
+		return;
+	}
+	if (ev->what & GEN_EV_FAILED)
+		conn_fail_waiting(ev->failed);
+	if (ev->what & GEN_EV_READY)
+		conn_serve_waiting(); /* and the queue */
+	else if (ev->what & GEN_EV_SLOT_FREE)
+		conn_dispatch_queue();
+}
+
 /* Reap exited generations and kill the strays they left behind. */
 static void
 reap(void)
@@ -252,7 +274,9 @@ reap(void)
 				 WIFSIGNALED(st) ? "was killed" : "exited",
 				 WIFSIGNALED(st) ? "signal" : "status",
 				 WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
-			gen_warmup_failed(g, v);
+			struct gen_events ev = { 0 };
+			gen_warmup_failed(g, v, &ev);
+			gen_events(&ev);
 		}
 		/* Back off when generations keep dying; runs wait for the next one. */
 		s.early_failures++;
@@ -690,8 +714,11 @@ supervisor_main(const struct supervisor_opts *o)
 				continue;
 			/* Read first: a zygote that exits closes its end (end of
 			 * file, not a write error). */
-			if (re & ~POLLOUT)
-				gen_readable(g);
+			if (re & ~POLLOUT) {
+				struct gen_events ev = { 0 };
+				gen_readable(g, &ev);
+				gen_events(&ev);
+			}
 			if ((re & POLLOUT) && g->ctl)
 				gen_writable(g);
 		}
