@@ -121,14 +121,27 @@ run_variant(const struct opts *o, int nargs, char **args)
 	return code;
 }
 
+/* What client_run's code means for the command's exit code. */
+static int
+run_exit(const struct zpaths *p, int code)
+{
+	if (code == CLIENT_UNTRUSTED)
+		return ZEXIT_UNTRUSTED;
+	if (code == -ENOENT || code == -ECONNREFUSED)
+		return no_server(p);
+	if (code < 0) {
+		log_error("cannot reach the server at %s: %s", p->sock, strerror(-code));
+		return ZEXIT_INTERNAL;
+	}
+	return code;
+}
+
 /* `run`: pytest with args in a fork of the warm zygote; pytest's exit code. */
 int
 cmd_run(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 {
 	export_worker_cmd(p, o->instance);
 	int code = client_run(p, 0, nargs, args);
-	if (code == CLIENT_UNTRUSTED)
-		return ZEXIT_UNTRUSTED;
 	if (code == CLIENT_REDIRECT)
 		return run_variant(o, nargs, args);
 	if ((code == -ENOENT || code == -ECONNREFUSED) && o->start_if_needed) {
@@ -138,18 +151,10 @@ cmd_run(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 		if (r != 0)
 			return r;
 		code = client_run(p, 0, nargs, args);
-		if (code == CLIENT_UNTRUSTED)
-			return ZEXIT_UNTRUSTED;
 		if (code == CLIENT_REDIRECT)
 			return run_variant(o, nargs, args);
 	}
-	if (code == -ENOENT || code == -ECONNREFUSED)
-		return no_server(p);
-	if (code < 0) {
-		log_error("cannot reach the server at %s: %s", p->sock, strerror(-code));
-		return ZEXIT_INTERNAL;
-	}
-	return code;
+	return run_exit(p, code);
 }
 
 /*
@@ -180,11 +185,5 @@ cmd_worker(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 	int code = client_run(p, PROTO_FLAG_WORKER, nargs, args);
 	if (code == CLIENT_REDIRECT)
 		return run_variant(&wo, nargs, args);
-	if (code == -ENOENT || code == -ECONNREFUSED)
-		return no_server(p);
-	if (code < 0) {
-		log_error("cannot reach the server at %s: %s", p->sock, strerror(-code));
-		return ZEXIT_INTERNAL;
-	}
-	return code;
+	return run_exit(p, code);
 }

@@ -121,6 +121,22 @@ print_report(const struct zpaths *p, const char *line, int to_stderr)
 	return ZEXIT_NOSTART;
 }
 
+/* A string as JSON. */
+static void
+json_string(const char *v)
+{
+	putchar('"');
+	for (const char *c = v ? v : ""; *c; c++) {
+		if (*c == '"' || *c == '\\')
+			printf("\\%c", *c);
+		else if ((unsigned char)*c < 0x20)
+			printf("\\u%04x", *c);
+		else
+			putchar(*c);
+	}
+	putchar('"');
+}
+
 /* `status`: the server's status text as a table, or as JSON with --json. */
 int
 cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
@@ -175,20 +191,10 @@ cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 					dirty_open = 0;
 				else
 					dirty_open = 1;
-				if (num) {
+				if (num)
 					printf("%s", eq + 1);
-				} else {
-					putchar('"');
-					for (const char *c = eq + 1; *c; c++) {
-						if (*c == '"' || *c == '\\')
-							printf("\\%c", *c);
-						else if ((unsigned char)*c < 0x20)
-							printf("\\u%04x", *c);
-						else
-							putchar(*c);
-					}
-					putchar('"');
-				}
+				else
+					json_string(eq + 1);
 			}
 			if (!nl)
 				break;
@@ -305,22 +311,6 @@ servers_free(struct server_found *list, size_t n)
 	for (size_t i = 0; i < n; i++)
 		free(list[i].text);
 	free(list);
-}
-
-/* A string as JSON. */
-static void
-json_string(const char *v)
-{
-	putchar('"');
-	for (const char *c = v ? v : ""; *c; c++) {
-		if (*c == '"' || *c == '\\')
-			printf("\\%c", *c);
-		else if ((unsigned char)*c < 0x20)
-			printf("\\u%04x", *c);
-		else
-			putchar(*c);
-	}
-	putchar('"');
 }
 
 /* `status --all`: one line (or JSON object) per server of ours in the runtime directory. */
