@@ -573,6 +573,20 @@ serve(void)
 	}
 }
 
+/*
+ * Leave a process that initialised Python: flush our stdio and _exit. No
+ * Py_Finalize (it would run the project's atexit handlers and may hang), and
+ * no exit(): what Python still holds is not a leak of ours to report (a
+ * failed warm-up, say, leaves objects no longer reachable).
+ */
+static _Noreturn void
+leave_python(int code)
+{
+	fflush(stdout);
+	fflush(stderr);
+	_exit(code);
+}
+
 /* How many OS threads are alive, and their names (/proc/self/task/<tid>/comm). */
 static int
 count_threads(char *names, size_t size)
@@ -704,7 +718,7 @@ zygote_main(int argc, char **argv)
 	if (pyembed_init(python, zygote_pydir(), err, sizeof(err)) < 0) {
 		snprintf(text, sizeof(text), "error=%s\n", err);
 		send_ready(text);
-		return ZEXIT_NOSTART;
+		leave_python(ZEXIT_NOSTART);
 	}
 	struct pyembed_warm w;
 	pyembed_on_progress(send_progress);
@@ -714,7 +728,7 @@ zygote_main(int argc, char **argv)
 	if (warm_failed) {
 		snprintf(text, sizeof(text), "error=%s\n", err);
 		send_ready(text);
-		return ZEXIT_NOSTART;
+		leave_python(ZEXIT_NOSTART);
 	}
 	char names[512];
 	int threads = count_threads(names, sizeof(names));
@@ -727,7 +741,7 @@ zygote_main(int argc, char **argv)
 	if (z.sigfd < 0) {
 		snprintf(text, sizeof(text), "error=signalfd: %s\n", strerror(errno));
 		send_ready(text);
-		return ZEXIT_NOSTART;
+		leave_python(ZEXIT_NOSTART);
 	}
 	snprintf(text, sizeof(text),
 		 "modules=%ld\nproject_files=%ld\nwarmup_ms=%ld\nthreads=%d\nthread_names=%s\n"
@@ -759,9 +773,5 @@ zygote_main(int argc, char **argv)
 	/* No spare, no pages to learn for it: no practice run. */
 	if (spare.disabled || practice_run() < 0)
 		practice_done();
-	int rc = serve();
-	fflush(stdout);
-	fflush(stderr);
-	/* No Py_Finalize: it would run the project's atexit handlers and may hang. */
-	_exit(rc);
+	leave_python(serve());
 }
