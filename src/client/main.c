@@ -40,6 +40,7 @@ static const char usage_text[] =
 	"  status    show the server's pid, generation, modules, runs and memory\n"
 	"  settings  list every setting: config key, variable, default\n"
 	"  worker    a pytest-xdist worker in a fork (runs with -n start it)\n"
+	"  probe     for tools: the server and settings as key=value lines\n"
 	"\n"
 	"Common options:\n"
 	"  --root DIR      the project root (default: the rootdir pytest picks from\n"
