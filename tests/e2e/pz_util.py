@@ -398,6 +398,46 @@ class PtyRun:
             pass
 
 
+class BgRun:
+    """A `pytest-zygote run` in the background whose stderr can be watched."""
+
+    def __init__(self, pz, root, args, env=None):
+        self.proc = subprocess.Popen(
+            [pz.zbin, "run", "--", *args], cwd=root, env=pz.env(env),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.err = b""
+
+    def wait_stderr(self, text, timeout=TIMEOUT):
+        fd = self.proc.stderr.fileno()
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.err:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            r, _, _ = select.select([fd], [], [], left)
+            if not r:
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            self.err += chunk
+        return text.encode() in self.err
+
+    def finish(self, timeout=TIMEOUT):
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("the run did not finish within %d s; stderr so far: %r"
+                                 % (timeout, self.err)) from None
+        return self.proc.returncode, out.decode(), (self.err + err).decode()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+
+
 # --- wire protocol (for the bad-client tests) -------------------------------
 
 PROTO_MAGIC = 0x47595A50

@@ -11,8 +11,6 @@ cache redirected to an empty directory (PYTHONPYCACHEPREFIX), so that the
 """
 
 import os
-import select
-import subprocess
 import tempfile
 import time
 
@@ -131,45 +129,6 @@ def lines(path):
         return path.read_text().splitlines()
     except FileNotFoundError:
         return []
-
-
-class BgRun:
-    """A `pytest-zygote run` in the background whose stderr can be watched."""
-
-    def __init__(self, pz, root, args, env=None):
-        self.proc = subprocess.Popen(
-            [pz.zbin, "run", "--", *args], cwd=root, env=pz.env(env),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.err = b""
-
-    def wait_stderr(self, text, timeout=WAIT):
-        fd = self.proc.stderr.fileno()
-        deadline = time.monotonic() + timeout
-        while text.encode() not in self.err:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            r, _, _ = select.select([fd], [], [], left)
-            if not r:
-                break
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            self.err += chunk
-        return text.encode() in self.err
-
-    def finish(self, timeout=WAIT):
-        try:
-            out, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError("background run did not finish; stderr so far: %r" % self.err)
-        return self.proc.returncode, out.decode(), (self.err + err).decode()
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.communicate()
 
 
 @pytest.fixture
@@ -598,7 +557,7 @@ def test_config_change_parks_runs_until_the_fresh_zygote_is_warm(pz, gated):
     (root / "pytest.ini").write_text("[pytest]\ntestpaths = tests\naddopts = -v\n")
     st = wait_status(srv, lambda s: s["state"] == "refreshing", "state refreshing")
     assert "pytest.ini" in st["fresh_reason"], st
-    run = BgRun(pz, root, ["-p", "no:cacheprovider"])
+    run = pz_util.BgRun(pz, root, ["-p", "no:cacheprovider"])
     try:
         assert run.wait_stderr("waiting for a fresh zygote"), run.err
         assert "pytest.ini" in run.err.decode(), run.err
@@ -639,7 +598,7 @@ def test_helper_outside_the_root_on_pythonpath(pz, gated):
     helper.write_text("VALUE = 1\n")
     st = wait_status(srv, lambda s: s["state"] == "refreshing", "state refreshing")
     assert "exthelper.py" in st["fresh_reason"], st
-    run = BgRun(pz, root, Q, env=env)
+    run = pz_util.BgRun(pz, root, Q, env=env)
     try:
         assert run.wait_stderr("waiting for a fresh zygote"), run.err
         assert run.proc.poll() is None, "the run did not wait for the fresh generation"

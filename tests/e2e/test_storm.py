@@ -9,7 +9,6 @@ a request that is too large.
 """
 
 import os
-import select
 import shutil
 import signal
 import socket
@@ -24,46 +23,6 @@ from pz_util import wait_until
 Q = ["-q", "-p", "no:cacheprovider"]
 WAIT = 60  # bound on waiting for a state (not a timing assertion)
 BOUND = 40  # a run that must not hang: the harness kills it after this
-
-
-class BgRun:
-    """A `pytest-zygote run` in the background whose stderr can be watched."""
-
-    def __init__(self, pz, root, args, env=None):
-        self.proc = subprocess.Popen(
-            [pz.zbin, "run", "--", *args], cwd=root, env=pz.env(env),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.err = b""
-
-    def wait_stderr(self, text, timeout=WAIT):
-        fd = self.proc.stderr.fileno()
-        deadline = time.monotonic() + timeout
-        while text.encode() not in self.err:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            r, _, _ = select.select([fd], [], [], left)
-            if not r:
-                break
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            self.err += chunk
-        return text.encode() in self.err
-
-    def finish(self, timeout=BOUND):
-        try:
-            out, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError("the run did not finish within %d s; stderr so far: %r"
-                                 % (timeout, self.err)) from None
-        return self.proc.returncode, out.decode(), (self.err + err).decode()
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.communicate()
 
 
 def _project(pz, name, test):
@@ -120,11 +79,11 @@ def test_a_storm_outside_the_project_starts_few_generations(pz):
     run = None
     try:
         time.sleep(2)
-        run = BgRun(pz, root, Q, env=env)
+        run = pz_util.BgRun(pz, root, Q, env=env)
         assert run.wait_stderr("waiting for a fresh zygote"), run.err
         t.join(timeout=WAIT)
         assert stop.is_set()
-        rc, out, err = run.finish()
+        rc, out, err = run.finish(timeout=BOUND)
         done = time.monotonic()
     finally:
         stop.wait(timeout=WAIT)
@@ -177,7 +136,7 @@ def test_a_never_ending_storm_still_refreshes(pz):
     try:
         time.sleep(1)
         least.write_text("%d\n" % written["n"])
-        run = BgRun(pz, root, Q, env=env)
+        run = pz_util.BgRun(pz, root, Q, env=env)
         assert run.wait_stderr("waiting for a fresh zygote"), run.err
         rc, out, err = run.finish(timeout=80)
         still_writing = t.is_alive()
@@ -276,10 +235,10 @@ def test_a_fresh_generation_killed_during_warm_up_is_reported_to_the_waiting_run
         st = srv.status()
         warming = [p for p in srv.zygote_pids() if p != st["zygote_pid"]]
         assert st["warming"] and len(warming) == 1, (st, warming)
-        run = BgRun(pz, root, ["-p", "no:cacheprovider"])
+        run = pz_util.BgRun(pz, root, ["-p", "no:cacheprovider"])
         assert run.wait_stderr("waiting for a fresh zygote"), run.err
         os.kill(warming[0], signal.SIGKILL)
-        rc, out, err = run.finish()
+        rc, out, err = run.finish(timeout=BOUND)
         assert rc == 71, (rc, out, err)
         assert "generation %d is warming up" % st["warming"] in err, err
         assert "the zygote was killed during warm-up (signal 9)" in err, err
@@ -302,11 +261,11 @@ def test_a_killed_server_is_not_a_zygote_being_restarted(pz):
     root = _project(pz, "proj", "import pathlib, time\n\n\ndef test_slow():\n"
                     "    pathlib.Path(%r).touch()\n    time.sleep(60)\n" % str(flag))
     srv = pz.start(root)
-    run = BgRun(pz, root, Q)
+    run = pz_util.BgRun(pz, root, Q)
     try:
         assert wait_until(flag.exists, timeout=WAIT), "the test never started"
         os.kill(srv.pid, signal.SIGKILL)
-        rc, out, err = run.finish()
+        rc, out, err = run.finish(timeout=BOUND)
     finally:
         run.kill()
     assert rc == 69, (rc, out, err)
