@@ -196,7 +196,9 @@ start_detached(const struct opts *o, const struct zpaths *p, const char *server)
 		int report = fcntl(pfd[1], F_DUPFD_CLOEXEC, 3);
 		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 		/* The log in the directory as checked (not a path swapped since),
-		 * never through a symlink: it is truncated. */
+		 * never through a symlink. Not truncated here: a server may
+		 * already run for this root and be writing it; the server
+		 * truncates it once it holds the pid lock (supervisor.c). */
 		char err[PATHS_ERR_MAX];
 		int dfd = paths_open_dir(p->dir, getuid(), err, sizeof(err));
 		if (dfd < 0) {
@@ -204,8 +206,7 @@ start_detached(const struct opts *o, const struct zpaths *p, const char *server)
 			_exit(ZEXIT_NOSTART);
 		}
 		int logfd = openat(dfd, strrchr(p->log, '/') + 1,
-				   O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
-				   0600);
+				   O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
 		/* A first line, written here: a log we cannot write (a full disk)
 		 * would otherwise surface later as the project's warm-up failing. */
 		if (logfd < 0 ||

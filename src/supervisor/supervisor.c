@@ -492,6 +492,13 @@ supervisor_main(const struct supervisor_opts *o)
 		}
 		return ZEXIT_NOSTART;
 	}
+	/* Detached by `start`, stderr is the log, opened for appending so that
+	 * a start that finds this server running does not wipe its log: this
+	 * server, which now holds the name, starts the log afresh. */
+	struct stat log_st;
+	if (o->report_fd >= 0 && fstat(STDERR_FILENO, &log_st) == 0 && S_ISREG(log_st.st_mode) &&
+	    ftruncate(STDERR_FILENO, 0) == 0)
+		dprintf(STDERR_FILENO, "pytest-zygote start: the server for %s\n", o->paths.root);
 	int r = setup_socket();
 	if (r < 0) {
 		log_error("cannot listen on '%s': %s%s", o->paths.sock, strerror(-r),

@@ -50,6 +50,28 @@ def test_start_twice_reports_the_running_server(pz):
     assert supervisors_for(root) == [srv.pid]
 
 
+def test_start_twice_keeps_the_running_servers_log(pz):
+    """A second `start` finds the server running and leaves its log alone
+    (it used to truncate it before learning that); a restart's new server
+    starts the log afresh."""
+    root = pz.project("basic")
+    srv = pz.start(root)
+    pz.run_zygote(["-q"], cwd=root)  # the basic project has failing tests
+    log = Path(srv.status()["log"])
+    before = log.read_text()
+    assert "pytest-zygote start: the server for %s" % root in before, before
+    assert len(before.splitlines()) > 1, before
+    r = pz.cli("start", "--root", root)
+    assert r.rc == 0 and ALREADY_RE.match(r.out.strip()), r
+    after = log.read_text()
+    assert after.startswith(before), (before, after)
+    r = pz.cli("restart", "--root", root)
+    assert r.rc == 0, r
+    fresh = log.read_text()
+    assert fresh.startswith("pytest-zygote start: the server for %s\n" % root), fresh
+    assert before not in fresh, fresh
+
+
 def test_start_from_the_project_directory_finds_the_root(pz):
     root = pz.project("basic")
     r = pz.cli("start", cwd=root / "tests" / "pkg")
