@@ -111,6 +111,9 @@ supervise(int argc, char **argv)
 			return ZEXIT_USAGE;
 		}
 	}
+	/* Nothing the caller left open reaches a zygote or a test child (a
+	 * foreground server keeps what it inherited; `start` closes it). */
+	close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
 	/* Neither may reach a zygote or a test child. */
 	if (ready_fd >= 0)
 		fcntl(ready_fd, F_SETFD, FD_CLOEXEC);

@@ -128,7 +128,7 @@ class Ctx:
         assert m, "unexpected ready line: %r" % (r,)
         return Server(self, root, int(m["pid"]), m["socket"], lines[0], r)
 
-    def start_foreground(self, root, *extra, env=None):
+    def start_foreground(self, root, *extra, env=None, pass_fds=()):
         """start --foreground --ready-fd N, waiting on the pipe (no sleeps)."""
         if str(root) not in self.roots:
             self.roots.append(str(root))
@@ -139,7 +139,7 @@ class Ctx:
                 [self.zbin, "start", "--root", str(root), "--foreground",
                  "--ready-fd", str(wfd), *extra],
                 env=self.env(env), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                pass_fds=(wfd,))
+                pass_fds=(wfd, *pass_fds))
         finally:
             os.close(wfd)
         self.foreground.append(proc)

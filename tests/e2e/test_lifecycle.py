@@ -395,6 +395,31 @@ def test_foreground_with_ready_fd(pz):
     assert srv.proc.wait(timeout=TIMEOUT) == 0
 
 
+def test_foreground_server_keeps_inherited_descriptors_from_runs(pz):
+    """A descriptor the caller of `start --foreground` left open (a service
+    manager's, a CI step's pipe) reaches neither the zygote nor a test (it
+    used to reach both, on its own number)."""
+    root = pz.project("basic")
+    rfd, wfd = os.pipe()
+    os.set_inheritable(wfd, True)
+    try:
+        pipe = os.readlink("/proc/self/fd/%d" % wfd)
+        srv = pz.start_foreground(root, pass_fds=(wfd,))
+        (root / "tests" / "test_fd.py").write_text(
+            "import os\n\n\ndef test_fd():\n"
+            "    assert not any(os.readlink('/proc/self/fd/' + f) == %r\n"
+            "                   for f in os.listdir('/proc/self/fd')\n"
+            "                   if os.path.exists('/proc/self/fd/' + f))\n" % pipe)
+        r = pz.run_zygote(["-q", "tests/test_fd.py"], cwd=root)
+        assert r.rc == 0, r
+        zpid = srv.status()["zygote_pid"]
+        held = [os.readlink(p) for p in Path("/proc/%d/fd" % zpid).iterdir()]
+        assert pipe not in held, held
+    finally:
+        os.close(rfd)
+        os.close(wfd)
+
+
 def test_process_titles(pz):
     root = pz.project("signals")
     srv = pz.start(root)
