@@ -33,14 +33,15 @@ enum trigger {
 };
 
 struct watch {
-	struct peer *sub; /* the WATCH connection; NULL once the server hung up */
-	long files;       /* files the server watches (its last CHANGES) */
+	struct peer *sub;       /* the WATCH connection; NULL once the server hung up */
+	long files;             /* files the server watches (its last CHANGES) */
 	char changed[PATH_MAX]; /* the first path of the last batch, for the user */
 	int nchanged;           /* paths in the batches since the last run started */
 	int server_gone;
 	char server_error[512];
 	int affected; /* mode: a change runs the affected tests (1) or all (0) */
-	int tty;      /* stdin is a terminal: keys, and its modes to restore */
+	int tty;      /* stdin is a terminal: its modes to restore */
+	int keys;     /* keys are read (a terminal that has not ended) */
 	struct termios saved;
 	int raw; /* the terminal is in key mode now */
 	int colour;
@@ -54,7 +55,7 @@ static struct termios *restore_at_exit;
 static void
 term_restore(struct watch *w)
 {
-	if (w->tty && w->raw) {
+	if (w->raw) {
 		tcsetattr(STDIN_FILENO, TCSANOW, &w->saved);
 		w->raw = 0;
 	}
@@ -71,7 +72,7 @@ term_restore_at_exit(void)
 static void
 term_keys(struct watch *w)
 {
-	if (!w->tty || w->raw)
+	if (!w->keys || w->raw)
 		return;
 	struct termios t = w->saved;
 	t.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
@@ -89,8 +90,7 @@ sub_frame(struct peer *p, struct peer_frame *f, void *arg)
 	struct watch *w = arg;
 	char text[PATH_MAX + 64];
 	if (f->type == PROTO_MSG_ERROR) {
-		snprintf(w->server_error, sizeof(w->server_error), "%.*s", (int)f->len,
-			 f->payload);
+		snprintf(w->server_error, sizeof(w->server_error), "%.*s", (int)f->len, f->payload);
 		w->server_gone = 1;
 		return PEER_STOP;
 	}
@@ -230,7 +230,7 @@ print_status(const struct watch *w, int ran, int code, double secs, long failed)
 		len += snprintf(line + len, sizeof(line) - (size_t)len,
 				"; last run %.2f s; exit code %d", secs, code);
 	snprintf(line + len, sizeof(line) - (size_t)len, " [%s]", w->affected ? "affected" : "all");
-	if (w->tty)
+	if (w->keys)
 		snprintf(tail, sizeof(tail), "  Enter: all, f: failed, a: affected/all, q: quit");
 	fflush(stdout);
 	if (w->colour) {
@@ -272,7 +272,7 @@ wait_next(struct watch *w, int sigfd, int *ret_quit)
 		struct pollfd pfd[3] = {
 			{ .fd = peer_fd(w->sub), .events = POLLIN },
 			{ .fd = sigfd, .events = POLLIN },
-			{ .fd = w->tty ? STDIN_FILENO : -1, .events = POLLIN },
+			{ .fd = w->keys ? STDIN_FILENO : -1, .events = POLLIN },
 		};
 		if (poll(pfd, 3, -1) < 0) {
 			if (errno == EINTR)
@@ -301,8 +301,10 @@ wait_next(struct watch *w, int sigfd, int *ret_quit)
 		if (pfd[2].revents & POLLIN) {
 			char k;
 			ssize_t n = read(STDIN_FILENO, &k, 1);
+			if (n < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
 			if (n <= 0) {
-				w->tty = 0; /* end of input: no more keys */
+				w->keys = 0; /* end of input: no more keys */
 				continue;
 			}
 			switch (k) {
@@ -325,7 +327,7 @@ wait_next(struct watch *w, int sigfd, int *ret_quit)
 				break;
 			}
 		} else if (pfd[2].revents) {
-			w->tty = 0;
+			w->keys = 0; /* hung up */
 		}
 	}
 }
@@ -355,6 +357,7 @@ cmd_watch(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 		return r;
 	}
 	w.tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &w.saved) == 0;
+	w.keys = w.tty;
 	if (w.tty) {
 		static struct termios at_exit;
 		at_exit = w.saved;

@@ -286,9 +286,9 @@ watch_begin(struct conn *c)
 		conn_reply(c, PROTO_MSG_ERROR, text);
 		return;
 	}
+	changes_watch_settle(); /* changes before the watch began are not its */
 	proto_decoder_finish(&c->dec);
 	set_state(c, CONN_WATCHING);
-	changes_watch_settle(); /* changes before the watch began are not its */
 	watch_text(text, sizeof(text), 0);
 	if (peer_send_text(c->peer, PROTO_MSG_CHANGES, text) < 0)
 		conn_drop(c);

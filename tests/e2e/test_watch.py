@@ -196,12 +196,23 @@ def lflag(fd):
     return termios.tcgetattr(fd)[3]
 
 
+def fresh_pty_modes():
+    """The modes of a new pty, as PtyRun's was before watch started (read
+    from PtyRun's own, the watch may already have changed them)."""
+    master, slave = os.openpty()
+    try:
+        return termios.tcgetattr(master)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 def test_keys_on_a_terminal_and_its_modes_restored(pz):
     root = pz.project("watch")
     pz.start(root)
     run = PtyRun([pz.zbin, "watch"], cwd=root, env=pz.env())
     try:
-        before = termios.tcgetattr(run.master)
+        before = fresh_pty_modes()
         run.expect(r"watching \d+ files \[affected\].*Enter: all")
         assert wait_until(lambda: not lflag(run.master) & termios.ICANON), \
             "the terminal is not in key mode while waiting"
@@ -236,7 +247,7 @@ def test_ctrl_c_on_a_terminal_interrupts_the_run_then_quits(pz):
     pz.start(root)
     run = PtyRun([pz.zbin, "watch"], cwd=root, env=pz.env())
     try:
-        before = termios.tcgetattr(run.master)
+        before = fresh_pty_modes()
         run.expect(r"watching \d+ files \[affected\]")
         (root / "slow.flag").write_text("")
         save(root, "app.py", "VALUE = 1\n")
@@ -259,7 +270,7 @@ def test_sigterm_while_waiting_restores_the_terminal(pz):
     pz.start(root)
     run = PtyRun([pz.zbin, "watch"], cwd=root, env=pz.env())
     try:
-        before = termios.tcgetattr(run.master)
+        before = fresh_pty_modes()
         run.expect(r"watching \d+ files \[affected\]")
         assert wait_until(lambda: not lflag(run.master) & termios.ICANON)
         run.proc.send_signal(signal.SIGTERM)
