@@ -357,7 +357,10 @@ note_for_watchers(const char *path)
 	for (int i = 0; path && i < s.nwatch_paths; i++)
 		if (strcmp(s.watch_paths[i], path) == 0)
 			return;
-	char *d = path && s.nwatch_paths < PROTO_CHANGES_MAX_PATHS ? strdup(path) : NULL;
+	/* A name with a newline would break the CHANGES text's lines: counted only. */
+	char *d = path && !strchr(path, '\n') && s.nwatch_paths < PROTO_CHANGES_MAX_PATHS
+			  ? strdup(path)
+			  : NULL;
 	if (d)
 		s.watch_paths[s.nwatch_paths++] = d;
 	else
