@@ -77,6 +77,8 @@ def scenarios(result: dict) -> list:
             add("%s_second" % kind, "2nd run after %s edit" % kind, "s", "warm run",
                 s.get("warm_edit"), "2nd run after edit", s.get("%s_second" % kind),
                 {"kind": "ratio", "limit": SECOND_RUN, "text": "<= %.2fx" % SECOND_RUN})
+        add("watch", "watch: save to result", "s", "settle + warm run",
+            s.get("watch_ref"), "pytest-zygote watch", s.get("watch_save"))
         add("per_test", "test time per test", "us", "cold",
             _per_test(s.get("runtest_cold", []), n), "zygote child",
             _per_test(s.get("runtest_warm", []), n),

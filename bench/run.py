@@ -31,6 +31,8 @@ falls on both alike:
     gc        a child's private dirty memory          vs one whose test calls gc.collect()
     edits     a warm run                              vs the first and the second run after
               editing a leaf module, then the module everything imports
+    watch     the settle time + a warm run after an   vs `pytest-zygote watch`: from saving the
+              edit of the leaf module                 leaf module to its status line
 
 Every command runs with a private user site directory (PYTHONUSERBASE) that
 makes the package importable, as pip would, and holds the start hook of
@@ -56,7 +58,11 @@ import datetime
 import json
 import os
 import platform
+import re
+import select
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -93,6 +99,8 @@ QUICK_PLAN = {
     "cpu": {"pairs": 1, "floor": 0, "gc": False, "xdist": 1},
 }
 NOOP_PAIRS = 20  # /bin/true vs status (and --version) per round
+WATCH_PAIRS = 3  # per round, on projects with a leaf module: watch vs settle + run
+SETTLE_S = 0.3  # the server's default settle time (PYTEST_ZYGOTE_SETTLE_MS)
 
 
 def parse_args(argv):
@@ -342,6 +350,60 @@ class Project:
             second = self.warm()
             self.check("second run after a %s edit" % kind, ref, second)
             self.add("%s_second" % kind, second.seconds)
+
+        # watch: a save to its result, against the settle time + a warm run
+        if self.spec.leaf is not None:
+            self._watch(ref)
+
+    def _watch(self, ref):
+        """`pytest-zygote watch`: from a save of the leaf module to the
+        status line after its run (B), against the settle time plus a warm
+        run started after the same edit (A), alternating. Both runs get
+        PYTEST_ZYGOTE_AFFECTED=1, as watch's runs do, so they select the same
+        tests; the watch is started before each save and ended after it."""
+        env = with_env(self.env, {"PYTEST_ZYGOTE_AFFECTED": "1"})
+        for _ in range(WATCH_PAIRS):
+            self.servers.settle(self.root)
+            self.edit(self.spec.leaf)
+            time.sleep(SETTLE_S)
+            a = timed([self.ns.bin, "run", "--", *ARGS], self.root, env)
+            self.add("watch_ref", SETTLE_S + a.seconds)
+            self.servers.settle(self.root)
+            proc = subprocess.Popen([self.ns.bin, "watch", "--", *ARGS], cwd=self.root,
+                                    env=self.env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            try:
+                out = self._read_until(proc, rb"watching \d+ files?")
+                t0 = time.perf_counter()
+                self.edit(self.spec.leaf)
+                out += self._read_until(proc, rb"last run [0-9.]+ s")
+                self.add("watch_save", time.perf_counter() - t0)
+                proc.send_signal(signal.SIGINT)
+                rc = proc.wait(timeout=harness.TIMEOUT)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                proc.stdout.close()
+            self.checked += 1
+            if rc != ref.rc or a.rc != ref.rc:
+                self.mismatches.append({"what": "watch run", "cold_rc": ref.rc, "rc": rc,
+                                        "cold_summary": ref.summary,
+                                        "summary": out.decode(errors="replace")[-400:]})
+
+    def _read_until(self, proc, pattern) -> bytes:
+        """The watch's output until pattern appears in it."""
+        buf, deadline = b"", time.monotonic() + harness.TIMEOUT
+        while not re.search(pattern, buf):
+            left = deadline - time.monotonic()
+            r, _, _ = select.select([proc.stdout], [], [], max(left, 0))
+            chunk = os.read(proc.stdout.fileno(), 65536) if r else b""
+            if not chunk:
+                raise BenchError("%s: watch ended or hung before %r (rc %r):\n%s"
+                                 % (self.spec.name, pattern, proc.poll(),
+                                    buf.decode(errors="replace")))
+            buf += chunk
+        return buf
 
     def _floor(self, ref):
         fd, path = tempfile.mkstemp(prefix="pzb-floor-", suffix=".json")

@@ -33,6 +33,24 @@ extern char client_redirect[1024 + 4096];
 int client_run(const struct zpaths *p, uint32_t flags, int nargs, char **args);
 
 /*
+ * client_run with a descriptor of the caller's polled during the run
+ * (`watch`: its subscription). When fd is readable, readable(arg) is called:
+ * 1 cancels the run as a Ctrl-C does (SIGINT to the run, once; the run's
+ * EXIT is still awaited), 0 goes on, -1 stops polling fd. cancelled and
+ * quit_signal (SIGTERM or SIGHUP, which are forwarded to the run) are set
+ * for the caller to read afterwards.
+ */
+struct client_run_hook {
+	int fd;
+	int (*readable)(void *arg);
+	void *arg;
+	int cancelled;
+	int quit_signal;
+};
+int client_run_hooked(const struct zpaths *p, uint32_t flags, int nargs, char **args,
+		      struct client_run_hook *hook);
+
+/*
  * Open /dev/null on whichever of 0, 1 and 2 is closed; call first thing. Returns
  * the ones that were closed at the first call as PROTO_FLAG_CLOSED_FD0 bits.
  */

@@ -19,7 +19,7 @@
  * Versions, in the HELLO. A run is sent as version 2: HELLO, then BUILD (the
  * client's build id), and a server of another build answers MISMATCH
  * instead of running it; a server from before version 2 answers an ERROR
- * that starts with PROTO_VERSION_ERROR. STATUS, STOP and WAIT are sent as
+ * that starts with PROTO_VERSION_ERROR. STATUS, STOP, WAIT and WATCH are sent as
  * version 1 (HELLO, DONE), which every server answers whatever its build:
  * stop is the way out of a mismatch, so never change what they send. Bump
  * PROTO_VERSION when a message of a run changes meaning; the build id
@@ -59,6 +59,10 @@ enum proto_msg {
 				  * instance NAME~ID); then close */
 	PROTO_MSG_MISMATCH = 45, /* text: "version=..\nbuild=..\nprotocol=N\n" of a server of
 				  * another build, which refuses the run; then close */
+	PROTO_MSG_CHANGES = 46,  /* text to a WATCH client: "files=N\n", then one
+				  * "changed=PATH\n" per changed file (at most
+				  * PROTO_CHANGES_MAX_PATHS, then "more=K\n"); the first,
+				  * with no paths, says the watch is on. More follow. */
 
 	/* supervisor <-> zygote generation (trusted, internal) */
 	PROTO_MSG_Z_READY = 60,    /* text: key=value lines about the warm-up */
@@ -75,7 +79,13 @@ enum proto_kind {
 	PROTO_KIND_STATUS = 2, /* reply with PROTO_MSG_STATUS */
 	PROTO_KIND_STOP = 3,   /* drain and exit; reply STATUS when done */
 	PROTO_KIND_WAIT = 4,   /* reply STATUS once a generation is warm */
+	PROTO_KIND_WATCH = 5,  /* stay connected: a CHANGES after each settled batch of
+				* changes (pytest-zygote watch) */
+	PROTO_KIND_LAST = PROTO_KIND_WATCH,
 };
+
+/* The paths one CHANGES message names; the rest are counted in "more=". */
+#define PROTO_CHANGES_MAX_PATHS 64
 
 struct proto_hdr {
 	uint32_t type;

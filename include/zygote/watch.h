@@ -101,6 +101,14 @@ const char *watch_warning(const struct watch *w);
  */
 size_t watch_count(const struct watch *w);
 
+/*
+ * The number of files a change of which is reported (the watch globs, not
+ * ignored), counted by a walk of the tree now (a directory read per
+ * directory, no stat): for the status line of `pytest-zygote watch`, after a
+ * batch of changes. Returns the count or -errno (the root's errors, -ENOMEM).
+ */
+long watch_files(struct watch *w);
+
 /* Remove the watches, close the fd and free w. Accepts NULL. */
 void watch_destroy(struct watch *w);
 

@@ -1,6 +1,6 @@
 /*
  * What the pytest-zygote program's files share: main.c (help texts, options,
- * the command table), start.c, status.c and run.c. Private to src/client/ (the
+ * the command table), start.c, status.c, run.c and watch.c. Private to src/client/ (the
  * protocol is zygote/client.h); like them, it must not need libpython or libbsd.
  */
 #ifndef CLIENT_INTERNAL_H
@@ -41,6 +41,12 @@ int cmd_run(const struct opts *o, const struct zpaths *p, int nargs, char **args
 int cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args);
 int cmd_probe(const struct opts *o, const struct zpaths *p, int nargs, char **args);
 int cmd_worker(const struct opts *o, const struct zpaths *p, int nargs, char **args);
+
+/* run.c: one run as `run` makes it, with watch's hook (or NULL). */
+struct client_run_hook;
+int run_once(const struct opts *o, const struct zpaths *p, int nargs, char **args,
+	     struct client_run_hook *hook);
+int cmd_watch(const struct opts *o, const struct zpaths *p, int nargs, char **args);
 
 /* start.c: start the server for p (detached, or become it with --foreground). */
 int do_start(const struct opts *o, const struct zpaths *p);

@@ -306,6 +306,13 @@ mismatch(const struct zpaths *p, const char *text)
 int
 client_run(const struct zpaths *p, uint32_t flags, int nargs, char **args)
 {
+	return client_run_hooked(p, flags, nargs, args, NULL);
+}
+
+int
+client_run_hooked(const struct zpaths *p, uint32_t flags, int nargs, char **args,
+		  struct client_run_hook *hook)
+{
 	uint32_t closed = client_fill_stdio();
 	int fd = client_connect(p);
 	if (fd < 0)
@@ -364,16 +371,17 @@ client_run(const struct zpaths *p, uint32_t flags, int nargs, char **args)
 	struct run_state st = { .code = -1 };
 	struct interrupt intr = { .next_ms = -1, .timeout_ms = interrupt_timeout_ms() };
 	while (st.code < 0 && !st.redirected && !st.mismatch) {
-		struct pollfd pfd[2] = {
+		struct pollfd pfd[3] = {
 			{ .fd = fd, .events = POLLIN },
 			{ .fd = sigfd, .events = POLLIN },
+			{ .fd = hook ? hook->fd : -1, .events = POLLIN },
 		};
 		int timeout = -1;
 		if (intr.next_ms >= 0) {
 			long long left = intr.next_ms - now_ms();
 			timeout = left > 0 ? (int)left : 0;
 		}
-		int k = poll(pfd, 2, timeout);
+		int k = poll(pfd, 3, timeout);
 		if (k < 0) {
 			if (errno == EINTR)
 				continue;
@@ -387,6 +395,8 @@ client_run(const struct zpaths *p, uint32_t flags, int nargs, char **args)
 			struct signalfd_siginfo si;
 			while (read(sigfd, &si, sizeof(si)) == sizeof(si)) {
 				int sig = (int)si.ssi_signo;
+				if (hook && (sig == SIGTERM || sig == SIGHUP))
+					hook->quit_signal = sig;
 				if (sig == SIGINT) {
 					interrupt_step(&intr, peer, 0);
 					continue;
@@ -397,6 +407,17 @@ client_run(const struct zpaths *p, uint32_t flags, int nargs, char **args)
 					 * on `fg` is forwarded in turn. */
 					raise(SIGSTOP);
 				}
+			}
+		}
+		if (pfd[2].revents) {
+			/* watch: a change came; cancel the run as Ctrl-C does (once:
+			 * a run that does not stop escalates on the timer). */
+			int cancel = hook->readable(hook->arg);
+			if (cancel < 0)
+				hook->fd = -1; /* its end is seen after the run */
+			if (cancel > 0 && intr.stage == 0) {
+				hook->cancelled = 1;
+				interrupt_step(&intr, peer, 0);
 			}
 		}
 		if (!pfd[0].revents)

@@ -35,6 +35,7 @@ static const char usage_text[] =
 	"Commands:\n"
 	"  start     start the server for a project and wait until it is warm\n"
 	"  run       run pytest in a fork of the warm server: pytest-zygote run -- ARGS\n"
+	"  watch     run the affected tests on every save: pytest-zygote watch -- ARGS\n"
 	"  stop      stop the server (running tests may finish first)\n"
 	"  restart   stop, then start\n"
 	"  status    show the server's pid, generation, modules, runs and memory\n"
@@ -121,6 +122,24 @@ static const char run_help[] =
 	"directory, with this environment and this terminal. Exits with pytest's exit\n"
 	"code. Options of pytest-zygote come first; everything from the first other\n"
 	"argument (or after --) goes to pytest.\n"
+	"\n"
+	"  --root DIR          project root (default: pytest's rootdir from the cwd)\n"
+	"  --start-if-needed   start the server first when none is running\n"
+	"  --instance NAME     another server for the same root\n";
+
+static const char watch_help[] =
+	"Usage: pytest-zygote watch [--root DIR] [--start-if-needed] [--] [PYTEST ARGS...]\n"
+	"\n"
+	"Stay in the foreground and, once each batch of saves has settled (the server's\n"
+	"settle time, PYTEST_ZYGOTE_SETTLE_MS), run the tests they affect (of those\n"
+	"ARGS select) as `run` would, then print one line: watching N files; last run\n"
+	"X s; K failed. A save during a run cancels it (Ctrl-C to the run) and starts\n"
+	"the next. Keys when stdin is a terminal: Enter runs every test ARGS select,\n"
+	"f only those that failed last (--lf), a switches saves between affected and\n"
+	"all, q quits. Ctrl-C during a run interrupts that run (again: as in run);\n"
+	"Ctrl-C between runs quits. Exits with the last run's exit code (0 before\n"
+	"any run); 69 when the server goes away. Without a terminal: no keys, one\n"
+	"run per settled change.\n"
 	"\n"
 	"  --root DIR          project root (default: pytest's rootdir from the cwd)\n"
 	"  --start-if-needed   start the server first when none is running\n"
@@ -341,6 +360,7 @@ static const struct command {
 	{ "start", start_help, cmd_start,
 	  CMD_PYTHON | CMD_READY_FD | CMD_MAX_RUNS | CMD_FOREGROUND | CMD_CONF_FATAL },
 	{ "run", run_help, cmd_run, CMD_START_IF_NEEDED | CMD_PYTEST_ARGS },
+	{ "watch", watch_help, cmd_watch, CMD_START_IF_NEEDED | CMD_PYTEST_ARGS },
 	{ "stop", stop_help, cmd_stop, CMD_GRACE | CMD_ALL },
 	{ "restart", restart_help, cmd_restart,
 	  CMD_PYTHON | CMD_MAX_RUNS | CMD_GRACE | CMD_CONF_FATAL },

@@ -75,7 +75,7 @@ export_worker_cmd(const struct zpaths *p, const char *instance)
  * is started with this environment when it is not running yet.
  */
 static int
-run_variant(const struct opts *o, int nargs, char **args)
+run_variant(const struct opts *o, int nargs, char **args, struct client_run_hook *hook)
 {
 	char id[32], reason[800], inst[192];
 	static char python[PATH_MAX];
@@ -97,7 +97,7 @@ run_variant(const struct opts *o, int nargs, char **args)
 		return ZEXIT_USAGE;
 	if (!o->worker)
 		export_worker_cmd(&vp, inst);
-	int code = client_run(&vp, o->worker ? PROTO_FLAG_WORKER : 0, nargs, args);
+	int code = client_run_hooked(&vp, o->worker ? PROTO_FLAG_WORKER : 0, nargs, args, hook);
 	if (code == -ENOENT || code == -ECONNREFUSED) {
 		log_info("this run's environment differs from the zygote's in %s; starting a "
 			 "zygote for this environment",
@@ -105,7 +105,7 @@ run_variant(const struct opts *o, int nargs, char **args)
 		int r = do_start(&vo, &vp);
 		if (r != 0)
 			return r;
-		code = client_run(&vp, o->worker ? PROTO_FLAG_WORKER : 0, nargs, args);
+		code = client_run_hooked(&vp, o->worker ? PROTO_FLAG_WORKER : 0, nargs, args, hook);
 	}
 	if (code == CLIENT_UNTRUSTED)
 		return ZEXIT_UNTRUSTED;
@@ -136,25 +136,34 @@ run_exit(const struct zpaths *p, int code)
 	return code;
 }
 
-/* `run`: pytest with args in a fork of the warm zygote; pytest's exit code. */
+/* One run as `run` makes it (start-if-needed, the zygote for its
+ * environment), with watch's hook or none; pytest's exit code. */
 int
-cmd_run(const struct opts *o, const struct zpaths *p, int nargs, char **args)
+run_once(const struct opts *o, const struct zpaths *p, int nargs, char **args,
+	 struct client_run_hook *hook)
 {
 	export_worker_cmd(p, o->instance);
-	int code = client_run(p, 0, nargs, args);
+	int code = client_run_hooked(p, 0, nargs, args, hook);
 	if (code == CLIENT_REDIRECT)
-		return run_variant(o, nargs, args);
+		return run_variant(o, nargs, args, hook);
 	if ((code == -ENOENT || code == -ECONNREFUSED) && o->start_if_needed) {
 		struct opts so = *o;
 		so.quiet = 1;
 		int r = do_start(&so, p);
 		if (r != 0)
 			return r;
-		code = client_run(p, 0, nargs, args);
+		code = client_run_hooked(p, 0, nargs, args, hook);
 		if (code == CLIENT_REDIRECT)
-			return run_variant(o, nargs, args);
+			return run_variant(o, nargs, args, hook);
 	}
 	return run_exit(p, code);
+}
+
+/* `run`: pytest with args in a fork of the warm zygote; pytest's exit code. */
+int
+cmd_run(const struct opts *o, const struct zpaths *p, int nargs, char **args)
+{
+	return run_once(o, p, nargs, args, NULL);
 }
 
 /*
@@ -184,6 +193,6 @@ cmd_worker(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 	wo.worker = 1;
 	int code = client_run(p, PROTO_FLAG_WORKER, nargs, args);
 	if (code == CLIENT_REDIRECT)
-		return run_variant(&wo, nargs, args);
+		return run_variant(&wo, nargs, args, NULL);
 	return run_exit(p, code);
 }

@@ -165,7 +165,8 @@ cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 		"zygote_pid", "modules",  "project_files", "warmup_s",
 		"runs",       "running",  "rss_kb",        "threads",
 		"refreshes",  "warming",  "dirty_count",   "last_refresh_s",
-		"queued",     "max_runs", "variants",      "protocol"
+		"queued",     "max_runs", "variants",      "protocol",
+		"watchers"
 	};
 	if (o->json) {
 		printf("{\"server\": true");

@@ -132,7 +132,7 @@ proto_decoder_feed(struct proto_decoder *d, uint32_t type, const void *payload, 
 			d->state = PROTO_ST_ERROR;
 			return -EPROTO;
 		}
-		if (h.kind < PROTO_KIND_RUN || h.kind > PROTO_KIND_WAIT)
+		if (h.kind < PROTO_KIND_RUN || h.kind > PROTO_KIND_LAST)
 			return fail(d, fds, nfds, "unknown request kind");
 		d->req.kind = h.kind;
 		d->req.flags = h.flags;

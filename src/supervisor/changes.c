@@ -3,6 +3,7 @@
  * (where imports came from, data files they read), the dirty set, and when
  * runs must wait for a fresh generation. Never blocks, never talks to clients.
  */
+#include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -345,6 +346,33 @@ is_config(const char *path)
 	return 0;
 }
 
+/* A change for the watch clients (path NULL: events were lost), kept until
+ * conn_watch_notify sends it; nothing is kept while none is connected. */
+static void
+note_for_watchers(const char *path)
+{
+	if (s.watchers <= 0)
+		return;
+	s.watch_last_ms = now_ms();
+	for (int i = 0; path && i < s.nwatch_paths; i++)
+		if (strcmp(s.watch_paths[i], path) == 0)
+			return;
+	/* A name with a newline would break the CHANGES text's lines: counted only. */
+	char *d = path && !strchr(path, '\n') && s.nwatch_paths < PROTO_CHANGES_MAX_PATHS
+			  ? strdup(path)
+			  : NULL;
+	if (d)
+		s.watch_paths[s.nwatch_paths++] = d;
+	else
+		s.watch_more++;
+}
+
+long
+changes_watched_files(void)
+{
+	return s.watch ? watch_files(s.watch) : -ENOENT;
+}
+
 /* A file in the project changed (or may have). */
 static void
 on_change(const char *path, void *arg)
@@ -352,6 +380,7 @@ on_change(const char *path, void *arg)
 	(void)arg;
 	char why[PATH_MAX + 128];
 	const char *files = current_files();
+	note_for_watchers(path);
 	if (is_config(path)) {
 		snprintf(why, sizeof(why), "the pytest configuration '%s' changed", path);
 		need_fresh(why, s.settle_ms);
@@ -404,6 +433,7 @@ changes_watch_settle(void)
 		const char *w = watch_warning(s.watch);
 		if (w && !warned++)
 			log_warn("%s", w);
+		note_for_watchers(NULL);
 		s.dirty_total++;
 		s.last_change_ms = now_ms();
 	}

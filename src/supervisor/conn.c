@@ -43,7 +43,7 @@ close_draining(struct peer *p)
 	peer_destroy(p);
 }
 
-/* Move c to state st, keeping the count of queued runs. */
+/* Move c to state st, keeping the counts of queued runs and of watchers. */
 static void
 set_state(struct conn *c, enum conn_state st)
 {
@@ -51,6 +51,18 @@ set_state(struct conn *c, enum conn_state st)
 		s.queued--;
 	if (st == CONN_QUEUED)
 		s.queued++;
+	if (c->state == CONN_WATCHING)
+		s.watchers--;
+	if (st == CONN_WATCHING)
+		s.watchers++;
+	if (s.watchers <= 0) {
+		/* Nobody to tell: forget what was collected for them. */
+		for (int i = 0; i < s.nwatch_paths; i++)
+			free(s.watch_paths[i]);
+		s.nwatch_paths = 0;
+		s.watch_more = 0;
+		s.watch_last_ms = 0;
+	}
 	c->state = st;
 }
 
@@ -241,12 +253,101 @@ park(struct conn *c, enum conn_state st)
 	return 0;
 }
 
+/* The CHANGES text: the files watched, then the paths (the header of each). */
+static void
+watch_text(char *buf, size_t size, int with_paths)
+{
+	long files = changes_watched_files();
+	int len = snprintf(buf, size, "files=%ld\n", files < 0 ? 0 : files);
+	for (int i = 0; with_paths && i < s.nwatch_paths && len >= 0 && (size_t)len < size; i++)
+		len += snprintf(buf + len, size - (size_t)len, "changed=%s\n", s.watch_paths[i]);
+	if (with_paths && s.watch_more > 0 && len >= 0 && (size_t)len < size)
+		snprintf(buf + len, size - (size_t)len, "more=%ld\n", s.watch_more);
+}
+
+/*
+ * A WATCH: the connection stays, without a deadline, and gets a CHANGES
+ * after each settled batch of changes. At most MAX_WATCHERS at once: each
+ * holds a slot and costs a walk of the tree per batch.
+ */
+static void
+watch_begin(struct conn *c)
+{
+	char text[128];
+	if (s.stopping) {
+		conn_reply(c, PROTO_MSG_ERROR, "the server is stopping; start it again");
+		return;
+	}
+	if (s.watchers >= MAX_WATCHERS) {
+		snprintf(text, sizeof(text),
+			 "too many watch clients (%d) on this server; end one of them (q or "
+			 "Ctrl-C) and try again",
+			 MAX_WATCHERS);
+		conn_reply(c, PROTO_MSG_ERROR, text);
+		return;
+	}
+	changes_watch_settle(); /* changes before the watch began are not its */
+	proto_decoder_finish(&c->dec);
+	set_state(c, CONN_WATCHING);
+	watch_text(text, sizeof(text), 0);
+	if (peer_send_text(c->peer, PROTO_MSG_CHANGES, text) < 0)
+		conn_drop(c);
+}
+
+/* Send the watchers what changed since the last time, and forget it. */
+void
+conn_watch_notify(void)
+{
+	/* PROTO_CHANGES_MAX_PATHS paths of at most PATH_MAX, and the counts */
+	static char text[PROTO_CHANGES_MAX_PATHS * (PATH_MAX + 9) + 64];
+	watch_text(text, sizeof(text), 1);
+	for (int i = 0; i < s.nconns; i++) {
+		struct conn *c = s.conns[i];
+		/* One that has not read a megabyte of these is stuck (stopped
+		 * with Ctrl-Z): it goes, as a client not reading its reply. */
+		if (c->state == CONN_WATCHING &&
+		    peer_send_text(c->peer, PROTO_MSG_CHANGES, text) < 0) {
+			log_info("a watch client does not read its messages; closing its "
+				 "connection");
+			conn_drop(c);
+		}
+	}
+	for (int i = 0; i < s.nwatch_paths; i++)
+		free(s.watch_paths[i]);
+	s.nwatch_paths = 0;
+	s.watch_more = 0;
+	s.watch_last_ms = 0;
+}
+
+/* A watcher sent something: only its hang-up is expected. */
+static int
+watching_frame(struct peer *p, struct peer_frame *f, void *arg)
+{
+	(void)p;
+	(void)f;
+	conn_reply(arg, PROTO_MSG_ERROR, "unexpected message from a watch client");
+	return PEER_STOP;
+}
+
+/* POLLIN on a watcher: its end (q, Ctrl-C, a kill), or a message it must not send. */
+static void
+watching_readable(struct conn *c)
+{
+	int r = peer_read(c->peer, watching_frame, c);
+	if (r == 1 || r == PEER_STOP)
+		return;
+	conn_drop(c);
+}
+
 /* A REQUESTED connection: answer it, park it or hand the run over. */
 static void
 request_complete(struct conn *c)
 {
 	int new_seed = 0, stale = 0;
 	switch (c->dec.req.kind) {
+	case PROTO_KIND_WATCH:
+		watch_begin(c);
+		return;
 	case PROTO_KIND_STATUS:
 		changes_watch_settle(); /* the changes made before asking are in the answer */
 		reply_status(c);
@@ -597,6 +698,9 @@ conn_readable(struct conn *c)
 	case CONN_QUEUED:
 	case CONN_STOPPING:
 		parked_readable(c); /* Ctrl-C or hang-up while parked */
+		break;
+	case CONN_WATCHING:
+		watching_readable(c);
 		break;
 	case CONN_LINGERING:
 		linger_flush(c); /* a hang-up: the flush says the client is gone */

@@ -48,6 +48,9 @@ struct watch;
  * at once) before its connection is closed (docs/security.md). */
 #define CONN_REQUEST_MS 10000
 #define DEFAULT_GRACE_MS 5000
+/* `pytest-zygote watch` connections a server keeps at once (each is held
+ * for as long as its watch runs; docs/design.md, "watch"). */
+#define MAX_WATCHERS 16
 /* How long a reply may take to reach a client that does not read it before
  * its connection is dropped (the wait a blocking send used to have). */
 #define LINGER_MS 5000
@@ -61,6 +64,8 @@ enum conn_state {
 			 * with a new hash seed); a Ctrl-C cancels it */
 	CONN_QUEUED,    /* a run parked at the max_runs limit, first come first served */
 	CONN_STOPPING,  /* a STOP, answered once the server has stopped */
+	CONN_WATCHING,  /* a WATCH: sent CHANGES after each settled batch of changes
+			 * until it hangs up (no deadline; at most MAX_WATCHERS) */
 	CONN_LINGERING, /* answered; its reply is still going out (for at most LINGER_MS) */
 	CONN_CLOSED,    /* gone; freed by conn_sweep, where no handler holds it */
 };
@@ -145,7 +150,14 @@ struct supervisor_state {
 	long runs;
 	int running;
 	int max_runs; /* 0: no limit */
-	int queued;   /* connections QUEUED */
+	/* pytest-zygote watch: the connections WATCHING, and the changes not
+	 * sent to them yet (changes.c collects, conn_watch_notify sends) */
+	int watchers;
+	char *watch_paths[PROTO_CHANGES_MAX_PATHS];
+	int nwatch_paths;
+	long watch_more;         /* changes past the list (a lost event counts one) */
+	long long watch_last_ms; /* the latest change not sent yet; 0: none */
+	int queued;              /* connections QUEUED */
 	long queue_seq;
 	int32_t next_run;
 	int stopping;
@@ -216,6 +228,10 @@ long long conn_expire(long long now);
 
 /* A fresh generation started: tell the runs that wait for one what they wait for now. */
 void conn_notice_fresh(void);
+
+/* Send the WATCHING connections the changes collected since the last time
+ * (the loop calls it once they settled), and forget them. */
+void conn_watch_notify(void);
 
 /* A generation that runs wait for cannot start: end each such run with msg
  * (exit 71), and answer a `start` waiting when none serves. */
@@ -300,6 +316,10 @@ void changes_wait_reason(char *buf, size_t size);
 /* Start the fresh generation that pending changes need once they settled;
  * 1 if it started one, else 0 with *wake lowered to when it is next due. */
 int changes_fresh_timer(long long now, long long *wake);
+
+/* How many files the project watcher reports changes of (-errno when it
+ * cannot tell, -ENOENT when nothing is watched). */
+long changes_watched_files(void);
 
 /* Drain (or poll) the project watcher into the dirty set. */
 void changes_watch_settle(void);

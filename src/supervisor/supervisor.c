@@ -616,6 +616,16 @@ supervisor_main(const struct supervisor_opts *o)
 			}
 			wake = wake < 0 || due < wake ? due : wake;
 		}
+		/* Watch clients: told once the changes settled (the settle time
+		 * after the last), the same quiet the refresh above waits for. */
+		if (s.watch_last_ms > 0) {
+			long long due = s.watch_last_ms + s.settle_ms;
+			if (now >= due) {
+				conn_watch_notify();
+				continue;
+			}
+			wake = wake < 0 || due < wake ? due : wake;
+		}
 		/* Runs wait for a fresh generation: start it once the changes settled. */
 		if (changes_fresh_timer(now, &wake)) {
 			conn_notice_fresh();
@@ -646,11 +656,13 @@ supervisor_main(const struct supervisor_opts *o)
 		 * warm generation as `start` and run do), none started, no
 		 * first warm-up; measured from when the server was last busy.
 		 * `status` and `stop` do not count: polling status must not
-		 * keep a server alive. */
+		 * keep a server alive; a `watch` connected does (it runs
+		 * tests on the next save). */
 		int busy = s.running > 0 || s.queued > 0 || !s.ever_ready;
 		for (int i = 0; i < s.nconns && !busy; i++)
 			busy = s.conns[i]->state == CONN_WAITING ||
-			       s.conns[i]->state == CONN_QUEUED;
+			       s.conns[i]->state == CONN_QUEUED ||
+			       s.conns[i]->state == CONN_WATCHING;
 		if (busy || s.was_busy)
 			s.last_active_ms = now;
 		if (s.last_run_ms > s.last_active_ms)

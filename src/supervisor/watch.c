@@ -63,6 +63,7 @@ struct watch {
 	struct table seen;  /* what this drain has reported */
 	unsigned gen;
 	size_t polled_dirs;
+	long counted;     /* watch_files(): wanted files the walk met */
 	long queued_max;  /* max_queued_events when the instance was made */
 	int degraded;     /* some wanted directory has no watch */
 	int64_t retry_at; /* CLOCK_MONOTONIC ns of the next attempt to fix that */
@@ -359,6 +360,7 @@ enum {
 	WALK_WATCH = 1,    /* add inotify watches */
 	WALK_REPORT = 2,   /* report every wanted file */
 	WALK_SNAPSHOT = 4, /* stat wanted files into the snapshot, report changes */
+	WALK_COUNT = 8,    /* count wanted files in w->counted */
 };
 
 /* Report the file below a renamed directory under its old name too. */
@@ -458,8 +460,12 @@ walk(struct watch *w, const char *rel, int flags, const char *old)
 				r = subdirs_push(&subs, crel);
 			continue;
 		}
-		if (!(flags & (WALK_REPORT | WALK_SNAPSHOT)) || !file_wanted(w, crel))
+		if (!(flags & (WALK_REPORT | WALK_SNAPSHOT | WALK_COUNT)) || !file_wanted(w, crel))
 			continue;
+		if (flags & WALK_COUNT) {
+			w->counted++;
+			continue;
+		}
 		if (flags & WALK_SNAPSHOT) {
 			struct stat st;
 			/* Follow symlinks: the target's changes are what matter. */
@@ -772,6 +778,14 @@ size_t
 watch_count(const struct watch *w)
 {
 	return w->poll ? w->polled_dirs : w->dirs.n;
+}
+
+long
+watch_files(struct watch *w)
+{
+	w->counted = 0;
+	int r = walk(w, "", WALK_COUNT, NULL);
+	return r < 0 ? r : w->counted;
 }
 
 void

@@ -23,7 +23,7 @@ from pz_util import REPO
 HARNESS = REPO / "bench" / "run.py"
 TINY_SCENARIOS = {"start", "run", "first", "second", "cpu", "floor", "leaf_first", "leaf_second", "core_first",
                   "core_second", "per_test", "noop", "noop_exec", "dirty", "gc", "rss", "handover", "hook",
-                  "back_to_back"}
+                  "back_to_back", "watch"}
 
 
 def _xdist_scenarios():
@@ -81,6 +81,7 @@ def test_quick_tiny_run_writes_consistent_results(bench_env, tmp_path):
     # every settled warm run waited for an idle zygote; 3 back-to-back runs per round
     assert len(s["settle_s"]) >= len(s["warm"]) and all(x >= 0 for x in s["settle_s"])
     assert len(s["back_to_back"]) == 3 * 2
+    assert len(s["watch_save"]) == len(s["watch_ref"]) == 3 * 2  # watch vs settle + run
     assert all(x > 0 for k in ("start", "cold", "warm", "floor", "true", "status")
                for x in s[k])
     # the probe really ran in a zygote child and in a cold process

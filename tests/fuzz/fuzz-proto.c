@@ -41,7 +41,7 @@ check_request(const struct proto_decoder *d)
 {
 	const struct proto_request *q = &d->req;
 
-	check(q->kind >= PROTO_KIND_RUN && q->kind <= PROTO_KIND_WAIT, "kind in range");
+	check(q->kind >= PROTO_KIND_RUN && q->kind <= PROTO_KIND_LAST, "kind in range");
 	if (q->argv) {
 		for (size_t i = 0; i < q->argc; i++)
 			check(q->argv[i] != NULL, "argv has argc entries");

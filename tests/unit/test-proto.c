@@ -259,7 +259,7 @@ test_status(void)
 	proto_buf_free(&b);
 
 	/* The other non-run kinds need no body either. */
-	for (uint32_t k = PROTO_KIND_STOP; k <= PROTO_KIND_WAIT; k++) {
+	for (uint32_t k = PROTO_KIND_STOP; k <= PROTO_KIND_LAST; k++) {
 		proto_decoder_init(&d);
 		is_int(feed_hello(&d, k), 0, "HELLO kind %u", k);
 		is_int(feed_done(&d), 1, "kind %u complete with HELLO+DONE", k);
@@ -308,7 +308,7 @@ test_hello_refusals(void)
 	proto_decoder_finish(&d);
 
 	proto_decoder_init(&d);
-	refused(&d, feed_hello(&d, PROTO_KIND_WAIT + 1), "kind", "unknown kind");
+	refused(&d, feed_hello(&d, PROTO_KIND_LAST + 1), "kind", "unknown kind");
 	proto_decoder_finish(&d);
 
 	/* A refused decoder stays refused. */
@@ -379,7 +379,7 @@ test_build(void)
 	proto_decoder_finish(&d);
 
 	/* stop is the way out of a mismatch: served whatever the build. */
-	for (uint32_t k = PROTO_KIND_STATUS; k <= PROTO_KIND_WAIT; k++) {
+	for (uint32_t k = PROTO_KIND_STATUS; k <= PROTO_KIND_LAST; k++) {
 		proto_decoder_init(&d);
 		feed_hello_full(&d, PROTO_MAGIC, PROTO_VERSION, k);
 		is_int(feed_str(&d, PROTO_MSG_BUILD, "0123456789ab"), 0,

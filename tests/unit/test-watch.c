@@ -376,6 +376,7 @@ test_ignore(void)
 
 	start(&wt, NULL, NULL);
 	is_int(watch_count(wt.w), 4, "root, pkg, pkg/sub and docs watched; ignored dirs not");
+	is_int(watch_files(wt.w), 3, "three files watched: a.py, pkg/b.py, pkg/sub/c.py");
 	is_str(watch_warning(wt.w), NULL, "no warning");
 
 	put(".git/hooks/h.py", "x");
@@ -400,6 +401,8 @@ test_ignore(void)
 	   bad ? bad : "");
 	is_int(watch_count(wt.w), 4, "the new .tox dir at depth is not watched either");
 	is_int(wt.s.n, 1, "only the sentinel was reported");
+	is_int(watch_files(wt.w), 4,
+	       "a.py, b.py, c.py and the sentinel: ignored ones do not count");
 	stop(&wt);
 
 	/* Directories no glob can reach are not watched; custom ignores. */

@@ -41,6 +41,7 @@ def child_run(argv, cwd, env):
     runner_path = env.pop("PYTEST_ZYGOTE_SYS_PATH", None)
     state.worker_cmd = env.pop("PYTEST_ZYGOTE_WORKER_CMD", None)
     worker = env.pop("PYTEST_ZYGOTE_WORKER", None)
+    result_file = env.pop("PYTEST_ZYGOTE_RESULT_FILE", None)  # pytest-zygote watch
     zygote_env = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
@@ -85,6 +86,8 @@ def child_run(argv, cwd, env):
         child_plugins = []
         if os.environ.pop("PYTEST_ZYGOTE_PRACTICE", None):
             child_plugins.append(CollectBudget())
+        if result_file:
+            child_plugins.append(_Result(result_file))
         # Modules still imported will not warn again by themselves.
         replay = [w for w in state.warm_warnings if w[2] in sys.modules]
         if replay or state.rewrite_marks:
@@ -363,6 +366,23 @@ def _measures_coverage(argv, env):
     except ValueError:
         args = list(argv)
     return any(a.startswith("--cov") for a in args) and "--no-cov" not in args
+
+
+class _Result:
+    """The counts `pytest-zygote watch` prints in its status line, written
+    to the file it names when the session finishes."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def pytest_sessionfinish(self, session):
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        passed = len(getattr(tr, "stats", {}).get("passed", ()))
+        try:
+            with open(self.path, "w") as f:
+                f.write("failed=%d\npassed=%d\n" % (session.testsfailed, passed))
+        except OSError:
+            pass  # the status line then shows the exit code
 
 
 def _pytest_main(plugins):
