@@ -5,6 +5,7 @@
  * Keys on a terminal between runs. The terminal is pytest's during a run:
  * nothing here reads it or changes its modes then.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -333,6 +334,29 @@ wait_next(struct watch *w, int sigfd, int *ret_quit)
 }
 
 /* `watch`: run the tests on every settled change until q or Ctrl-C; the last run's exit code. */
+/*
+ * The result files of watches that are gone (killed with -9: nothing of
+ * theirs ran at exit). A file whose pid lives is another watch's, or a
+ * recycled pid's; it stays, and its owner removes it.
+ */
+static void
+sweep_results(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		int pid, end = 0;
+		if (sscanf(e->d_name, "watch-%d.result%n", &pid, &end) != 1 ||
+		    e->d_name[end] != '\0' || end == 0 || pid <= 0 || pid == getpid())
+			continue;
+		if (kill(pid, 0) < 0 && errno == ESRCH)
+			unlinkat(dirfd(d), e->d_name, 0);
+	}
+	closedir(d);
+}
+
 int
 cmd_watch(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 {
@@ -365,6 +389,7 @@ cmd_watch(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 		atexit(term_restore_at_exit);
 	}
 	w.colour = isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
+	sweep_results(p->dir);
 	if ((size_t)snprintf(w.result_path, sizeof(w.result_path), "%s/watch-%d.result", p->dir,
 			     (int)getpid()) >= sizeof(w.result_path))
 		w.result_path[0] = '\0'; /* no counts: the status line says the exit code */

@@ -12,6 +12,8 @@ import subprocess
 import termios
 import time
 
+from pathlib import Path
+
 import pytest
 
 from pz_util import (TIMEOUT, PtyRun, hello, is_gone, message, read_msg, strip_ansi,
@@ -297,12 +299,17 @@ def test_a_watcher_killed_leaves_the_server_serving(pz, watch):
     srv = pz.start(root)
     w = watch(root)
     assert srv.status()["watchers"] == 1
+    save(root, "app.py", "VALUE = 1  # saved\n")
+    w.wait_out(STATUS_RE)  # a run wrote its counts to the watch's result file
+    result = Path(pz.runtime_dir) / ("watch-%d.result" % w.proc.pid)
+    assert result.exists(), list(Path(pz.runtime_dir).iterdir())
     w.proc.kill()
     w.proc.wait()
     assert wait_until(lambda: srv.status()["watchers"] == 0), srv.status()
     r = pz.run_zygote(["-q"], cwd=root)
     assert r.rc == 0, r
     w2 = watch(root)  # the slot is free again
+    assert not result.exists()  # the next watch removed the dead one's file
     save(root, "app.py", "VALUE = 1\n")
     w2.wait_out(STATUS_RE)
     assert w2.finish() == 0
