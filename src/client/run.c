@@ -140,6 +140,9 @@ run_exit(const struct zpaths *p, int code)
 int
 cmd_run(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 {
+	/* The run's child pops it and selects the tests (_zy/affected.py). */
+	if (o->affected)
+		setenv("PYTEST_ZYGOTE_AFFECTED", "1", 1);
 	export_worker_cmd(p, o->instance);
 	int code = client_run(p, 0, nargs, args);
 	if (code == CLIENT_REDIRECT)

@@ -41,6 +41,7 @@ def child_run(argv, cwd, env):
     runner_path = env.pop("PYTEST_ZYGOTE_SYS_PATH", None)
     state.worker_cmd = env.pop("PYTEST_ZYGOTE_WORKER_CMD", None)
     worker = env.pop("PYTEST_ZYGOTE_WORKER", None)
+    affected = env.pop("PYTEST_ZYGOTE_AFFECTED", None)  # run --affected (affected.py)
     zygote_env = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
@@ -85,6 +86,10 @@ def child_run(argv, cwd, env):
         child_plugins = []
         if os.environ.pop("PYTEST_ZYGOTE_PRACTICE", None):
             child_plugins.append(CollectBudget())
+        if affected and not worker:
+            from .affected import plugin as affected_plugin
+
+            child_plugins.append(affected_plugin())
         # Modules still imported will not warn again by themselves.
         replay = [w for w in state.warm_warnings if w[2] in sys.modules]
         if replay or state.rewrite_marks:
