@@ -52,9 +52,15 @@ _SELECTION_OPTIONS = frozenset((
 # Audit events of a process start: what the process reads is not seen here.
 _SPAWN_EVENTS = frozenset(("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn",
                            "os.spawn", "os.fork", "os.forkpty"))
-# A file changed this close to the start of the run (ns) may have changed
-# while it ran: file times come from a clock that ticks every few ms.
-_RACE_NS = 20_000_000
+# Names a directory's listing leaves out: what runs themselves create.
+_NOT_LISTED = frozenset(("__pycache__", ".pytest_cache"))
+# A file whose change time is this close to the start of the run (ns), or
+# later, may have changed after the run read it: file times come from the
+# coarse clock, which ticks every 1/HZ s (4 ms on Debian).
+try:
+    _RACE_NS = int(time.clock_getres(5) * 1e9) + 1_000_000  # CLOCK_REALTIME_COARSE
+except OSError:
+    _RACE_NS = 10_000_000
 
 _IMPORT = """
 def affected_import(name, globals=None, locals=None, fromlist=(), level=0):
@@ -74,7 +80,7 @@ class Recorder:
     node has tokens: "m:MODULE", "f:PATH", "d:DIR", "e:VARIABLE", "s" (it
     started a process)."""
 
-    def __init__(self):
+    def __init__(self, start_ns):
         self.root = state.root
         self.prefix = state.root + os.sep
         self.deps = {}
@@ -86,7 +92,7 @@ class Recorder:
                                    for d in (".pytest_cache", ".git"))
         self._project = {}
         self.env0 = dict(os.environ.items())
-        self.start_ns = time.time_ns()
+        self.start_ns = start_ns
 
     def add(self, node, token):
         s = self.deps.get(node)
@@ -256,11 +262,14 @@ class Recorder:
                 path = args[0] if args else "."
                 if isinstance(path, int):
                     return
+                f = sys._getframe(1)
+                if f.f_code.co_filename.startswith("<frozen importlib"):
+                    return  # the import system's: imports are in the graph
                 path = os.path.abspath(os.fsdecode(os.fspath(path if path is not None else ".")))
                 if (path + os.sep).startswith(self.prefix) and \
-                        not path.startswith(self.skip_prefixes):
+                        not (path + os.sep).startswith(self.skip_prefixes):
                     # pytest's own walks are not a test's: only project code's.
-                    self.attribute("d:" + path, sys._getframe(1), glob=False)
+                    self.attribute("d:" + path, f, glob=False)
             elif event in _SPAWN_EVENTS:
                 self.attribute("s", sys._getframe(1), glob=False)
         except Exception:  # noqa: BLE001 - never in the way of what is audited
@@ -356,7 +365,8 @@ class Hashes:
         else:
             try:
                 if token.startswith("d:"):
-                    data = "\0".join(sorted(os.listdir(path))).encode("utf-8", "surrogateescape")
+                    names = sorted(n for n in os.listdir(path) if n not in _NOT_LISTED)
+                    data = "\0".join(names).encode("utf-8", "surrogateescape")
                 else:
                     with open(path, "rb") as f:
                         data = f.read()
@@ -388,8 +398,8 @@ def _env_digest(env):
 class AffectedPlugin:
     """The pytest plugin of a run with --affected (registered by child.py)."""
 
-    def __init__(self):
-        self.rec = Recorder()
+    def __init__(self, start_ns):
+        self.rec = Recorder(start_ns)
         self.rec.install()
         self.config = None
         self.disabled = None  # why every test runs and nothing is recorded
@@ -724,7 +734,8 @@ class AffectedPlugin:
             "outside": outside, "tests": tests, "closures": closures, "hashes": table})
 
 
-def plugin():
+def plugin(start_ns=None):
     """The plugin a run with PYTEST_ZYGOTE_AFFECTED=1 registers; it starts
-    recording at once, before pytest loads the conftests."""
-    return AffectedPlugin()
+    recording at once, before pytest loads the conftests. start_ns: when the
+    run began (time.time_ns()), before its reload step."""
+    return AffectedPlugin(start_ns or time.time_ns())

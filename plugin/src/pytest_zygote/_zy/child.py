@@ -41,7 +41,8 @@ def child_run(argv, cwd, env):
     runner_path = env.pop("PYTEST_ZYGOTE_SYS_PATH", None)
     state.worker_cmd = env.pop("PYTEST_ZYGOTE_WORKER_CMD", None)
     worker = env.pop("PYTEST_ZYGOTE_WORKER", None)
-    affected = env.pop("PYTEST_ZYGOTE_AFFECTED", None)  # run --affected (affected.py)
+    # run --affected (affected.py): when this run began, before the reload step
+    affected = env.pop("PYTEST_ZYGOTE_AFFECTED", None) and time.time_ns()
     zygote_env = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
@@ -89,7 +90,7 @@ def child_run(argv, cwd, env):
         if affected and not worker:
             from .affected import plugin as affected_plugin
 
-            child_plugins.append(affected_plugin())
+            child_plugins.append(affected_plugin(affected))
         # Modules still imported will not warn again by themselves.
         replay = [w for w in state.warm_warnings if w[2] in sys.modules]
         if replay or state.rewrite_marks:
