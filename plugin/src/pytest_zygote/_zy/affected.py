@@ -91,6 +91,7 @@ class Recorder:
         self.skip_prefixes = tuple(os.path.join(self.root, d) + os.sep
                                    for d in (".pytest_cache", ".git"))
         self._project = {}
+        self._tops = {}
         self.env0 = dict(os.environ.items())
         self.start_ns = start_ns
 
@@ -141,16 +142,21 @@ class Recorder:
                 name = importlib.util.resolve_name("." * level + name, package)
         elif level:
             return
-        mod = sys.modules.get(name)
-        if importer is None:
-            # Imports by pytest, plugins and libraries: only project modules.
-            top = sys.modules.get(name.partition(".")[0])
-            mf = getattr(top, "__file__", None) or getattr(mod, "__file__", None)
-            if not (isinstance(mf, str) and mf.startswith(self.prefix)):
-                return
-            mf = getattr(mod, "__file__", None)
-            if self.ctx is None and isinstance(mf, str) and \
-                    os.path.basename(mf) == "conftest.py":
+        # Only project modules (the standard library and installed packages
+        # are "outside": _outside), judged once per top-level name.
+        top = name.partition(".")[0]
+        ours = self._tops.get(top)
+        if ours is None:
+            mf = getattr(sys.modules.get(top), "__file__", None) or \
+                getattr(sys.modules.get(name), "__file__", None)
+            ours = isinstance(mf, str) and self.project_file(os.path.abspath(mf))
+            if top in sys.modules:
+                self._tops[top] = ours
+        if not ours:
+            return
+        if importer is None and self.ctx is None:
+            mf = getattr(sys.modules.get(name), "__file__", None)
+            if isinstance(mf, str) and os.path.basename(mf) == "conftest.py":
                 return  # pytest loading a conftest: it applies by directory
         tokens = []
         parts = name.split(".")
@@ -225,7 +231,8 @@ class Recorder:
     # --- environment, files, processes --------------------------------------
 
     def note_env(self, key):
-        if self.quiet or not isinstance(key, str) or key.startswith("PYTEST_ZYGOTE_"):
+        if self.quiet or not isinstance(key, str) or key.startswith("PYTEST_ZYGOTE_") or \
+                key == "PYTEST_CURRENT_TEST":  # pytest's, set and read around each test
             return
         try:
             f = sys._getframe(2)
@@ -408,7 +415,10 @@ class AffectedPlugin:
         self.summary = None
         self.none_left = False
         self.epoch = [0, ""]  # [number, why]: bumped by every change that selects all
+        self.loaded_epoch = None
         self.stack = []
+        self.known = set(sys.modules)  # for _new_modules
+        self.known_len = len(self.known)
 
     # --- set-up -------------------------------------------------------------
 
@@ -440,37 +450,40 @@ class AffectedPlugin:
         path = getattr(collector, "path", None)
         if path is None:
             return
-        self.stack.append((collector.nodeid, self.rec.ctx, set(sys.modules)))
+        self._new_modules()
+        self.stack.append((collector.nodeid, self.rec.ctx))
         self.rec.ctx = "@" + str(path)
 
     def pytest_collectreport(self, report):
         if self.stack and self.stack[-1][0] == report.nodeid:
-            _, ctx, before = self.stack.pop()
-            self._new_modules(before)
-            self.rec.ctx = ctx
+            self._new_modules()
+            self.rec.ctx = self.stack.pop()[1]
 
-    def _new_modules(self, before):
-        """Project modules that appeared while the context ran, however they
-        were imported: the context's."""
-        ctx = self.rec.ctx
-        if ctx is None:
+    def _new_modules(self):
+        """Project modules that appeared in sys.modules since the last look,
+        however they were imported (the import hooks see most): the
+        context's. (Outside contexts the import hooks attribute them: a
+        conftest's imports are the conftest's.)"""
+        if len(sys.modules) == self.known_len:
             return
-        for name in sys.modules.keys() - before:
+        now = set(sys.modules)
+        new, self.known, self.known_len = now - self.known, now, len(now)
+        if self.rec.ctx is None:
+            return
+        for name in new:
             f = getattr(sys.modules.get(name), "__file__", None)
             if isinstance(f, str) and self.rec.project_file(os.path.abspath(f)):
-                self.rec.add(ctx, "m:" + name)
+                self.rec.add(self.rec.ctx, "m:" + name)
 
     @__import__("pytest").hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item, nextitem):
         # A plain hook that returns None: it only opens the context, which
         # pytest_runtest_logfinish closes.
-        self._before = set(sys.modules)
+        self._new_modules()
         self.rec.ctx = "@" + str(item.path)
 
     def pytest_runtest_logfinish(self, nodeid, location):
-        before = getattr(self, "_before", None)
-        if before is not None:
-            self._new_modules(before)
+        self._new_modules()
         self.rec.ctx = None
 
     def pytest_runtest_logreport(self, report):
@@ -608,6 +621,7 @@ class AffectedPlugin:
             data = self._load()
             if data is not None:
                 hashes = Hashes(data.get("hashes"))
+                self.loaded_epoch = data.get("epoch", 0)
             self.hashes = hashes
             why_all = self._everything(data, hashes)
             if why_all is not None:
@@ -674,6 +688,8 @@ class AffectedPlugin:
             session.exitstatus = 0  # nothing to run is success here, not "no tests"
         if self.disabled or self.config.option.collectonly or not self.items:
             return
+        if not self.outcomes and self.loaded_epoch == self.epoch[0]:
+            return  # nothing ran and nothing new to remember
         self.rec.quiet = True
         try:
             self._store()
