@@ -22,9 +22,10 @@ struct opts {
 	int grace_ms;
 	int quiet;  /* start messages to stderr (auto-start from run) */
 	int worker; /* the run is an xdist worker (cmd_worker) */
-	int affected; /* run --affected: only the tests that can have changed outcome */
 	int python_set, grace_set, start_if_needed_set;
 	struct zconf conf; /* the project's config section */
+
+	int affected; /* run --affected: only the tests that can have changed outcome */
 };
 
 /* main.c: the root and the server's paths for o; logs and returns -1 when
