@@ -362,3 +362,18 @@ def test_runtime_reads_and_imports(pz, tmp_path):
     r = affected(pz, root, rc=1)
     assert "tests/test_list.py::test_list" in outcomes(r.out)
     assert "tests/test_other.py::test_other" not in outcomes(r.out)
+
+
+def test_xdist_runs_everything(pz, tmp_path):
+    """With -n the controller collects nothing to select from: every test
+    runs, the line says so, and nothing is recorded."""
+    pytest.importorskip("xdist")
+    root = tmp_path / "small"
+    small_project(root)
+    pz.start(root)
+    affected(pz, root, rc=0)
+    r = affected(pz, root, "-n", "2", rc=0)
+    assert "--affected does not select with -n (pytest-xdist): every test runs" in r.out, r.out
+    assert len(outcomes(r.out)) == 4, r.out
+    r = affected(pz, root, rc=0)
+    assert summary(r) == (0, 4, "nothing changed")

@@ -163,9 +163,13 @@ class Recorder:
         for i in range(1, len(parts) + 1):
             tokens.append("m:" + ".".join(parts[:i]))
         for item in fromlist or ():
-            sub = "%s.%s" % (name, item)
-            if item != "*" and sub in sys.modules:
-                tokens.append("m:" + sub)
+            if item == "*":
+                # The submodules __all__ names are imported without __import__.
+                for sub in getattr(sys.modules.get(name), "__all__", None) or ():
+                    if isinstance(sub, str) and "%s.%s" % (name, sub) in sys.modules:
+                        tokens.append("m:%s.%s" % (name, sub))
+            elif "%s.%s" % (name, item) in sys.modules:
+                tokens.append("m:%s.%s" % (name, item))
         nodes = []
         if importer is not None:
             nodes.append(importer)
