@@ -112,8 +112,9 @@ class Project:
                    "import os\n\n\ndef read():\n"
                    "    with open(os.path.join(os.path.dirname(__file__), '..', 'data', "
                    "'d1.txt')) as f:\n        return int(f.read())\n\n\n"
-                   "def test_data_1():\n    assert read() % 3 != 0\n\n\n"
-                   "def test_data_2(base):\n    assert (read() + base) % 2 == 0\n\n\n"
+                   + "".join("def test_data_%d():\n    assert (read() + %d) %% 5 != 0\n\n\n"
+                             % (k, k) for k in range(4))
+                   + "def test_data_base(base):\n    assert (read() + base) % 4 != 0\n\n\n"
                    "def test_import_data():\n    import p0.m2\n    assert p0.m2.D % 4 != 0\n")
 
     def write_data(self):
@@ -129,7 +130,8 @@ class Project:
     def edit(self):
         """One random edit; returns what it did, in words."""
         rng = self.rng
-        kind = rng.choice(["const", "const", "const", "extra", "data", "conftest", "newtest"])
+        kind = rng.choice(["const", "const", "const", "extra", "data", "data", "conftest",
+                           "newtest"])
         if kind == "const":
             m = rng.choice(self.mods)
             self.consts[m] = rng.randint(0, 9)
