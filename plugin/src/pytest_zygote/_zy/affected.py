@@ -73,10 +73,19 @@ def affected_import(name, globals=None, locals=None, fromlist=(), level=0):
 """
 
 
+def conftest_node(path):
+    """The node of a conftest file: by path, since conftests outside packages
+    share the module name "conftest"."""
+    if path.endswith("conftest.py") and os.path.basename(path) == "conftest.py":
+        return "@c:" + os.path.abspath(path)
+    return None
+
+
 class Recorder:
     """What this run's code depends on, by node: a project module's name,
-    "@PATH" for what happened while the test module PATH was collected or
-    its tests ran, "" for what no test module or project code owns. Each
+    "@c:PATH" for a conftest, "@PATH" for what happened while the test
+    module PATH was collected or its tests ran, "" for what no test module
+    or project code owns. Each
     node has tokens: "m:MODULE", "f:PATH", "d:DIR", "e:VARIABLE", "s" (it
     started a process)."""
 
@@ -115,7 +124,7 @@ class Recorder:
             if isinstance(fn, str) and fn.startswith(self.prefix) and self.project_file(fn):
                 name = g.get("__name__")
                 if isinstance(name, str) and not name.startswith("pytest_zygote"):
-                    return name
+                    return conftest_node(fn) or name
             f = f.f_back
         return None
 
@@ -172,7 +181,7 @@ class Recorder:
                 tokens.append("m:%s.%s" % (name, item))
         nodes = []
         if importer is not None:
-            nodes.append(importer)
+            nodes.append(conftest_node(f) or importer)
         if self.ctx is not None:
             nodes.append(self.ctx)
         if not nodes:
@@ -476,7 +485,8 @@ class AffectedPlugin:
             return
         for name in new:
             f = getattr(sys.modules.get(name), "__file__", None)
-            if isinstance(f, str) and self.rec.project_file(os.path.abspath(f)):
+            if isinstance(f, str) and self.rec.project_file(os.path.abspath(f)) and \
+                    not conftest_node(f):  # conftests apply by directory
                 self.rec.add(self.rec.ctx, "m:" + name)
 
     @__import__("pytest").hookimpl(tryfirst=True)
@@ -729,7 +739,7 @@ class AffectedPlugin:
                 files = [path]
                 for d, f, name in conftests:
                     if path.startswith(d):
-                        nodes.append(name)
+                        nodes.append("@c:" + f)
                         files.append(f)
                 tokens = self.rec.closure(nodes, files, graph)
                 frozen = self._freeze(tokens, hashes, check_race=True)
