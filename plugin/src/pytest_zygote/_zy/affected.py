@@ -511,8 +511,16 @@ class AffectedPlugin:
     # --- selection ------------------------------------------------------------
 
     def _load(self):
+        """The stored record, or None when there is none that this version
+        can use (then every test runs: a first run)."""
         data = self.config.cache.get(CACHE_KEY, None)
-        if not isinstance(data, dict) or data.get("version") != VERSION:
+        if not isinstance(data, dict) or data.get("version") != VERSION or \
+                not isinstance(data.get("epoch"), int):
+            return None
+        for key in ("global", "outside", "tests", "closures", "hashes"):
+            if not isinstance(data.get(key), dict):
+                return None
+        if not all(isinstance(c, dict) for c in data["closures"].values()):
             return None
         return data
 
