@@ -24,6 +24,8 @@ struct opts {
 	int worker; /* the run is an xdist worker (cmd_worker) */
 	int python_set, grace_set, start_if_needed_set;
 	struct zconf conf; /* the project's config section */
+
+	int affected; /* run --affected: only the tests that can have changed outcome */
 };
 
 /* main.c: the root and the server's paths for o; logs and returns -1 when

@@ -116,7 +116,8 @@ static const char start_help[] =
 	"  --instance NAME another server for the same root\n";
 
 static const char run_help[] =
-	"Usage: pytest-zygote run [--root DIR] [--start-if-needed] [--] [PYTEST ARGS...]\n"
+	"Usage: pytest-zygote run [--root DIR] [--start-if-needed] [--affected] [--]\n"
+	"                         [PYTEST ARGS...]\n"
 	"\n"
 	"Run pytest with ARGS in a fresh fork of the warm server, in the current\n"
 	"directory, with this environment and this terminal. Exits with pytest's exit\n"
@@ -125,6 +126,11 @@ static const char run_help[] =
 	"\n"
 	"  --root DIR          project root (default: pytest's rootdir from the cwd)\n"
 	"  --start-if-needed   start the server first when none is running\n"
+	"  --affected          of the tests ARGS select, run only those that can have\n"
+	"                      changed outcome since their last run: their test\n"
+	"                      module's imports, conftests, data files or variables\n"
+	"                      changed, or they failed or did not run last time; one\n"
+	"                      line says how many and why (state: pytest's cache)\n"
 	"  --instance NAME     another server for the same root\n";
 
 static const char watch_help[] =
@@ -349,6 +355,7 @@ enum {
 	CMD_PYTEST_ARGS = 1 << 7,     /* the first other argument starts pytest's */
 	CMD_CONF_FATAL = 1 << 8,      /* bad config settings stop it (else: warnings) */
 	CMD_ALL = 1 << 9,             /* --all: every server in the runtime directory */
+	CMD_AFFECTED = 1 << 10,       /* --affected: run the tests that can have changed */
 };
 
 static const struct command {
@@ -359,7 +366,7 @@ static const struct command {
 } commands[] = {
 	{ "start", start_help, cmd_start,
 	  CMD_PYTHON | CMD_READY_FD | CMD_MAX_RUNS | CMD_FOREGROUND | CMD_CONF_FATAL },
-	{ "run", run_help, cmd_run, CMD_START_IF_NEEDED | CMD_PYTEST_ARGS },
+	{ "run", run_help, cmd_run, CMD_START_IF_NEEDED | CMD_AFFECTED | CMD_PYTEST_ARGS },
 	{ "watch", watch_help, cmd_watch, CMD_START_IF_NEEDED | CMD_PYTEST_ARGS },
 	{ "stop", stop_help, cmd_stop, CMD_GRACE | CMD_ALL },
 	{ "restart", restart_help, cmd_restart,
@@ -464,6 +471,8 @@ parse_options(const struct command *c, int argc, char **argv, struct opts *o, in
 			   strcmp(a, "--start-if-needed") == 0) {
 			o->start_if_needed = 1;
 			o->start_if_needed_set = 1;
+		} else if ((c->flags & CMD_AFFECTED) && strcmp(a, "--affected") == 0) {
+			o->affected = 1;
 		} else if ((c->flags & CMD_JSON) && strcmp(a, "--json") == 0) {
 			o->json = 1;
 		} else if ((c->flags & CMD_ALL) && strcmp(a, "--all") == 0) {

@@ -142,6 +142,9 @@ int
 run_once(const struct opts *o, const struct zpaths *p, int nargs, char **args,
 	 struct client_run_hook *hook)
 {
+	/* The run's child pops it and selects the tests (_zy/affected.py). */
+	if (o->affected)
+		setenv("PYTEST_ZYGOTE_AFFECTED", "1", 1);
 	export_worker_cmd(p, o->instance);
 	int code = client_run_hooked(p, 0, nargs, args, hook);
 	if (code == CLIENT_REDIRECT)

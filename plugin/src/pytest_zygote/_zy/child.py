@@ -42,6 +42,8 @@ def child_run(argv, cwd, env):
     state.worker_cmd = env.pop("PYTEST_ZYGOTE_WORKER_CMD", None)
     worker = env.pop("PYTEST_ZYGOTE_WORKER", None)
     result_file = env.pop("PYTEST_ZYGOTE_RESULT_FILE", None)  # pytest-zygote watch
+    # run --affected (affected.py): when this run began, before the reload step
+    affected = env.pop("PYTEST_ZYGOTE_AFFECTED", None) and time.time_ns()
     zygote_env = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
@@ -88,6 +90,10 @@ def child_run(argv, cwd, env):
             child_plugins.append(CollectBudget())
         if result_file:
             child_plugins.append(_Result(result_file))
+        if affected and not worker:
+            from .affected import plugin as affected_plugin
+
+            child_plugins.append(affected_plugin(affected))
         # Modules still imported will not warn again by themselves.
         replay = [w for w in state.warm_warnings if w[2] in sys.modules]
         if replay or state.rewrite_marks:
