@@ -348,3 +348,28 @@ def test_watchers_are_bounded_and_do_not_starve_the_server(pz):
             s.close()
     assert wait_until(lambda: srv.status()["watchers"] == 0)
     assert not is_gone(srv.pid)
+
+
+def test_a_save_runs_only_the_tests_it_affects(pz, watch):
+    """watch and run --affected together: a save runs the tests whose module
+    the change reaches and those that failed last time, and the run's line
+    says which and why."""
+    root = pz.project("watch")
+    save(root, "other.py", "N = 1\n")
+    save(root, "tests/test_other.py",
+         "import other\n\n\ndef test_other_a():\n    assert other.N == 1\n\n\n"
+         "def test_other_b():\n    assert other.N < 5\n")
+    pz.start(root)
+    w = watch(root, args=("-q", "-p", "no:randomly"))
+    save(root, "other.py", "N = 1  # first save: no record yet, everything runs\n")
+    w.wait_out(STATUS_RE)
+    assert re.search(r"6 of 6 tests: first run", w.out), w.out
+    save(root, "other.py", "N = 2\n")
+    w.wait_out(STATUS_RE, count=2)
+    assert re.search(r"2 of 6 tests: other\.py changed", w.out), w.out
+    assert re.findall(STATUS_RE, w.out)[1][1] == "1", w.out  # test_other_a fails
+    save(root, "app.py", "VALUE = 1  # saved\n")
+    w.wait_out(STATUS_RE, count=3)
+    # test_app's four, and test_other_a again (it failed last time).
+    assert re.search(r"5 of 6 tests: app\.py changed", w.out), w.out
+    assert w.finish() == 1
