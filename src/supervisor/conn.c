@@ -149,7 +149,6 @@ reply_status(struct conn *c)
 	conn_reply(c, PROTO_MSG_STATUS, text);
 }
 
-/* Hand a complete run request to the current generation. */
 /*
  * The request as the client sent it, plus the generation's check list
  * (changes.c, changes_gen_entry): the files that may differ from its snapshot,
@@ -186,6 +185,7 @@ send_run(struct gen *g, int32_t id, int conn_fd, const struct proto_request *req
 	return r;
 }
 
+/* Hand a complete run request to the current generation. */
 static void
 hand_over(struct conn *c)
 {
