@@ -1,7 +1,9 @@
 /*
  * What changed: the project watcher, a second inotify outside the project
- * (where imports came from, data files they read), the dirty set, and when
- * runs must wait for a fresh generation. Never blocks, never talks to clients.
+ * (where imports came from, data files they read), the dirty set, each
+ * generation's check list (the files its runs compare with its snapshot), and
+ * when runs must wait for a fresh generation. Never blocks, never talks to
+ * clients.
  */
 #include <limits.h>
 #include <signal.h>

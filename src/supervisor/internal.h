@@ -22,7 +22,8 @@ struct watch;
 /*
  * Who calls whom: supervisor.c (the loop) calls every file. conn.c may call
  * gen.c, changes.c, variant.c and status.c; gen.c calls changes.c (what to
- * watch outside the project) and status.c; changes.c starts a fresh
+ * watch outside the project, a generation's check list) and status.c;
+ * changes.c starts a fresh
  * generation (and kills one that warms with old files); status.c reads
  * gen.c; variant.c calls no other file. gen.c never calls into conn.c or the
  * loop: what a generation's messages mean for connections (serve what
