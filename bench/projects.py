@@ -12,6 +12,11 @@ afresh on every run, so results never depend on leftover caches.
     large    MODULES x TESTS generated trivial tests (default 100 x 50 = 5,000)
     cpu      400 tests that each compute for about 10 ms (40 with --quick): a suite
              whose time is spent in tests, where pytest-xdist's -n pays off
+    monorepo100, monorepo, monorepo10k
+             a generated monorepo of 100, 1,000 and 10,000 modules (10 tests each,
+             cross imports, a core module everything imports); every run is of one
+             10-test file. monorepo10k (100,000 tests; its warm-up takes minutes)
+             only when named with --projects.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-NAMES = ("tiny", "heavy", "django", "large", "cpu")
+NAMES = ("tiny", "heavy", "django", "large", "cpu", "monorepo100", "monorepo")
+EXTRA = ("monorepo10k",)  # measured only when named: --projects monorepo10k
+MONOREPO = {"monorepo100": 100, "monorepo": 1000, "monorepo10k": 10000}
 
 
 @dataclass
@@ -33,6 +40,7 @@ class Project:
     leaf: Path | None  # imported by one test module (None: no edit scenarios)
     env: dict  # extra environment for every run in this project (None = unset)
     floor: bool = True  # measure the in-process floor (skipped where it is too slow)
+    args: list | None = None  # what each run passes to pytest besides -q (None: nothing)
 
 
 def _write(path: Path, text: str) -> None:
@@ -52,6 +60,8 @@ def make(name: str, dest: Path, quick: bool = False) -> Project:
     root = dest / name
     if root.exists():
         shutil.rmtree(root)
+    if name in MONOREPO:
+        return _monorepo(name, root.resolve(), MONOREPO[name])
     make_fn = {"tiny": _tiny, "heavy": _heavy, "django": _django, "large": _large,
                "cpu": _cpu}[name]
     return make_fn(root.resolve(), quick)
@@ -262,3 +272,51 @@ def _cpu(root: Path, quick: bool) -> Project:
         _write(root / "tests" / ("test_c%02d.py" % i), "".join(body))
     return Project("cpu", root, root / "work" / "core.py", None, {}, floor=False)
 
+
+
+def _monorepo(name: str, root: Path, modules: int) -> Project:
+    """MODULES modules in packages of 100 (mono/pNNN/mNNNNN.py), each with a
+    test module of 10 tests. Every module imports mono.core; the first tenth
+    only that, the others also two modules of the first tenth, as libraries
+    of a monorepo import its shared ones. Runs run the last module's test
+    file: a cold run imports four project modules, while editing mono/core.py
+    makes every module of the project stale. Warm-up imports every module."""
+    _write(root / "pytest.ini", "[pytest]\ntestpaths = tests\npythonpath = .\n")
+    _write(root / "mono" / "__init__.py", "")
+    _write(root / "mono" / "core.py",
+           "import json\n\nVERSION = 0\n\n\ndef value(x):\n    return x + VERSION\n\n\n"
+           "def roundtrip(obj):\n    return json.loads(json.dumps(obj))\n")
+    shared = max(1, modules // 10)
+
+    def where(i):
+        return "mono.p%03d" % (i // 100), "m%05d" % i
+
+    for p in range((modules + 99) // 100):
+        _write(root / "mono" / ("p%03d" % p) / "__init__.py", "")
+    for i in range(modules):
+        pkg, mod = where(i)
+        deps = [] if i < shared else [where((i * 7) % shared), where((i * 13 + 5) % shared)]
+        lines = ["from mono import core\n"]
+        lines += ["from %s import %s as d%d\n" % (dp, dm, k) for k, (dp, dm) in enumerate(deps)]
+        total = " + ".join(["K"] + ["d%d.K" % k for k in range(len(deps))])
+        lines.append("\nK = %d\n\n\ndef f(j):\n    return core.value((%s) * j)\n\n\n"
+                     "class Item:\n    def __init__(self, n):\n        self.n = n\n\n"
+                     "    def double(self):\n        return 2 * self.n\n" % (i, total))
+        _write(root / pkg.replace(".", "/") / (mod + ".py"), "".join(lines))
+        k = i + (((i * 7) % shared + (i * 13 + 5) % shared) if i >= shared else 0)
+        body = ["from mono import core\nfrom %s import %s\n" % (pkg, mod)]
+        for j in range(10):
+            if j % 2:
+                body.append("\n\ndef test_f%d():\n    assert %s.f(%d) == %d\n" % (j, mod, j, k * j))
+            else:
+                body.append("\n\ndef test_item%d():\n    assert %s.Item(%d).double() == %d\n"
+                            % (j, mod, j, 2 * j))
+        _write(root / "tests" / ("p%03d" % (i // 100)) / ("test_%s.py" % mod), "".join(body))
+    pkg, mod = where(modules - 1)
+    target = root / "tests" / ("p%03d" % ((modules - 1) // 100)) / ("test_%s.py" % mod)
+    # Warm-up imports the whole project (not what collection reaches in 5 s):
+    # the size a run's checks would grow with.
+    return Project(name, root, root / "mono" / "core.py",
+                   root / pkg.replace(".", "/") / (mod + ".py"),
+                   {"PYTEST_ZYGOTE_LEARN_SECONDS": "3600"}, floor=False,
+                   args=[str(target.relative_to(root))])

@@ -23,6 +23,8 @@ GC_SHARE = 0.10  # of the zygote's RSS
 HOOK = 2.0  # issue #13: pytest through the start hook vs pytest-zygote run
 XDIST_COLD = 0.5  # issue #14: run -n 2 vs cold -n 2 (large, cpu)
 XDIST_WARM = 0.75  # issue #14: run -n 2 vs a single warm run (large, cpu)
+MONO_CPU = 1.10  # issue #18: a warm run's child CPU, vs the same on the 100-module monorepo
+MONO_CORE = 2.0  # issue #18: the first run after editing core vs a cold run (monorepo10k)
 
 
 def _per_test(seconds, tests):
@@ -114,7 +116,19 @@ def scenarios(result: dict) -> list:
                 "child + gc.collect()", _mb(s.get("dirty_gc_kb", [])),
                 {"kind": "extra", "limit": limit,
                  "text": "+<= %.1f MB" % limit} if limit else None)
-        add("rss", "zygote RSS", "MB", None, None, "zygote", _mb(s.get("zygote_rss_kb", [])))
+        add("rss", "zygote RSS", "MB", "cold pytest", _mb(s.get("rss_cold_kb", [])),
+            "zygote", _mb(s.get("zygote_rss_kb", [])))
+        if s.get("child_cpu_ms"):
+            add("core_first_cold", "1st run after core edit vs cold", "s", "cold pytest -q",
+                s.get("cold"), "1st run after edit", s.get("core_first"),
+                {"kind": "ratio", "limit": MONO_CORE, "text": "<= %.2fx" % MONO_CORE}
+                if name == "monorepo10k" else None)
+            base = result["projects"].get("monorepo100", {}).get("samples", {})
+            add("child_cpu", "child CPU, one-file run", "ms", "monorepo100",
+                base.get("child_cpu_ms") if name != "monorepo100" else None,
+                "this project", s.get("child_cpu_ms"),
+                {"kind": "ratio", "limit": MONO_CPU, "text": "<= %.2fx" % MONO_CPU}
+                if name != "monorepo100" and base.get("child_cpu_ms") else None)
     return out
 
 
@@ -159,6 +173,8 @@ def _fmt(x, unit):
         return "%.1f ms" % (x * 1e3) if x < 0.1 else "%.0f ms" % (x * 1e3)
     if unit == "us":
         return "%.0f us" % x
+    if unit == "ms":
+        return "%.1f ms" % x
     return "%.1f MB" % x
 
 

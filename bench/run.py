@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Benchmark plain pytest against pytest-zygote, side by side, in one run.
 
-    /usr/bin/python3 bench/run.py [--quick] [--projects tiny,heavy,django,large]
+    /usr/bin/python3 bench/run.py [--quick] [--projects tiny,heavy,...,monorepo10k]
                                   [--rounds N] [--out DIR]
     /usr/bin/python3 bench/run.py --root DIR [--rounds N] [--out DIR]
 
@@ -33,6 +33,10 @@ falls on both alike:
               editing a leaf module, then the module everything imports
     watch     the settle time + a warm run after an   vs `pytest-zygote watch`: from saving the
               edit of the leaf module                 leaf module to its status line
+    rss       cold pytest's RSS                       vs the zygote's
+    monorepos (monorepo100, monorepo, monorepo10k: every run is of one 10-test file)
+              a warm run's child CPU on monorepo100   vs the same here (PYTEST_ZYGOTE_TIMING)
+              cold pytest -q FILE                     vs the first run after editing core
 
 Every command runs with a private user site directory (PYTHONUSERBASE) that
 makes the package importable, as pip would, and holds the start hook of
@@ -90,6 +94,9 @@ PLAN = {
     "django": {"pairs": 2, "floor": 3, "gc": True},
     "large": {"pairs": 1, "floor": 0, "gc": False, "max_rounds": 3, "xdist": 1},
     "cpu": {"pairs": 1, "floor": 0, "gc": False, "xdist": 2},
+    "monorepo100": {"pairs": 2, "floor": 0, "gc": False, "max_rounds": 3},
+    "monorepo": {"pairs": 2, "floor": 0, "gc": False, "max_rounds": 3},
+    "monorepo10k": {"pairs": 1, "floor": 0, "gc": False, "max_rounds": 1},
 }
 QUICK_PLAN = {
     "tiny": {"pairs": 3, "floor": 10, "gc": True, "xdist": 1},
@@ -97,7 +104,11 @@ QUICK_PLAN = {
     "django": {"pairs": 1, "floor": 0, "gc": True},
     "large": {"pairs": 1, "floor": 0, "gc": False, "xdist": 1},
     "cpu": {"pairs": 1, "floor": 0, "gc": False, "xdist": 1},
+    "monorepo100": {"pairs": 1, "floor": 0, "gc": False, "max_rounds": 1},
+    "monorepo": {"pairs": 1, "floor": 0, "gc": False, "max_rounds": 1},
+    "monorepo10k": {"pairs": 1, "floor": 0, "gc": False, "max_rounds": 1},
 }
+CHILD_CPU_RUNS = 3  # monorepo projects: warm runs with PYTEST_ZYGOTE_TIMING per round
 NOOP_PAIRS = 20  # /bin/true vs status (and --version) per round
 WATCH_PAIRS = 3  # per round, on projects with a leaf module: watch vs settle + run
 SETTLE_S = 0.3  # the server's default settle time (PYTEST_ZYGOTE_SETTLE_MS)
@@ -110,7 +121,8 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true",
                    help="2 rounds, fewer samples, a 1,000-test 'large' (about 3 minutes)")
     p.add_argument("--projects", default=",".join(projects.NAMES),
-                   help="comma-separated subset of %s (default: all)" % ",".join(projects.NAMES))
+                   help="comma-separated subset of %s (default: all but %s)"
+                        % (",".join(projects.NAMES + projects.EXTRA), ",".join(projects.EXTRA)))
     p.add_argument("--root", metavar="DIR",
                    help="measure this existing project instead, in place (everything but "
                         "the edit scenarios, which would change its files)")
@@ -135,10 +147,11 @@ def parse_args(argv):
         if not Path(ns.root).is_dir():
             p.error("--root %s is not a directory" % ns.root)
         ns.projects = []
-    bad = [x for x in ns.projects if x not in projects.NAMES]
+    bad = [x for x in ns.projects if x not in projects.NAMES + projects.EXTRA]
     if bad or not (ns.projects or ns.root):
         p.error("unknown project %s; choose from %s" % (",".join(bad) or "''",
-                                                          ",".join(projects.NAMES)))
+                                                          ",".join(projects.NAMES
+                                                                   + projects.EXTRA)))
     if ns.rounds is None:
         ns.rounds = 2 if ns.quick else 5
     if ns.rounds < 1:
@@ -162,6 +175,7 @@ class Project:
         self.ns = ns
         self.plan = plan
         self.env = with_env(servers.env, spec.env)
+        self.args = ARGS + list(spec.args or [])
         self.samples: dict[str, list] = {}
         self.probes: list[dict] = []
         self.statuses: list[dict] = []
@@ -175,23 +189,26 @@ class Project:
     def add(self, key, value):
         self.samples.setdefault(key, []).append(value)
 
-    def cold(self, args=ARGS, env=None):
-        return timed([self.ns.python, "-m", "pytest", *args], self.root, env or self.env)
+    def cold(self, args=None, env=None):
+        return timed([self.ns.python, "-m", "pytest", *(args or self.args)], self.root,
+                     env or self.env)
 
-    def warm(self, args=ARGS, env=None, settle=True):
+    def warm(self, args=None, env=None, settle=True):
         """A warm run. By default first wait until the zygote is idle, as it
         is between two runs a person starts (Servers.settle); settle=False
         measures what a script that starts runs back to back sees."""
         if settle:
             self.add("settle_s", self.servers.settle(self.root))
-        return timed([self.ns.bin, "run", "--", *args], self.root, env or self.env)
+        return timed([self.ns.bin, "run", "--", *(args or self.args)], self.root,
+                     env or self.env)
 
-    def handover(self, args=ARGS, hook=False):
+    def handover(self, args=None, hook=False):
         """A plain pytest command line that the plugin hands over (or, with
         hook, the interpreter-start hook before pytest is imported)."""
         env = with_env(self.env, {"PYTEST_ZYGOTE_BIN": self.ns.bin,
                                   "PYTEST_ZYGOTE_HOOK": None if hook else "0"})
-        return timed([self.ns.python, "-m", "pytest", "-p", "pytest_zygote.plugin", *args],
+        return timed([self.ns.python, "-m", "pytest", "-p", "pytest_zygote.plugin",
+                      *(args or self.args)],
                      self.root, env)
 
     def check(self, what, ref, run):
@@ -218,7 +235,7 @@ class Project:
         os.unlink(path)
         env = with_env(self.env, {"PYTHONPATH": str(PROBE_DIR), "PZ_BENCH_PROBE_OUT": path,
                                   "PZ_BENCH_GC_COLLECT": "1" if gc else None})
-        args = ARGS + ["-p", "pz_bench_probe"]
+        args = self.args + ["-p", "pz_bench_probe"]
         run = self.warm(args, env) if warm else self.cold(args, env)
         try:
             data = json.loads(Path(path).read_text())
@@ -291,7 +308,7 @@ class Project:
         if self.plan.get("xdist") and self.ns.xdist:
             for _ in range(self.plan["xdist"]):
                 for n in range(1, (os.cpu_count() or 1) + 1):
-                    args = ARGS + ["-n", str(n)]
+                    args = self.args + ["-n", str(n)]
                     c = self.cold(args)
                     self.check("cold -n %d" % n, ref, c)
                     self.add("xdist_cold_n%d" % n, c.seconds)
@@ -324,6 +341,7 @@ class Project:
         self.add("cpu_warm", warm_probe["cpu_s"])
         self.add("dirty_cold_kb", cold_probe["smaps"].get("Private_Dirty"))
         self.add("dirty_warm_kb", warm_probe["smaps"].get("Private_Dirty"))
+        self.add("rss_cold_kb", cold_probe["smaps"].get("Rss"))
         if self.plan["gc"]:
             gc_run, gc_probe = self.probe(warm=True, gc=True)
             self.check("probe run with gc.collect()", cold_run, gc_run)
@@ -331,6 +349,19 @@ class Project:
         st = srv.status(self.root)
         self.statuses.append(st)
         self.add("zygote_rss_kb", st.get("rss_kb"))
+
+        # monorepos: the child's own CPU time of a warm run (PYTEST_ZYGOTE_TIMING)
+        if self.spec.name in projects.MONOREPO:
+            env = with_env(self.env, {"PYTEST_ZYGOTE_TIMING": "1"})
+            for _ in range(CHILD_CPU_RUNS):
+                w = self.warm(env=env)
+                m = re.search(r"^pytest-zygote: child ([\d.]+) ms CPU.*\n?", w.output, re.M)
+                if not m:
+                    raise BenchError("%s: PYTEST_ZYGOTE_TIMING printed no child line:\n%s"
+                                     % (self.spec.name, w.output))
+                w.output = w.output.replace(m.group(0), "")
+                self.check("warm run (timing)", ref, w)
+                self.add("child_cpu_ms", float(m.group(1)))
 
         # edits: a warm run, then first and second run after each edit
         for kind, path in (("leaf", self.spec.leaf), ("core", self.spec.core)):
@@ -410,7 +441,7 @@ class Project:
         os.close(fd)
         try:
             run = timed([self.ns.python, str(FLOOR), "--calls", str(self.plan["floor"]),
-                         "--warmup", "2", "--out", path, "--", *ARGS], self.root, self.env,
+                         "--warmup", "2", "--out", path, "--", *self.args], self.root, self.env,
                         capture=True)
             try:
                 data = json.loads(Path(path).read_text())

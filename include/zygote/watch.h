@@ -109,6 +109,18 @@ size_t watch_count(const struct watch *w);
  */
 long watch_files(struct watch *w);
 
+/*
+ * 1 if every change of the file at the absolute path reaches the callback of
+ * watch_drain() or watch_poll() (unless they return WATCH_OVERFLOW): it is
+ * under the root, wanted by the globs, in directories the walk enters and
+ * reached without a symlink, and (with inotify) its only name, since a write
+ * to a symlink's target or through another hard link is reported elsewhere.
+ * 0 otherwise. dirbuf (dirsize bytes, "" at first, or NULL) remembers the
+ * last directory checked, for paths that come sorted. Reads the file system
+ * (lstat, realpath).
+ */
+int watch_covers(const struct watch *w, const char *path, char *dirbuf, size_t dirsize);
+
 /* Remove the watches, close the fd and free w. Accepts NULL. */
 void watch_destroy(struct watch *w);
 

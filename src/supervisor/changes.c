@@ -1,7 +1,9 @@
 /*
  * What changed: the project watcher, a second inotify outside the project
- * (where imports came from, data files they read), the dirty set, and when
- * runs must wait for a fresh generation. Never blocks, never talks to clients.
+ * (where imports came from, data files they read), the dirty set, each
+ * generation's check list (the files its runs compare with its snapshot), and
+ * when runs must wait for a fresh generation. Never blocks, never talks to
+ * clients.
  */
 #include <errno.h>
 #include <limits.h>
@@ -373,6 +375,122 @@ changes_watched_files(void)
 	return s.watch ? watch_files(s.watch) : -ENOENT;
 }
 
+/*
+ * The check lists of the generations that may serve runs (struct gen, check):
+ * every change seen goes on each, from the generation's start on, so a list
+ * holds every file that may differ from the snapshot its warm-up takes later
+ * (a change in between is on it too, and costs its children one stat). The
+ * dirty set above is cleared when a generation starts; these are not.
+ */
+static void
+gen_note(struct gen *g, const char *path)
+{
+	if (g->check_lost)
+		return;
+	for (int j = 0; j < g->ncheck; j++)
+		if (strcmp(g->check[j], path) == 0)
+			return;
+	char **v = NULL;
+	char *d = NULL;
+	if (g->ncheck < MAX_CHECK && !strchr(path, '\n') &&
+	    (v = realloc(g->check, sizeof(*v) * (size_t)(g->ncheck + 1))))
+		g->check = v;
+	if (v && (d = strdup(path)))
+		g->check[g->ncheck++] = d;
+	else
+		g->check_lost = 1; /* too many, or out of memory: check everything */
+}
+
+static void
+gens_note(const char *path)
+{
+	for (int i = 0; i < MAX_GENS; i++)
+		if (s.gens[i].pid && !s.gens[i].draining)
+			gen_note(&s.gens[i], path);
+}
+
+/* Events were lost: every generation's children check every file. */
+static void
+gens_lose(void)
+{
+	for (int i = 0; i < MAX_GENS; i++)
+		s.gens[i].check_lost = 1;
+}
+
+void
+changes_gen_begin(struct gen *g)
+{
+	g->check = NULL;
+	g->ncheck = 0;
+	g->check_lost = !s.watch;
+}
+
+void
+changes_gen_end(struct gen *g)
+{
+	for (int i = 0; i < g->ncheck; i++)
+		free(g->check[i]);
+	free(g->check);
+	g->check = NULL;
+	g->ncheck = 0;
+	g->check_lost = 1;
+}
+
+void
+changes_gen_files(struct gen *g)
+{
+	if (!s.watch || g->check_lost)
+		return;
+	char dir[PATH_MAX] = "";
+	int n = 0;
+	for (const char *p = g->files ? g->files : ""; *p && !g->check_lost;) {
+		size_t l = strcspn(p, "\n");
+		if (l > 2 && l - 2 < PATH_MAX && p[0] == 'M' && p[1] == '\t') {
+			char path[PATH_MAX];
+			snprintf(path, sizeof(path), "%.*s", (int)(l - 2), p + 2);
+			if (!watch_covers(s.watch, path, dir, sizeof(dir))) {
+				gen_note(g, path);
+				n++;
+			}
+		}
+		p += l;
+		if (*p)
+			p++;
+	}
+	if (n)
+		log_debug("generation %d: %d imported project file%s the watcher does not cover; "
+			  "its runs check them every time",
+			  g->number, n, n == 1 ? "" : "s");
+	if (g->check_lost)
+		log_debug("generation %d: runs check every imported file", g->number);
+}
+
+char *
+changes_gen_entry(const struct gen *g)
+{
+	static const char name[] = "PYTEST_ZYGOTE_CHECK=";
+	/* Before its Z_FILES, the files the watcher misses are not known. */
+	if (g->check_lost || !g->files)
+		return NULL;
+	size_t len = sizeof(name);
+	for (int i = 0; i < g->ncheck; i++)
+		len += strlen(g->check[i]) + 1;
+	char *e = malloc(len);
+	if (!e)
+		return NULL;
+	size_t n = sizeof(name) - 1;
+	memcpy(e, name, n);
+	for (int i = 0; i < g->ncheck; i++) {
+		size_t l = strlen(g->check[i]);
+		if (i)
+			e[n++] = '\n';
+		memcpy(e + n, g->check[i], l);
+		n += l;
+	}
+	e[n] = '\0';
+	return e;
+}
+
 /* A file in the project changed (or may have). */
 static void
 on_change(const char *path, void *arg)
@@ -381,6 +499,7 @@ on_change(const char *path, void *arg)
 	char why[PATH_MAX + 128];
 	const char *files = current_files();
 	note_for_watchers(path);
+	gens_note(path);
 	if (is_config(path)) {
 		snprintf(why, sizeof(why), "the pytest configuration '%s' changed", path);
 		need_fresh(why, s.settle_ms);
@@ -418,14 +537,32 @@ on_change(const char *path, void *arg)
 	}
 }
 
+/* PYTEST_ZYGOTE_TEST_LOSE_EVENTS: count what was seen, keep nothing. */
+static void
+lose_change(const char *path, void *arg)
+{
+	(void)path;
+	(*(int *)arg)++;
+}
+
 /* Drain the project watcher. */
 void
 changes_watch_settle(void)
 {
 	if (!s.watch)
 		return;
-	int r = s.poll_ms > 0 ? watch_poll(s.watch, on_change, NULL)
-			      : watch_drain(s.watch, on_change, NULL);
+	int lost = 0;
+	void (*cb)(const char *, void *) = s.lose_events ? lose_change : on_change;
+	void *arg = s.lose_events ? &lost : NULL;
+	int r = s.poll_ms > 0 ? watch_poll(s.watch, cb, arg) : watch_drain(s.watch, cb, arg);
+	if (lost) {
+		log_info("PYTEST_ZYGOTE_TEST_LOSE_EVENTS: %d change%s dropped as if inotify's "
+			 "queue had overflowed",
+			 lost, lost == 1 ? "" : "s");
+		r = WATCH_OVERFLOW;
+	}
+	if (r < 0 || r == WATCH_OVERFLOW)
+		gens_lose();
 	if (r == WATCH_OVERFLOW) {
 		/* Events were lost: any file may have changed. Children check
 		 * every imported file anyway; a fresh generation catches up. */
@@ -502,6 +639,13 @@ changes_watch_start(void)
 	s.max_runs = env_int("PYTEST_ZYGOTE_MAX_RUNS", supervisor_default_max_runs(), 0,
 			     SUPERVISOR_MAX_RUNS_LIMIT);
 	s.poll_ms = env_int("PYTEST_ZYGOTE_POLL_MS", 0, 0, 3600000);
+	/* For tests only (docs/hacking.md): what an inotify queue overflow does,
+	 * which a user without root cannot cause (max_queued_events is global). */
+	s.lose_events = env_int("PYTEST_ZYGOTE_TEST_LOSE_EVENTS", 0, 0, 1);
+	/* The check list is ours to give (conn.c, send_run): one in the
+	 * environment we were started with would reach the zygote's own runs
+	 * (the practice run), which must compare every file. */
+	unsetenv("PYTEST_ZYGOTE_CHECK");
 	s.max_variants = env_int("PYTEST_ZYGOTE_VARIANTS", 3, 0, MAX_VARIANTS);
 	s.idle_ms = env_int("PYTEST_ZYGOTE_VARIANT_IDLE", 1800, 1, 7 * 86400) * 1000LL;
 	const char *rl = getenv("PYTEST_ZYGOTE_RELOAD");
@@ -518,7 +662,7 @@ changes_watch_start(void)
 	};
 	int r = watch_create(&s.watch, &wo);
 	if (r < 0) {
-		log_warn("cannot watch %s: %s; runs still check every imported file, but no "
+		log_warn("cannot watch %s: %s; runs check every imported file, but no "
 			 "fresh generation follows edits",
 			 s.o->paths.root, strerror(-r));
 		s.watch = NULL;

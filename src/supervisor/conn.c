@@ -161,6 +161,42 @@ reply_status(struct conn *c)
 	conn_reply(c, PROTO_MSG_STATUS, text);
 }
 
+/*
+ * The request as the client sent it, plus the generation's check list
+ * (changes.c, changes_gen_entry): the files that may differ from its snapshot,
+ * which the child compares instead of every file. A PYTEST_ZYGOTE_CHECK the
+ * client sent is dropped: the list is the server's to give. Without a list
+ * (lost, or the request would grow too large) the child checks every file.
+ */
+static int
+send_run(struct gen *g, int32_t id, int conn_fd, const struct proto_request *req)
+{
+	static const char name[] = "PYTEST_ZYGOTE_CHECK=";
+	_cleanup_free_ char *entry = changes_gen_entry(g);
+	_cleanup_free_ char **env = malloc(sizeof(*env) * (req->envc + 2));
+	if (!env)
+		return peer_send_request(g->ctl, id, &conn_fd, 1, req);
+	size_t n = 0;
+	for (size_t i = 0; i < req->envc; i++)
+		if (strncmp(req->env[i], name, sizeof(name) - 1) != 0)
+			env[n++] = req->env[i];
+	size_t own = n;
+	if (entry)
+		env[n++] = entry;
+	env[n] = NULL;
+	struct proto_request copy = *req;
+	copy.env = env;
+	copy.envc = n;
+	int r = peer_send_request(g->ctl, id, &conn_fd, 1, &copy);
+	if (r == -EMSGSIZE || r == -E2BIG) {
+		/* Too large with the list: without it, every file is checked. */
+		env[own] = NULL;
+		copy.envc = own;
+		r = peer_send_request(g->ctl, id, &conn_fd, 1, &copy);
+	}
+	return r;
+}
+
 /* Hand a complete run request to the current generation. */
 static void
 hand_over(struct conn *c)
@@ -174,7 +210,7 @@ hand_over(struct conn *c)
 	 * and never a message cut in half.
 	 */
 	int conn_fd = peer_fd(c->peer);
-	int r = peer_send_request(g->ctl, id, &conn_fd, 1, &c->dec.req);
+	int r = send_run(g, id, conn_fd, &c->dec.req);
 	if (r < 0) {
 		log_warn("cannot hand run %d to the zygote: %s", (int)id, strerror(-r));
 		if (peer_error(g->ctl))

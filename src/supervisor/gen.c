@@ -155,7 +155,9 @@ gen_spawn(int replay)
 	struct gen *g = &s.gens[slot];
 	peer_destroy(g->ctl);
 	free(g->files);
+	changes_gen_end(g);
 	memset(g, 0, sizeof(*g));
+	changes_gen_begin(g);
 	g->pid = pid;
 	g->ctl = ctl;
 	g->number = number;
@@ -303,6 +305,7 @@ gen_frame(struct peer *p, struct peer_frame *f, void *arg)
 			break;
 		free(g->files);
 		g->files = strdup(text);
+		changes_gen_files(g);
 		if (s.cur == (int)(g - s.gens))
 			changes_ext_rebuild(g->files);
 		break;

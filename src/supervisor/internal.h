@@ -22,7 +22,8 @@ struct watch;
 /*
  * Who calls whom: supervisor.c (the loop) calls every file. conn.c may call
  * gen.c, changes.c, variant.c and status.c; gen.c calls changes.c (what to
- * watch outside the project) and status.c; changes.c starts a fresh
+ * watch outside the project, a generation's check list) and status.c;
+ * changes.c starts a fresh
  * generation (and kills one that warms with old files); status.c reads
  * gen.c; variant.c calls no other file. gen.c never calls into conn.c or the
  * loop: what a generation's messages mean for connections (serve what
@@ -98,6 +99,14 @@ struct gen {
 	long long started_ms;
 	double warmup_s;
 	int seed_used; /* a run was forked from it: its hash seed is not new */
+	/* The project files its children compare with its snapshot instead of
+	 * every file (changes.c, changes_gen_*): each one changed since it was
+	 * started, so since its snapshot, and each one the watcher does not
+	 * cover. check_lost: the list is not complete (events lost, more than
+	 * MAX_CHECK, no watcher), and its children check every file. */
+	char **check;
+	int ncheck;
+	int check_lost;
 };
 
 /* Zygotes for other environments (variants, started by clients we sent there). */
@@ -109,6 +118,7 @@ struct variant {
 
 #define MAX_GENS 8
 #define MAX_DIRTY 64
+#define MAX_CHECK 512
 
 /* The supervisor's state: one per process, s, defined in supervisor.c. */
 struct supervisor_state {
@@ -128,7 +138,8 @@ struct supervisor_state {
 	long dirty_total; /* changes seen since the current generation started */
 	long long last_change_ms;
 	int settle_ms;
-	int poll_ms; /* > 0: poll the tree instead of inotify */
+	int poll_ms;     /* > 0: poll the tree instead of inotify */
+	int lose_events; /* PYTEST_ZYGOTE_TEST_LOSE_EVENTS: tests' stand-in for an overflow */
 	long long next_poll_ms;
 	int fresh_needed;         /* runs must wait for a generation started after now */
 	long long fresh_since_ms; /* the last change that needs a fresh generation */
@@ -326,6 +337,21 @@ void changes_watch_settle(void);
 
 /* Read the settings from the environment and start the project watcher. */
 void changes_watch_start(void);
+
+/* A generation was started: its check list begins empty (lost without a watcher). */
+void changes_gen_begin(struct gen *g);
+
+/* Its Z_FILES came: the project files it imported that the watcher does
+ * not cover are on its list for good. */
+void changes_gen_files(struct gen *g);
+
+/* It was reaped, or its slot is reused: free the list. */
+void changes_gen_end(struct gen *g);
+
+/* The environment entry that hands a run of g its check list
+ * (PYTEST_ZYGOTE_CHECK=path\npath...), malloc'd; NULL when the list is lost
+ * (the child then checks every file) or out of memory. */
+char *changes_gen_entry(const struct gen *g);
 
 /* variant.c: interpreter and environment variants */
 

@@ -237,6 +237,7 @@ reap(void)
 		g->ctl = NULL;
 		g->pid = 0;
 		g->ready = 0;
+		changes_gen_end(g);
 		if (idx == s.next)
 			s.next = -1;
 		if (s.stopping) {

@@ -33,9 +33,10 @@ struct ent {
 	uint64_t h;
 	int wd;        /* directories: the watch descriptor */
 	unsigned gen;  /* the walk that last saw it */
-	int64_t mtime; /* files: st_mtim in ns, st_size, st_ino */
+	int64_t mtime; /* files: st_mtim in ns, st_size, st_ino, st_ctim in ns */
 	int64_t size;
 	uint64_t ino;
+	int64_t ctime;
 };
 
 struct table {

@@ -338,19 +338,24 @@ snapshot_update(struct watch *w, const char *rel, const struct stat *st)
 {
 	uint64_t h = table_hash_str(rel);
 	int64_t mtime = (int64_t)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec;
+	/* The change time too: tools set an old mtime back onto new contents
+	 * (cp -p, tar, rsync -t), never a change time; the children trust
+	 * what this reports (_zy/reload.py compares the same four). */
+	int64_t ctime = (int64_t)st->st_ctim.tv_sec * 1000000000LL + st->st_ctim.tv_nsec;
 	long i = table_find(&w->files, h, rel, 0);
 	if (i < 0) {
 		char *k = strdup(rel);
 		if (!k || (i = table_insert(&w->files, h, k, 0)) < 0)
 			return -ENOMEM;
 	} else if (w->files.v[i].mtime == mtime && w->files.v[i].size == (int64_t)st->st_size &&
-		   w->files.v[i].ino == (uint64_t)st->st_ino) {
+		   w->files.v[i].ino == (uint64_t)st->st_ino && w->files.v[i].ctime == ctime) {
 		w->files.v[i].gen = w->gen;
 		return 0;
 	}
 	w->files.v[i].mtime = mtime;
 	w->files.v[i].size = (int64_t)st->st_size;
 	w->files.v[i].ino = (uint64_t)st->st_ino;
+	w->files.v[i].ctime = ctime;
 	w->files.v[i].gen = w->gen;
 	report(w, rel);
 	return 0;
@@ -646,6 +651,12 @@ watch_drain(struct watch *w, void (*cb)(const char *path, void *arg), void *arg)
 			p += sizeof(*ev) + ev->len;
 		}
 	}
+	if (!empty && r == 0) {
+		/* MAX_READS were not enough (a queue limit raised far beyond the
+		 * default): what is left is read next time, but this drain's
+		 * answer must not be taken as complete. */
+		w->overflow = 1;
+	}
 	if (empty && w->move_from) {
 		/* Renamed out of the tree: which files it held is not known here. */
 		w->overflow = 1;
@@ -786,6 +797,37 @@ watch_files(struct watch *w)
 	w->counted = 0;
 	int r = walk(w, "", WALK_COUNT, NULL);
 	return r < 0 ? r : w->counted;
+}
+
+int
+watch_covers(const struct watch *w, const char *path, char *dirbuf, size_t dirsize)
+{
+	size_t rl = strcmp(w->root, "/") == 0 ? 0 : strlen(w->root);
+	if (strncmp(path, w->root, rl) != 0 || path[rl] != '/' || !path[rl + 1])
+		return 0;
+	if (!path_wanted(w, path + rl + 1))
+		return 0;
+	/* Inotify reports a write through this name only: not one to a
+	 * symlink's target, nor one through another hard link elsewhere. */
+	struct stat st;
+	if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode) || (!w->poll && st.st_nlink != 1))
+		return 0;
+	/* The walk follows no symlinked directory. The callers' paths come
+	 * sorted, so the directory of the last call is remembered in dirbuf. */
+	const char *slash = strrchr(path, '/');
+	size_t dl = (size_t)(slash - path);
+	if (dirbuf && dirsize > dl + 1 && strncmp(dirbuf, path, dl) == 0 && dirbuf[dl] == '\0')
+		return 1;
+	char dir[PATH_MAX], real[PATH_MAX];
+	if (dl == 0 || dl >= sizeof(dir))
+		return 0;
+	memcpy(dir, path, dl);
+	dir[dl] = '\0';
+	if (!realpath(dir, real) || strcmp(real, dir) != 0)
+		return 0;
+	if (dirbuf && dirsize > dl)
+		memcpy(dirbuf, dir, dl + 1);
+	return 1;
 }
 
 void

@@ -11,6 +11,7 @@ cache redirected to an empty directory (PYTHONPYCACHEPREFIX), so that the
 """
 
 import os
+import signal
 import tempfile
 import time
 
@@ -669,3 +670,136 @@ def test_poll_mode(pz):
     assert r.rc == 0 and "tests/test_a.py::test_a PASSED" in r.out, r
     st = wait_settled(srv, generation=3)
     assert st["watching"] == "poll", st
+
+
+# --- 7. what a child compares with the snapshot --------------------------------
+#
+# A child compares only the files the server lists as possibly changed since
+# its generation started (PYTEST_ZYGOTE_CHECK), and every imported file where
+# that list cannot be trusted. Each test here edits pkg/a.py so that a child
+# trusting a list that lacks it would run the old code (and pass).
+
+TIMING = {"PYTEST_ZYGOTE_TIMING": "1"}
+QUIET = "600000"  # settle time: no fresh generation absorbs the edit meanwhile
+
+
+def checked(r):
+    """How many files the child compared (PYTEST_ZYGOTE_TIMING's line)."""
+    import re
+
+    m = re.search(r"pytest-zygote: child .* (\d+) files checked", r.err)
+    assert m, r
+    return int(m.group(1))
+
+
+def test_a_run_compares_only_the_files_that_changed(pz):
+    root = pz.project("changes")
+    pz.start(root, env={"PYTEST_ZYGOTE_SETTLE_MS": QUIET})
+    r = zrun(pz, root, rc=0, env=TIMING)
+    assert checked(r) == 0, r
+    (root / "pkg" / "a.py").write_text("VALUE = 2\n")
+    r = zrun(pz, root, rc=1, has=["3 failed, 2 passed"], env=TIMING)
+    assert checked(r) == 1, r
+
+
+def test_lost_events_make_runs_compare_every_file(pz):
+    # PYTEST_ZYGOTE_TEST_LOSE_EVENTS drops what the watcher saw and reports
+    # an overflow, as the kernel does when its queue is full.
+    root = pz.project("changes")
+    pz.start(root, env={"PYTEST_ZYGOTE_SETTLE_MS": QUIET, "PYTEST_ZYGOTE_TEST_LOSE_EVENTS": "1"})
+    r = zrun(pz, root, rc=0, env=TIMING)
+    (root / "pkg" / "a.py").write_text("VALUE = 2\n")
+    r = zrun(pz, root, rc=1, has=["3 failed, 2 passed"], env=TIMING)
+    assert checked(r) > 1, r
+    check(pz, root, rc=1, has=["3 failed, 2 passed"])
+
+
+def test_too_many_changes_make_runs_compare_every_file(pz):
+    # More changed files than the list holds (512), the imported one last.
+    root = pz.project("changes")
+    pz.start(root, env={"PYTEST_ZYGOTE_SETTLE_MS": QUIET})
+    zrun(pz, root, rc=0)
+    for i in range(600):
+        (root / "pkg" / ("new%d.py" % i)).write_text("X = %d\n" % i)
+    (root / "pkg" / "a.py").write_text("VALUE = 2\n")
+    r = zrun(pz, root, rc=1, has=["3 failed, 2 passed"], env=TIMING)
+    assert checked(r) > 1, r
+
+
+def test_poll_mode_sees_an_edit_that_keeps_mtime_size_and_inode(pz):
+    # cp -p, tar and rsync -t put an old mtime back: only the change time
+    # tells. Polled only when a run comes (the interval is an hour).
+    root = pz.project("changes")
+    srv = pz.start(root, env={"PYTEST_ZYGOTE_SETTLE_MS": QUIET,
+                              "PYTEST_ZYGOTE_POLL_MS": "3600000"})
+    assert srv.status()["watching"] == "poll"
+    zrun(pz, root, rc=0)
+    a = root / "pkg" / "a.py"
+    st = os.stat(a)
+    save_inplace(a, "VALUE = 2\n")
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = os.stat(a)
+    assert (after.st_mtime_ns, after.st_size, after.st_ino) == (
+        st.st_mtime_ns, st.st_size, st.st_ino)
+    r = zrun(pz, root, rc=1, has=["3 failed, 2 passed"], env=TIMING)
+    assert checked(r) == 1, r
+
+
+def test_an_imported_file_the_watcher_ignores_is_compared_in_every_run(pz):
+    root = pz.project("changes")
+    pz.start(root, env={"PYTEST_ZYGOTE_SETTLE_MS": QUIET,
+                        "PYTEST_ZYGOTE_IGNORE_GLOBS": "pkg/a.py"})
+    r = zrun(pz, root, rc=0, env=TIMING)
+    assert checked(r) == 1, r
+    (root / "pkg" / "a.py").write_text("VALUE = 2\n")
+    r = zrun(pz, root, rc=1, has=["3 failed, 2 passed"], env=TIMING)
+    assert checked(r) == 1, r
+
+
+def test_an_edit_while_the_server_is_stopped_is_seen(pz):
+    # The events wait in the kernel's queue; the run's request drains them
+    # before the run is handed over.
+    root = pz.project("changes")
+    srv = pz.start(root, env={"PYTEST_ZYGOTE_SETTLE_MS": QUIET})
+    zrun(pz, root, rc=0)
+    os.kill(srv.pid, signal.SIGSTOP)
+    try:
+        (root / "pkg" / "a.py").write_text("VALUE = 2\n")
+        (root / "pkg" / "util" / "d.py").write_text('WORD = "e"\nA = 1\n')
+    finally:
+        os.kill(srv.pid, signal.SIGCONT)
+    r = zrun(pz, root, rc=1, has=["3 failed, 2 passed", "test_d - Assert"], env=TIMING)
+    assert checked(r) == 2, r
+
+
+def test_a_real_inotify_overflow_makes_runs_compare_every_file(pz):
+    # The server stopped, the kernel's queue fills up and drops the rest,
+    # the edit of pkg/a.py among them. Two files written in turn (the kernel
+    # merges only an event equal to the last one queued), so that the list
+    # would not be too long to trust anyway.
+    limit = int(open("/proc/sys/fs/inotify/max_queued_events").read())
+    if limit > 60000:
+        pytest.skip("max_queued_events is %d: too many files to write" % limit)
+    root = pz.project("changes")
+    srv = pz.start(root, env={"PYTEST_ZYGOTE_SETTLE_MS": QUIET})
+    zrun(pz, root, rc=0)
+    os.kill(srv.pid, signal.SIGSTOP)
+    try:
+        for i in range(limit // 2 + 100):
+            (root / "pkg" / ("f%d.py" % (i % 2))).write_text("X = %d\n" % i)
+        (root / "pkg" / "a.py").write_text("VALUE = 2\n")
+    finally:
+        os.kill(srv.pid, signal.SIGCONT)
+    r = zrun(pz, root, rc=1, has=["3 failed, 2 passed"], env=TIMING)
+    assert checked(r) > 1, r
+
+
+def test_a_client_cannot_hand_its_run_a_check_list(pz):
+    # The list is the server's: one in the client's environment is dropped.
+    root = pz.project("changes")
+    pz.start(root, env={"PYTEST_ZYGOTE_SETTLE_MS": QUIET, "PYTEST_ZYGOTE_TEST_LOSE_EVENTS": "1"})
+    zrun(pz, root, rc=0)
+    (root / "pkg" / "a.py").write_text("VALUE = 2\n")
+    env = dict(TIMING, PYTEST_ZYGOTE_CHECK="")
+    r = zrun(pz, root, rc=1, has=["3 failed, 2 passed"], env=env)
+    assert checked(r) > 1, r

@@ -884,6 +884,20 @@ test_poll(void)
 	is_int(wt.s.n, 1, "nothing else");
 	seen_clear(&wt.s);
 
+	/* Same size, mtime set back to the ns, same inode (cp -p, rsync -t):
+	 * only the change time tells. */
+	if (stat(at("p.py"), &st) < 0)
+		bail_out("stat");
+	fd = open(at("p.py"), O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, "eeee", 4) != 4 || close(fd) < 0)
+		bail_out("write p.py");
+	times[1] = st.st_mtim;
+	if (utimensat(AT_FDCWD, at("p.py"), times, 0) < 0)
+		bail_out("utimensat: %s", strerror(errno));
+	is_int(watch_poll(wt.w, collect, &wt.s), 0, "watch_poll");
+	is_int(times_seen(&wt.s, "p.py"), 1, "an edit with the old mtime put back: reported");
+	seen_clear(&wt.s);
+
 	/* Same size and mtime to the ns, another inode (a rename over). */
 	if (stat(at("q.py"), &st) < 0)
 		bail_out("stat");
@@ -920,6 +934,46 @@ test_poll(void)
 	is_int(wt.s.n, 0, "then only changes");
 	rm_rf(tap_tree);
 	is_int(watch_poll(wt.w, collect, &wt.s), -ENOENT, "the root gone: -ENOENT");
+	stop(&wt);
+}
+
+/* watch_covers: the files whose every change the watcher reports. */
+static void
+test_covers(void)
+{
+	struct waiter wt;
+	static const char *const ignore[] = { ".git/", "gen/", NULL };
+	char dir[PATH_MAX] = "", path[PATH_MAX];
+
+	new_root("covers");
+	put("a.py", "a");
+	put("pkg/b.py", "b");
+	put("pkg/c.py", "c");
+	put(".git/d.py", "d");
+	put("gen/e.py", "e");
+	put("f.txt", "f");
+	put("real/g.py", "g");
+	put("h.py", "h");
+	if (symlink("real", at("link")) < 0 || symlink("h.py", at("i.py")) < 0 ||
+	    link(at("h.py"), at("j.py")) < 0)
+		bail_out("symlink/link: %s", strerror(errno));
+	start(&wt, NULL, ignore);
+	is_int(watch_covers(wt.w, at("a.py"), dir, sizeof(dir)), 1, "a file at the root");
+	is_int(watch_covers(wt.w, at("pkg/b.py"), dir, sizeof(dir)), 1, "a file in a package");
+	is_str(dir, at("pkg"), "its directory remembered");
+	is_int(watch_covers(wt.w, at("pkg/c.py"), dir, sizeof(dir)), 1, "the next one there");
+	is_int(watch_covers(wt.w, at(".git/d.py"), NULL, 0), 0, "in an ignored directory");
+	is_int(watch_covers(wt.w, at("gen/e.py"), NULL, 0), 0, "in another ignored one");
+	is_int(watch_covers(wt.w, at("f.txt"), NULL, 0), 0, "not matching the globs");
+	is_int(watch_covers(wt.w, at("real/g.py"), NULL, 0), 1, "a directory's real path");
+	is_int(watch_covers(wt.w, at("link/g.py"), dir, sizeof(dir)), 0,
+	       "the same through a symlinked directory");
+	is_int(watch_covers(wt.w, at("i.py"), NULL, 0), 0, "a symlinked file");
+	is_int(watch_covers(wt.w, at("h.py"), NULL, 0), 0, "a file with two hard links");
+	is_int(watch_covers(wt.w, at("nosuch.py"), NULL, 0), 0, "a file that is not there");
+	fmt(path, sizeof(path), "%s-other/a.py", tap_tree);
+	is_int(watch_covers(wt.w, path, NULL, 0), 0, "outside the root (a sibling's name)");
+	is_int(watch_covers(wt.w, tap_tree, NULL, 0), 0, "the root itself");
 	stop(&wt);
 }
 
@@ -984,6 +1038,7 @@ main(void)
 	test_overflow();
 	test_watch_limit();
 	test_poll();
+	test_covers();
 	test_poll_timing();
 
 	return done_testing();

@@ -38,6 +38,10 @@ progress_due = [0]
 
 edges = {}  # project module -> modules it imported at warm-up
 rdeps = {}  # module -> project modules that import it (or hold what it defined)
+# module -> the project modules below it whose nearest ancestor in the
+# snapshot it is (a purged package takes its submodules along)
+subs = {}
+by_path = {}  # a project file's path -> the modules imported from it
 # Project modules pytest or a plugin imported at its own import (pytest on
 # a project that is one of its dependencies): they hold the objects, and a
 # child cannot import them again.
@@ -65,6 +69,7 @@ speculated = None
 
 ru0 = None  # resource usage when this child's run began
 reloaded = 0  # modules this child purged for re-import
+checked = 0  # project files this child compared with the snapshot
 # In a child that re-imports modules: generators of workarounds to finish
 # after the session (pytest_zygote.workaround); None elsewhere.
 workaround_pending = None
