@@ -30,6 +30,10 @@
  */
 #define SPAWN_FD_HIGH 1000 /* lowest harness fd; 24 below a soft RLIMIT_NOFILE under 1024 */
 
+/* The lowest harness descriptor number: SPAWN_FD_HIGH, or 24 below a soft
+ * RLIMIT_NOFILE under 1024 (then at least 10). */
+int spawn_fd_base(void);
+
 /* A harness descriptor in the child, and the object it was at fork. */
 struct spawn_fd {
 	int fd;
