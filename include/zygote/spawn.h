@@ -19,6 +19,8 @@
  *   SPAWN_FD_HIGH and up (close-on-exec)
  *            the write end of the learning pipe to the zygote, the only
  *            descriptor of the harness the test's Python code runs beside
+ *            (and, in a run a spare took, the spare's userfaultfd, which
+ *            nothing reads or writes: see prefault_protect)
  *
  * Tests use the low numbers: a test that closes 3..20 and opens files must
  * get its own files, never a harness descriptor a later write of ours would

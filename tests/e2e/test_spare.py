@@ -183,3 +183,49 @@ def test_pages_the_spare_copied_are_not_the_runs_writes(pz):
     # The spare no longer prepares the walk: it is the run's own faults again.
     _, faults = run(ARGS, "3 passed")
     assert faults > 4000, faults
+
+
+SLOW_PRACTICE = '''
+import os, time
+
+if os.environ.get("PYTEST_ZYGOTE_PRACTICE"):
+    time.sleep(20)  # the practice run (not the learning run, not a client's run)
+
+
+def _children(pid):
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return [int(c) for c in f.read().split()]
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_alone():
+    others = [c for c in _children(os.getppid()) if c != os.getpid() and _alive(c)]
+    assert not others, others
+'''
+
+
+def test_a_run_right_after_start_ends_the_practice_run(pz, tmp_path):
+    # `start` returns before the first generation's practice run (which only
+    # teaches the spare which pages to prepare). A run that comes meanwhile
+    # ends it: the run teaches the spare better, and the practice run's page
+    # copies next to it made it slower. The test module sleeps in the
+    # practice run; the run looks at its zygote's other children: none
+    # (the spare is forked when the run ends, not next to it).
+    root = tmp_path / "slowpractice"
+    (root / "tests").mkdir(parents=True)
+    (root / "pytest.ini").write_text("[pytest]\ntestpaths = tests\n")
+    (root / "tests" / "test_alone.py").write_text(SLOW_PRACTICE)
+    srv = pz.start(root)
+    r = pz.run_zygote(ARGS, cwd=root, timeout=60)
+    assert r.rc == 0 and "1 passed" in r.out, r
+    zpid = srv.status()["zygote_pid"]
+    assert pz_util.wait_until(lambda: pz_util.spare_ready(zpid), timeout=30)
+    r = pz.run_zygote(ARGS, cwd=root, timeout=60)
+    assert r.rc == 0 and "1 passed" in r.out, r
