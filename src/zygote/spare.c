@@ -58,6 +58,10 @@ spare_prepare(int sock)
 static void
 spare_protect(int sock, unsigned round)
 {
+	/* A request already waiting (runs back to back) is served at once:
+	 * it records the spare's copies too, as on a kernel without this. */
+	if (request_waiting(&sock))
+		return;
 	int fd = prefault_protect(hot, nhot, SPARE_SAMPLE_EVERY, round, request_waiting, &sock);
 	if (fd < 0)
 		return;
