@@ -25,6 +25,8 @@ XDIST_COLD = 0.5  # issue #14: run -n 2 vs cold -n 2 (large, cpu)
 XDIST_WARM = 0.75  # issue #14: run -n 2 vs a single warm run (large, cpu)
 MONO_CPU = 1.10  # issue #18: a warm run's child CPU, vs the same on the 100-module monorepo
 MONO_CORE = 2.0  # issue #18: the first run after editing core vs a cold run (monorepo10k)
+FIRST = 1.5  # issue #18: the first run after start vs a warm run (tiny, heavy)
+BACK_TO_BACK = 1.5  # issue #18: runs back to back vs a warm run (tiny)
 
 
 def _per_test(seconds, tests):
@@ -57,11 +59,15 @@ def scenarios(result: dict) -> list:
         add("run", "warm run vs cold", "s", "cold pytest -q", s.get("cold"),
             "pytest-zygote run -q", s.get("warm"), run_target)
         add("first", "first run after start", "s", "warm run", s.get("warm"),
-            "first run after start", s.get("first"))
+            "first run after start", s.get("first"),
+            {"kind": "ratio", "limit": FIRST, "text": "<= %.2fx" % FIRST}
+            if name in ("tiny", "heavy") else None)
         add("second", "2nd run after start", "s", "warm run", s.get("warm"),
             "2nd run after start", s.get("second"))
         add("back_to_back", "runs back to back", "s", "warm run", s.get("warm"),
-            "back-to-back run", s.get("back_to_back"))
+            "back-to-back run", s.get("back_to_back"),
+            {"kind": "ratio", "limit": BACK_TO_BACK, "text": "<= %.2fx" % BACK_TO_BACK}
+            if name == "tiny" else None)
         if s.get("floor"):
             add("floor", "vs in-process floor", "s", "pytest.main() again", s.get("floor"),
                 "pytest-zygote run -q", s.get("warm"),

@@ -19,6 +19,8 @@
  *   SPAWN_FD_HIGH and up (close-on-exec)
  *            the write end of the learning pipe to the zygote, the only
  *            descriptor of the harness the test's Python code runs beside
+ *            (and, in a run a spare took, the spare's userfaultfd, which
+ *            nothing reads or writes: see prefault_protect)
  *
  * Tests use the low numbers: a test that closes 3..20 and opens files must
  * get its own files, never a harness descriptor a later write of ours would
@@ -29,6 +31,10 @@
  * sandbox is applied (for a message when setup fails), never while Python runs.
  */
 #define SPAWN_FD_HIGH 1000 /* lowest harness fd; 24 below a soft RLIMIT_NOFILE under 1024 */
+
+/* The lowest harness descriptor number: SPAWN_FD_HIGH, or 24 below a soft
+ * RLIMIT_NOFILE under 1024 (then at least 10). */
+int spawn_fd_base(void);
 
 /* A harness descriptor in the child, and the object it was at fork. */
 struct spawn_fd {

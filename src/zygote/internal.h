@@ -64,6 +64,7 @@ extern struct spare_state spare;
 extern int hot_real; /* hot came from a client's run, not the practice run */
 extern struct prefault_range *hot;
 extern size_t nhot;
+size_t hot_pages(void);
 /* Where learned pages are kept for the next generation (--pages); see learn.c. */
 extern const char *pages_file;
 

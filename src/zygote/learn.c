@@ -22,6 +22,16 @@ int hot_real; /* hot came from a client's run, not the practice run */
 struct prefault_range *hot;
 size_t nhot;
 
+/* How many pages hot holds. */
+size_t
+hot_pages(void)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < nhot; i++)
+		n += hot[i].npages;
+	return n;
+}
+
 /*
  * The pages learned from a client's run, kept in a file for the next
  * generation (--pages, from the supervisor), which prepares its first spare
@@ -234,6 +244,7 @@ learn(struct run *r)
 		hot_real = r->id >= 0;
 		buf = NULL;
 		stored = 1;
+		log_debug("run %d: %zu pages written, for the next spare", (int)r->id, hot_pages());
 		if (hot_real)
 			learn_save(hot, nhot);
 	}

@@ -10,13 +10,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+#include <linux/userfaultfd.h>
 
 #include "zygote/common.h"
 #include "zygote/prefault.h"
 
 #define PM_PRESENT (1ULL << 63)
 #define PM_EXCLUSIVE (1ULL << 56)
+#define PM_UFFD_WP (1ULL << 57)
+
+/* Newer than the kernel headers of Debian 12 (Linux 6.1); the kernel says
+ * whether it knows them. */
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
 
 /*
  * No heap is this big, but reservations are: AddressSanitizer's shadow is one
@@ -64,8 +77,9 @@ private_mappings(struct mapping **ret)
 	return (long)n;
 }
 
+/* The pages whose pagemap entry e has (e & mask) == want, as ranges. */
 static long
-collect(struct prefault_range **ret, uint64_t mask)
+collect(struct prefault_range **ret, uint64_t mask, uint64_t want)
 {
 	_cleanup_free_ struct mapping *maps = NULL;
 	long nmaps = private_mappings(&maps);
@@ -89,7 +103,7 @@ collect(struct prefault_range **ret, uint64_t mask)
 			count = (uint64_t)got / 8;
 			for (uint64_t k = 0; k < count; k++) {
 				uint64_t e = buf[k];
-				if ((e & mask) == mask) {
+				if ((e & mask) == want) {
 					uint64_t a = addr + k * page;
 					if (n > 0 && r[n - 1].start + r[n - 1].npages * page == a) {
 						r[n - 1].npages++;
@@ -123,7 +137,136 @@ collect(struct prefault_range **ret, uint64_t mask)
 long
 prefault_record(struct prefault_range **ret)
 {
-	return collect(ret, PM_PRESENT | PM_EXCLUSIVE);
+	/* Exclusive and no longer write-protected: copied or written by the
+	 * run. A page the spare copied that the run left alone is exclusive
+	 * but still protected (see prefault_protect). */
+	return collect(ret, PM_PRESENT | PM_EXCLUSIVE | PM_UFFD_WP, PM_PRESENT | PM_EXCLUSIVE);
+}
+
+/* Write-protect [lo, hi) through the userfaultfd fd. */
+static int
+protect_range(int fd, uint64_t lo, uint64_t hi)
+{
+	struct uffdio_writeprotect wp = {
+		.range = { .start = lo, .len = hi - lo },
+		.mode = UFFDIO_WRITEPROTECT_MODE_WP,
+	};
+	return ioctl(fd, UFFDIO_WRITEPROTECT, &wp);
+}
+
+/*
+ * The pages of ranges outside this round's sample: in blocks of
+ * PREFAULT_SAMPLE_PAGES, block b is in round b % every. NULL on ENOMEM.
+ */
+static struct prefault_range *
+unsampled(const struct prefault_range *ranges, size_t n, unsigned every, unsigned round,
+	  size_t *ret_n)
+{
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), block = PREFAULT_SAMPLE_PAGES * page;
+	size_t cap = n + 16, k = 0;
+	struct prefault_range *r = malloc(cap * sizeof(*r));
+	for (size_t i = 0; r && i < n; i++) {
+		uint64_t a = ranges[i].start, end = a + ranges[i].npages * page;
+		while (a < end) {
+			uint64_t b = (a / block + 1) * block;
+			if (b > end)
+				b = end;
+			if ((a / block) % every != round % every) {
+				if (k > 0 && r[k - 1].start + r[k - 1].npages * page == a) {
+					r[k - 1].npages += (b - a) / page;
+				} else {
+					if (k == cap) {
+						struct prefault_range *g =
+							realloc(r, 2 * cap * sizeof(*r));
+						if (!g) {
+							free(r);
+							return NULL;
+						}
+						r = g;
+						cap *= 2;
+					}
+					r[k++] = (struct prefault_range){ a, (b - a) / page };
+				}
+			}
+			a = b;
+		}
+	}
+	*ret_n = k;
+	return r;
+}
+
+/* Write-protect [lo, hi) a chunk at a time; 1 when stop(arg) ended it. */
+static int
+protect_chunks(int fd, uint64_t lo, uint64_t hi, uint64_t page, int (*stop)(void *), void *arg)
+{
+	while (lo < hi) {
+		if (stop && stop(arg))
+			return 1;
+		uint64_t end =
+			hi - lo > 16 * PREFAULT_CHUNK * page ? lo + 16 * PREFAULT_CHUNK * page : hi;
+		protect_range(fd, lo, end);
+		lo = end;
+	}
+	return 0;
+}
+
+int
+prefault_protect(const struct prefault_range *ranges, size_t n, unsigned every, unsigned round,
+		 int (*stop)(void *), void *arg)
+{
+	_cleanup_free_ struct mapping *maps = NULL;
+	long nmaps = private_mappings(&maps);
+	if (nmaps < 0)
+		return (int)nmaps;
+	size_t nskip = 0;
+	_cleanup_free_ struct prefault_range *skip =
+		unsampled(ranges, n, every ? every : 1, round, &nskip);
+	if (!skip)
+		return -ENOMEM;
+	/* Without vm.unprivileged_userfaultfd only faults from user mode may be
+	 * handled; asynchronous write protection handles none, so that is all
+	 * we ask for (kernels before 5.11 do not know the flag). */
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+	if (fd < 0 && errno == EINVAL)
+		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_WP_ASYNC };
+	if (ioctl(fd, UFFDIO_API, &api) < 0 || !(api.features & UFFD_FEATURE_WP_ASYNC)) {
+		close(fd);
+		return -EOPNOTSUPP;
+	}
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	size_t j = 0;
+	int registered = 0;
+	for (long i = 0; i < nmaps; i++) {
+		/* Anonymous memory only: a private file mapping (a library's
+		 * data) cannot be registered and stays as it was. */
+		struct uffdio_register reg = {
+			.range = { .start = maps[i].start, .len = maps[i].end - maps[i].start },
+			.mode = UFFDIO_REGISTER_MODE_WP,
+		};
+		if (ioctl(fd, UFFDIO_REGISTER, &reg) < 0)
+			continue;
+		registered = 1;
+		for (uint64_t lo = maps[i].start; lo < maps[i].end;) {
+			while (j < nskip && skip[j].start + skip[j].npages * page <= lo)
+				j++;
+			uint64_t hi = maps[i].end;
+			if (j < nskip && skip[j].start < hi)
+				hi = skip[j].start > lo ? skip[j].start : lo;
+			if (hi > lo && protect_chunks(fd, lo, hi, page, stop, arg))
+				return fd;
+			if (hi == maps[i].end)
+				break;
+			lo = skip[j].start + skip[j].npages * page;
+		}
+	}
+	if (!registered) {
+		close(fd);
+		return -EOPNOTSUPP;
+	}
+	return fd;
 }
 
 static sigjmp_buf touch_jmp;

@@ -19,6 +19,8 @@
 #include "zygote/proto.h"
 #include "zygote/pyembed.h"
 #include "zygote/sandbox.h"
+#include "zygote/spawn.h"
+#include "zygote/log.h"
 
 /* The spare, when there is one (pid 0: none); see internal.h. */
 struct spare_state spare = { .sock = -1 };
@@ -36,10 +38,36 @@ request_waiting(void *arg)
  * chunk at a time, and stop as soon as a request is waiting: a run that
  * arrives early is served at once, with the rest of the faults its own.
  */
-static void
+static long
 spare_prepare(int sock)
 {
-	prefault_touch(hot, nhot, request_waiting, &sock);
+	return prefault_touch(hot, nhot, request_waiting, &sock);
+}
+
+/* A page the spares copy is checked for a write in one run out of this many
+ * (prefault_protect): a stale page is dropped within as many runs. */
+#define SPARE_SAMPLE_EVERY 8
+
+/*
+ * In the spare, once prepared: write-protect our memory (prefault_protect),
+ * so that the run records the pages it wrote, not those we copied for it.
+ * The userfaultfd goes where the harness's descriptors go (spawn.h), out of
+ * the tests' way; it is closed at exec and with the run. Without it (an
+ * older kernel) the run records every page it holds privately, ours too.
+ */
+static void
+spare_protect(int sock, unsigned round)
+{
+	/* A request already waiting (runs back to back) is served at once:
+	 * it records the spare's copies too, as on a kernel without this. */
+	if (request_waiting(&sock))
+		return;
+	int fd = prefault_protect(hot, nhot, SPARE_SAMPLE_EVERY, round, request_waiting, &sock);
+	if (fd < 0)
+		return;
+	int high = fcntl(fd, F_DUPFD_CLOEXEC, spawn_fd_base());
+	close(fd);
+	(void)high;
 }
 
 /* The spare's Z_RUN carries two descriptors: the client connection and the
@@ -95,6 +123,8 @@ spare_fork(void)
 	int close_fds[2 * MAX_RUNS + 4];
 	int nclose = own_fds(close_fds, sv[0]);
 	pid_t zygote = getpid();
+	static unsigned rounds;
+	unsigned round = rounds++;
 
 	pyembed_fork_prepare();
 	pid_t pid = fork();
@@ -108,9 +138,13 @@ spare_fork(void)
 			_exit(0);
 		setproctitle("spare gen %d %s", z.generation, z.root);
 		sandbox_prepare(zygote, z.supervisor);
-		spare_prepare(sv[1]);
+		long long t0 = now_ms();
+		long copied = spare_prepare(sv[1]);
 		if (!request_waiting(&sv[1]))
 			pyembed_spare_speculate();
+		spare_protect(sv[1], round);
+		log_debug("spare %d: copied %ld pages of the %zu learned, ready in %lld ms",
+			  (int)getpid(), copied, hot_pages(), now_ms() - t0);
 
 		/* Wait for a request: Z_RUN (connection and learning pipe) + request,
 		 * read on a blocking socket: the spare has nothing else to do. */

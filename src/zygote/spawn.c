@@ -52,8 +52,8 @@ set_title(const struct proto_request *req)
 
 /* Where the harness's descriptors go: SPAWN_FD_HIGH, or lower under a small
  * soft RLIMIT_NOFILE (F_DUPFD cannot go past it). */
-static int
-high_base(void)
+int
+spawn_fd_base(void)
 {
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
@@ -104,7 +104,7 @@ spawn_child_setup(const struct proto_request *req, int conn, int learn, const in
 	 */
 	if (learn < 0)
 		learn = open("/dev/null", O_WRONLY | O_CLOEXEC);
-	int base = high_base();
+	int base = spawn_fd_base();
 	int src[5] = { req->fds[0], req->fds[1], req->fds[2], conn, learn };
 	int high[5];
 	for (int i = 0; i < 5; i++) {

@@ -169,6 +169,17 @@ start_run(struct proto_request *req, int32_t id, int conn)
 		refuse_run(conn, id, "too many runs at once; try again when some have finished");
 		return;
 	}
+	/*
+	 * A client's run right after `start` comes while the practice run
+	 * (generation 1 says ready before it) is still going: end it. It only
+	 * teaches the spare which pages to prepare, this run teaches that
+	 * better, and its copy-on-write faults next to the run made the run a
+	 * third slower (the run itself takes the faults a spare would have).
+	 */
+	if (id >= 0)
+		for (int i = 0; i < z.nruns; i++)
+			if (z.runs[i].id < 0)
+				kill(z.runs[i].pid, SIGKILL);
 	int lp[2] = { -1, -1 };
 	if (pipe2(lp, O_CLOEXEC | O_NONBLOCK) == 0)
 		fcntl(lp[0], F_SETPIPE_SZ, LEARN_PIPE_SIZE);
@@ -220,6 +231,16 @@ start_run(struct proto_request *req, int32_t id, int conn)
 	log_debug("run %d: child %d", (int)id, (int)pid);
 }
 
+/* Whether a client's run is going (the practice run is not one). */
+static int
+client_runs(void)
+{
+	for (int i = 0; i < z.nruns; i++)
+		if (z.runs[i].id >= 0)
+			return 1;
+	return 0;
+}
+
 /* The READY text of a generation that waits for its spare (see zygote_main). */
 static char deferred_ready[1024];
 
@@ -228,7 +249,10 @@ static void
 practice_done(void)
 {
 	learn_add_saved();
-	spare_fork();
+	/* With a client's run going (it ended the practice run), the spare is
+	 * forked when that run ends: not next to it. */
+	if (!client_runs())
+		spare_fork();
 	if (deferred_ready[0]) {
 		send_ready(deferred_ready);
 		deferred_ready[0] = '\0';
@@ -334,14 +358,18 @@ reap(void)
 				practice_done();
 			log_debug("run %d: child %d exited with %d", (int)r->id, (int)pid,
 				  (int)code);
+			int32_t r_id = r->id;
 			run_remove(i);
 			/*
 			 * The next spare is forked now, not when the run
 			 * started: preparing it (thousands of page copies)
 			 * next to a running child made that child's Python
-			 * run a third slower on this kind of machine.
+			 * run a third slower on this kind of machine. Not
+			 * when the practice run ends next to a client's run
+			 * (which ended it): when that run ends.
 			 */
-			spare_fork();
+			if (r_id >= 0 || !client_runs())
+				spare_fork();
 			break;
 		}
 	}

@@ -119,7 +119,8 @@ def test_quick_tiny_run_writes_consistent_results(bench_env, tmp_path):
         assert sc["result"] == ("pass" if ok else "miss"), sc
     # the targets for tiny are all there
     assert {k for k, sc in scs.items() if sc["target"]} == {
-        "start", "run", "floor", "leaf_second", "core_second", "noop", "dirty", "gc", "hook"}
+        "start", "run", "first", "back_to_back", "floor", "leaf_second", "core_second", "noop",
+        "dirty", "gc", "hook"}
 
     for sc in data["scenarios"]:
         assert sc["title"] in r.stdout

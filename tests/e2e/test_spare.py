@@ -4,7 +4,10 @@ the next run does not take those copy-on-write faults itself."""
 
 import os
 import re
+import struct
 from pathlib import Path
+
+import pytest
 
 import pz_util
 
@@ -126,3 +129,103 @@ def test_a_spare_that_does_not_read_costs_a_fork_not_the_zygote(pz):
     finally:
         pz_util.kill_quietly(spare)
     assert srv.status()["zygote_pid"] == zpid
+
+
+def _pages_learned(path):
+    """The pages a pages file holds: the last client run's record (learn.c:
+    header of magic, libc address and count, then {start, npages} ranges)."""
+    data = path.read_bytes()
+    (n,) = struct.unpack_from("Q", data, 16)
+    return sum(struct.unpack_from("QQ", data, 24 + 16 * k)[1] for k in range(n))
+
+
+def _wp_async():
+    """Asynchronous userfaultfd write protection (Linux 6.7): without it a
+    run records the pages its spare copied as its own, as before."""
+    release = tuple(int(x) for x in re.findall(r"\d+", os.uname().release)[:2])
+    return release >= (6, 7)
+
+
+@pytest.mark.skipif(not _wp_async(), reason="needs Linux 6.7 or later (userfaultfd WP_ASYNC)")
+def test_pages_the_spare_copied_are_not_the_runs_writes(pz):
+    # A run walking the zygote's data writes some 4,700 pages; runs after it
+    # that do not are prepared by spares that copy those pages all the same.
+    # Those pages must drop out of what is recorded: the spare's copies are
+    # not the run's writes. It used to be recorded for good, every spare
+    # copying it again and an idle server holding it (the set only grew).
+    root = pz.project("learn")
+    pz.run_plain(ARGS, cwd=root)
+    srv = pz.start(root)
+    st = srv.status()
+    zpid = st["zygote_pid"]
+    pages = Path(st["socket"][:-len(".sock")] + ".pages")
+    one = ARGS + ["tests/test_zlast.py"]
+
+    def run(args, summary):
+        assert pz_util.wait_until(lambda: pz_util.spare_ready(zpid), timeout=30)
+        before = pages.stat().st_mtime_ns if pages.exists() else 0
+        r = pz.run_zygote(args, cwd=root, env={"PYTEST_ZYGOTE_TIMING": "1"})
+        assert r.rc == 0 and summary in r.out, r
+        # written once the child has recorded (after the client's exit code)
+        assert pz_util.wait_until(lambda: pages.exists()
+                                  and pages.stat().st_mtime_ns != before, timeout=30)
+        return _pages_learned(pages), _faults(r)
+
+    small = [run(one, "1 passed")[0] for _ in range(2)]
+    walked, _ = run(ARGS, "3 passed")
+    assert walked > small[-1] + 4000, (small, walked)
+    # One run in 8 checks each copied page for a write (spare.c): within 9
+    # runs every page of the walk has been checked and dropped.
+    after = [run(one, "1 passed")[0] for _ in range(9)]
+    assert after[-1] < small[-1] + 1000, (small, walked, after)
+    # Repeated identical runs do not make the set grow.
+    assert max(after[-3:]) <= max(small) + 1000, (small, after)
+    # The spare no longer prepares the walk: it is the run's own faults again.
+    _, faults = run(ARGS, "3 passed")
+    assert faults > 4000, faults
+
+
+SLOW_PRACTICE = '''
+import os, time
+
+if os.environ.get("PYTEST_ZYGOTE_PRACTICE"):
+    time.sleep(20)  # the practice run (not the learning run, not a client's run)
+
+
+def _children(pid):
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return [int(c) for c in f.read().split()]
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_alone():
+    others = [c for c in _children(os.getppid()) if c != os.getpid() and _alive(c)]
+    assert not others, others
+'''
+
+
+def test_a_run_right_after_start_ends_the_practice_run(pz, tmp_path):
+    # `start` returns before the first generation's practice run (which only
+    # teaches the spare which pages to prepare). A run that comes meanwhile
+    # ends it: the run teaches the spare better, and the practice run's page
+    # copies next to it made it slower. The test module sleeps in the
+    # practice run; the run looks at its zygote's other children: none
+    # (the spare is forked when the run ends, not next to it).
+    root = tmp_path / "slowpractice"
+    (root / "tests").mkdir(parents=True)
+    (root / "pytest.ini").write_text("[pytest]\ntestpaths = tests\n")
+    (root / "tests" / "test_alone.py").write_text(SLOW_PRACTICE)
+    srv = pz.start(root)
+    r = pz.run_zygote(ARGS, cwd=root, timeout=60)
+    assert r.rc == 0 and "1 passed" in r.out, r
+    zpid = srv.status()["zygote_pid"]
+    assert pz_util.wait_until(lambda: pz_util.spare_ready(zpid), timeout=30)
+    r = pz.run_zygote(ARGS, cwd=root, timeout=60)
+    assert r.rc == 0 and "1 passed" in r.out, r
