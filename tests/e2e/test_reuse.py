@@ -115,7 +115,10 @@ def test_runs_reuse_the_rewritten_code_of_unchanged_test_modules(pz, tmp_path):
     # every test module and conftest; a run executes it again without
     # reading or rewriting the file, until the file changes.
     root = pz.project("basic")
-    srv = pz.start(root)
+    # No refresh during the test: a fresh generation taking over after the
+    # edit (on a slow machine, before the last run) would hold the edited
+    # module's new code too, and its zygote another pid.
+    srv = pz.start(root, env={"PYTEST_ZYGOTE_SETTLE_MS": "600000"})
     zpid = srv.status()["zygote_pid"]
     prof = tmp_path / "child.prof"
     plain = pz.run_plain(["-q"], cwd=root)
