@@ -293,9 +293,10 @@ def test_full_runtime_dir_pid_file(pz, small_tmpfs):
     _fill(small_tmpfs / "filler")
     pz.cli("start", "--root", root, env=env)
     log = list(small_tmpfs.glob("basic-*.log"))[0]
-    # One page for the log, which start truncates and writes a line to; then full.
+    # One page for the log, which start appends its first line to (a server
+    # may run and write it) and the server truncates; then full.
     os.unlink(small_tmpfs / "filler")
-    log.write_bytes(b"x" * 4096)
+    log.write_bytes(b"x" * 100)
     _fill(small_tmpfs / "filler")
     r = pz.cli("start", "--root", root, env=env)
     pid_file = log.with_suffix(".pid")
@@ -315,8 +316,9 @@ def test_full_runtime_dir_after_the_pid_file(pz, small_tmpfs):
     pz.cli("start", "--root", root, env=env)
     log = list(small_tmpfs.glob("basic-*.log"))[0]
     os.unlink(small_tmpfs / "filler")
-    # One page each for the log and the pid file, which start truncates.
-    log.write_bytes(b"x" * 4096)
+    # One page each for the log (start appends a line, the server truncates
+    # it) and the pid file (truncated).
+    log.write_bytes(b"x" * 100)
     log.with_suffix(".pid").write_bytes(b"x" * 4096)
     _fill(small_tmpfs / "filler")
     r = pz.cli("start", "--root", root, env=env)
