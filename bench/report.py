@@ -27,6 +27,7 @@ MONO_CPU = 1.10  # issue #18: a warm run's child CPU, vs the same on the 100-mod
 MONO_CORE = 2.0  # issue #18: the first run after editing core vs a cold run (monorepo10k)
 FIRST = 1.5  # issue #18: the first run after start vs a warm run (tiny, heavy)
 BACK_TO_BACK = 1.5  # issue #18: runs back to back vs a warm run (tiny)
+MOONSHOT = 0.015  # issue #18: the tiny warm run's wall time it aims at (a row, not a target)
 
 
 def _per_test(seconds, tests):
@@ -73,6 +74,11 @@ def scenarios(result: dict) -> list:
                 "pytest-zygote run -q", s.get("warm"),
                 {"kind": "ratio", "limit": TINY_FLOOR, "text": "<= %.2fx" % TINY_FLOOR}
                 if name == "tiny" else None)
+        if name == "tiny":
+            # Issue #18's moonshot: no target yet; where the time goes is in
+            # docs/benchmarks.md.
+            add("moonshot", "warm run vs 15 ms (moonshot)", "s", "the moonshot", [MOONSHOT],
+                "pytest-zygote run -q", s.get("warm"))
         add("handover", "plugin hand-over", "s", "pytest-zygote run -q", s.get("warm"),
             "pytest -p plugin -q", s.get("handover"))
         add("hook", "hand-over by start hook", "s", "pytest-zygote run -q", s.get("warm"),

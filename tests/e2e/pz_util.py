@@ -20,6 +20,16 @@ REPO = Path(__file__).resolve().parents[2]
 PROJECTS = REPO / "tests" / "projects"
 TIMEOUT = 60  # seconds for any one subprocess; a hang fails instead of blocking
 
+
+def child_timing(r):
+    """The line PYTEST_ZYGOTE_TIMING=1 makes a run's child write on stderr, as
+    {"cpu_ms", "faults", "reloaded", "checked"}; fails when it is missing."""
+    m = re.search(r"pytest-zygote: child ([\d.]+) ms CPU, (\d+) page faults, (\d+) modules "
+                  r"reloaded, (\d+) files checked", r.err)
+    assert m, r
+    return {"cpu_ms": float(m[1]), "faults": int(m[2]), "reloaded": int(m[3]),
+            "checked": int(m[4])}
+
 READY_RE = re.compile(
     r"^pytest-zygote: ready pid (?P<pid>\d+), socket (?P<socket>.+?), "
     r"(?P<modules>\d+) modules, warm-up (?P<warmup>\d+(?:\.\d+)?) ?s$"

@@ -23,7 +23,7 @@ from pz_util import REPO
 HARNESS = REPO / "bench" / "run.py"
 TINY_SCENARIOS = {"start", "run", "first", "second", "cpu", "floor", "leaf_first", "leaf_second", "core_first",
                   "core_second", "per_test", "noop", "noop_exec", "dirty", "gc", "rss", "handover", "hook",
-                  "back_to_back", "watch"}
+                  "back_to_back", "watch", "moonshot"}
 
 
 def _xdist_scenarios():

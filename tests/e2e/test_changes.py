@@ -683,23 +683,14 @@ TIMING = {"PYTEST_ZYGOTE_TIMING": "1"}
 QUIET = "600000"  # settle time: no fresh generation absorbs the edit meanwhile
 
 
-def checked(r):
-    """How many files the child compared (PYTEST_ZYGOTE_TIMING's line)."""
-    import re
-
-    m = re.search(r"pytest-zygote: child .* (\d+) files checked", r.err)
-    assert m, r
-    return int(m.group(1))
-
-
 def test_a_run_compares_only_the_files_that_changed(pz):
     root = pz.project("changes")
     pz.start(root, env={"PYTEST_ZYGOTE_SETTLE_MS": QUIET})
     r = zrun(pz, root, rc=0, env=TIMING)
-    assert checked(r) == 0, r
+    assert pz_util.child_timing(r)["checked"] == 0, r
     (root / "pkg" / "a.py").write_text("VALUE = 2\n")
     r = zrun(pz, root, rc=1, has=["3 failed, 2 passed"], env=TIMING)
-    assert checked(r) == 1, r
+    assert pz_util.child_timing(r)["checked"] == 1, r
 
 
 def test_lost_events_make_runs_compare_every_file(pz):
@@ -710,7 +701,7 @@ def test_lost_events_make_runs_compare_every_file(pz):
     r = zrun(pz, root, rc=0, env=TIMING)
     (root / "pkg" / "a.py").write_text("VALUE = 2\n")
     r = zrun(pz, root, rc=1, has=["3 failed, 2 passed"], env=TIMING)
-    assert checked(r) > 1, r
+    assert pz_util.child_timing(r)["checked"] > 1, r
     check(pz, root, rc=1, has=["3 failed, 2 passed"])
 
 
@@ -723,7 +714,7 @@ def test_too_many_changes_make_runs_compare_every_file(pz):
         (root / "pkg" / ("new%d.py" % i)).write_text("X = %d\n" % i)
     (root / "pkg" / "a.py").write_text("VALUE = 2\n")
     r = zrun(pz, root, rc=1, has=["3 failed, 2 passed"], env=TIMING)
-    assert checked(r) > 1, r
+    assert pz_util.child_timing(r)["checked"] > 1, r
 
 
 def test_poll_mode_sees_an_edit_that_keeps_mtime_size_and_inode(pz):
@@ -742,7 +733,7 @@ def test_poll_mode_sees_an_edit_that_keeps_mtime_size_and_inode(pz):
     assert (after.st_mtime_ns, after.st_size, after.st_ino) == (
         st.st_mtime_ns, st.st_size, st.st_ino)
     r = zrun(pz, root, rc=1, has=["3 failed, 2 passed"], env=TIMING)
-    assert checked(r) == 1, r
+    assert pz_util.child_timing(r)["checked"] == 1, r
 
 
 def test_an_imported_file_the_watcher_ignores_is_compared_in_every_run(pz):
@@ -750,10 +741,10 @@ def test_an_imported_file_the_watcher_ignores_is_compared_in_every_run(pz):
     pz.start(root, env={"PYTEST_ZYGOTE_SETTLE_MS": QUIET,
                         "PYTEST_ZYGOTE_IGNORE_GLOBS": "pkg/a.py"})
     r = zrun(pz, root, rc=0, env=TIMING)
-    assert checked(r) == 1, r
+    assert pz_util.child_timing(r)["checked"] == 1, r
     (root / "pkg" / "a.py").write_text("VALUE = 2\n")
     r = zrun(pz, root, rc=1, has=["3 failed, 2 passed"], env=TIMING)
-    assert checked(r) == 1, r
+    assert pz_util.child_timing(r)["checked"] == 1, r
 
 
 def test_an_edit_while_the_server_is_stopped_is_seen(pz):
@@ -769,7 +760,7 @@ def test_an_edit_while_the_server_is_stopped_is_seen(pz):
     finally:
         os.kill(srv.pid, signal.SIGCONT)
     r = zrun(pz, root, rc=1, has=["3 failed, 2 passed", "test_d - Assert"], env=TIMING)
-    assert checked(r) == 2, r
+    assert pz_util.child_timing(r)["checked"] == 2, r
 
 
 def test_a_real_inotify_overflow_makes_runs_compare_every_file(pz):
@@ -791,7 +782,7 @@ def test_a_real_inotify_overflow_makes_runs_compare_every_file(pz):
     finally:
         os.kill(srv.pid, signal.SIGCONT)
     r = zrun(pz, root, rc=1, has=["3 failed, 2 passed"], env=TIMING)
-    assert checked(r) > 1, r
+    assert pz_util.child_timing(r)["checked"] > 1, r
 
 
 def test_a_client_cannot_hand_its_run_a_check_list(pz):
@@ -802,4 +793,4 @@ def test_a_client_cannot_hand_its_run_a_check_list(pz):
     (root / "pkg" / "a.py").write_text("VALUE = 2\n")
     env = dict(TIMING, PYTEST_ZYGOTE_CHECK="")
     r = zrun(pz, root, rc=1, has=["3 failed, 2 passed"], env=env)
-    assert checked(r) > 1, r
+    assert pz_util.child_timing(r)["checked"] > 1, r

@@ -15,13 +15,6 @@ ARGS = ["-q", "-p", "no:cacheprovider"]
 ADDR_NO_RANDOMIZE = 0x0040000
 
 
-def _faults(r):
-    """The page faults PYTEST_ZYGOTE_TIMING reports for the run's child."""
-    m = re.search(r"pytest-zygote: child [\d.]+ ms CPU, (\d+) page faults", r.err)
-    assert m, r
-    return int(m.group(1))
-
-
 def test_the_next_run_finds_its_pages_prepared(pz):
     # The test walks data the zygote owns: thousands of pages the practice
     # run (collection only) never wrote. The first run takes those faults;
@@ -35,7 +28,7 @@ def test_the_next_run_finds_its_pages_prepared(pz):
         assert pz_util.wait_until(lambda: pz_util.spare_ready(zpid), timeout=30)
         r = pz.run_zygote(ARGS, cwd=root, env={"PYTEST_ZYGOTE_TIMING": "1"})
         assert r.rc == 0 and "3 passed" in r.out, r
-        faults.append(_faults(r))
+        faults.append(pz_util.child_timing(r)["faults"])
     # 300,000 lists of 56 + 8 bytes each: at least 4,000 pages
     assert faults[0] > 4000, faults
     assert faults[1] < faults[0] / 4 and faults[2] < faults[0] / 4, faults
@@ -45,7 +38,7 @@ def _run(pz, root, zpid):
     assert pz_util.wait_until(lambda: pz_util.spare_ready(zpid), timeout=30)
     r = pz.run_zygote(ARGS, cwd=root, env={"PYTEST_ZYGOTE_TIMING": "1"})
     assert r.rc == 0 and "3 passed" in r.out, r
-    return _faults(r)
+    return pz_util.child_timing(r)["faults"]
 
 
 def _next_generation(pz, root, srv):
@@ -169,7 +162,7 @@ def test_pages_the_spare_copied_are_not_the_runs_writes(pz):
         # written once the child has recorded (after the client's exit code)
         assert pz_util.wait_until(lambda: pages.exists()
                                   and pages.stat().st_mtime_ns != before, timeout=30)
-        return _pages_learned(pages), _faults(r)
+        return _pages_learned(pages), pz_util.child_timing(r)["faults"]
 
     small = [run(one, "1 passed")[0] for _ in range(2)]
     walked, _ = run(ARGS, "3 passed")
