@@ -65,8 +65,19 @@ static int
 print_running(const struct zpaths *p, int to_stderr)
 {
 	char *text = NULL;
-	/* Wait until that server is warm, so a second `start` means "ready" too. */
-	int r = client_request(p, PROTO_KIND_WAIT, 0, &text);
+	/* Wait until that server is warm, so a second `start` means "ready" too.
+	 * It takes the pid lock a moment before it listens: a start that
+	 * raced it (several at once) finds no socket yet, so it retries for
+	 * up to 5 s before calling the server one that is stopping. */
+	int r;
+	for (int tries = 0;; tries++) {
+		r = client_request(p, PROTO_KIND_WAIT, 0, &text);
+		if ((r != -ECONNREFUSED && r != -ENOENT) || tries >= 100)
+			break;
+		free(text);
+		text = NULL;
+		usleep(50 * 1000);
+	}
 	if (r == CLIENT_UNTRUSTED)
 		return ZEXIT_UNTRUSTED;
 	if (r == 0 && other_build(p, text, "a server is already running")) {

@@ -6,6 +6,7 @@ import re
 import signal
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -360,6 +361,46 @@ def test_concurrent_starts_make_one_server(pz):
     assert len(pids) == 1, results
     assert sum(bool(READY_RE.match(out.strip())) for _, out, _ in results) >= 1
     assert supervisors_for(root) == list(pids)
+
+
+def test_a_start_that_finds_the_lock_taken_waits_for_the_socket(pz):
+    """A server holds the pid lock a moment before it listens: a `start` that
+    finds the lock taken and no socket yet waits for one (it used to exit 71,
+    "starting or stopping", when several starts raced). Here a process that
+    only holds the lock stands for the server in that moment."""
+    root = pz.project("basic")
+    probe = pz.cli("probe", "--root", root)
+    sock = [ln.split("=", 1)[1] for ln in probe.out.splitlines()
+            if ln.startswith("probe.socket=")][0]
+    pid_file = sock[:-len(".sock")] + ".pid"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time\n"
+         "f = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o600)\n"
+         "fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+         "os.write(f, b'%d' % os.getpid())  # as libbsd writes it\n"
+         "print('locked', flush=True)\n"
+         "sys.stdin.read()\n"
+         "os.unlink(sys.argv[1])\n", pid_file],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        waiting = subprocess.Popen([pz.zbin, "start", "--root", str(root)], env=pz.env(),
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        # Its server found the lock taken (and said so in the log); it waits.
+        log = Path(sock[:-len(".sock")] + ".log")
+        assert pz_util.wait_until(
+            lambda: log.exists() and "already running" in log.read_text(), timeout=TIMEOUT)
+        assert waiting.poll() is None, waiting.communicate()
+    finally:
+        holder.stdin.close()  # the lock holder goes away
+        holder.wait(timeout=TIMEOUT)
+    srv = pz.start(root)  # the real server, which listens
+    out, err = waiting.communicate(timeout=TIMEOUT)
+    assert waiting.returncode == 0, (out, err)
+    m = ALREADY_RE.match((out + err).strip())
+    assert m and int(m["pid"]) == srv.pid, (out, err)
 
 
 def test_supervisor_survives_a_zygote_crash(pz):
