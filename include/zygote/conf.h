@@ -22,6 +22,7 @@ struct zconf {
 	char watch_globs[4096];  /* "" = not set */
 	char ignore_globs[4096]; /* "" = not set */
 	int spare;               /* -1 = not set, 0/1 */
+	int collect_ahead_ms;    /* -1 = not set, 0 = off */
 	int stable_layout;       /* -1 = not set, 0/1 */
 	int sandbox;             /* -1 = not set, 0 off, 1 on, 2 no-network */
 	int grace_ms;            /* -1 = not set */

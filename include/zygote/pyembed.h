@@ -50,7 +50,14 @@ void pyembed_lock(void);
  * (_zygote.spare_speculate). Errors are dropped: the run does the work. */
 void pyembed_spare_speculate(void);
 
-/* In a test child: run pytest for req. Returns the exit code (0..255). */
-int pyembed_child_run(const struct proto_request *req);
+/* In a test child: run pytest for req. Returns the exit code (0..255).
+ * ahead: a child collecting ahead (ahead.c), which stops once collected and
+ * calls the function pyembed_on_adopt gave, with the files it read (and
+ * the contents of the small ones). */
+int pyembed_child_run(const struct proto_request *req, int ahead);
+void pyembed_on_adopt(int (*fn)(const char *reads, const void *blobs, size_t nblobs));
+
+/* In a test child, after its run: how long its collection took (ms). */
+long pyembed_collect_ms(void);
 
 #endif

@@ -64,6 +64,9 @@ int spawn_child_setup(const struct proto_request *req, int conn, int learn, cons
  * a test may have closed it and opened a file of its own on that number. */
 int spawn_fd_same(const struct spawn_fd *f);
 
+/* The process title of a run of req: "run ARGS". */
+void spawn_set_title(const struct proto_request *req);
+
 /* Reset signal mask and dispositions as a freshly exec'd Python expects. */
 void spawn_reset_signals(void);
 

@@ -67,6 +67,8 @@ static const char usage_text[] =
 	"PYTEST_ZYGOTE_STABLE_LAYOUT, PYTEST_ZYGOTE_INTERRUPT_TIMEOUT, PYTEST_ZYGOTE_DEBUG,\n"
 	"PYTEST_ZYGOTE_LEARN_SECONDS (how long warm-up's learning run collects),\n"
 	"PYTEST_ZYGOTE_RELOAD (child or fresh: how runs follow an edit),\n"
+	"PYTEST_ZYGOTE_COLLECT_AHEAD_MS (collect the last run again ahead of the next\n"
+	"when its collection took this long, default 200; 0: never),\n"
 	"PYTEST_ZYGOTE_VARIANTS (zygotes kept for other environments, default 3),\n"
 	"PYTEST_ZYGOTE_VARIANT_IDLE (seconds before an unused one stops, default 1800),\n"
 	"PYTEST_ZYGOTE_IDLE_TIMEOUT (seconds without runs before a server stops,\n"

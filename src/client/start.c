@@ -51,6 +51,10 @@ apply_start_env(const struct zconf *c)
 		setenv_default("PYTEST_ZYGOTE_IGNORE_GLOBS", c->ignore_globs);
 	if (c->spare >= 0)
 		setenv_default("PYTEST_ZYGOTE_SPARE", c->spare ? "1" : "0");
+	if (c->collect_ahead_ms >= 0) {
+		snprintf(v, sizeof(v), "%d", c->collect_ahead_ms);
+		setenv_default("PYTEST_ZYGOTE_COLLECT_AHEAD_MS", v);
+	}
 	if (c->stable_layout >= 0)
 		setenv_default("PYTEST_ZYGOTE_STABLE_LAYOUT", c->stable_layout ? "1" : "0");
 	if (c->sandbox >= 0)

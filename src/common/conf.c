@@ -36,6 +36,9 @@ const struct conf_setting conf_settings[] = {
 	  "what is never watched", CONF_AT_START, FIELD(ignore_globs) },
 	{ "spare", "PYTEST_ZYGOTE_SPARE", CONF_BOOL, 0, 0, NULL, "true",
 	  "keep a spare child forked ahead of the next run", CONF_AT_START, FIELD(spare) },
+	{ "collect_ahead_ms", "PYTEST_ZYGOTE_COLLECT_AHEAD_MS", CONF_INT, 0, 3600000, NULL, "200",
+	  "collect the last run again ahead of the next when its collection took N ms (0: off)",
+	  CONF_AT_START, FIELD(collect_ahead_ms) },
 	{ "stable_layout", "PYTEST_ZYGOTE_STABLE_LAYOUT", CONF_BOOL, 0, 0, NULL, "true",
 	  "the same memory layout in every generation (pages carry over)", CONF_AT_START,
 	  FIELD(stable_layout) },
@@ -102,7 +105,7 @@ void
 conf_init(struct zconf *c)
 {
 	memset(c, 0, sizeof(*c));
-	c->settle_ms = c->poll_ms = c->grace_ms = -1;
+	c->settle_ms = c->poll_ms = c->grace_ms = c->collect_ahead_ms = -1;
 	c->spare = c->sandbox = c->start_if_needed = c->stable_layout = -1;
 	c->max_runs = c->reload_fresh = c->idle_timeout_ms = c->wait_timeout_ms = -1;
 }

@@ -498,6 +498,7 @@ on_change(const char *path, void *arg)
 	(void)arg;
 	char why[PATH_MAX + 128];
 	const char *files = current_files();
+	s.changes_seen++;
 	note_for_watchers(path);
 	gens_note(path);
 	if (is_config(path)) {
@@ -542,6 +543,7 @@ static void
 lose_change(const char *path, void *arg)
 {
 	(void)path;
+	s.changes_seen++;
 	(*(int *)arg)++;
 }
 
@@ -571,6 +573,7 @@ changes_watch_settle(void)
 		if (w && !warned++)
 			log_warn("%s", w);
 		note_for_watchers(NULL);
+		s.changes_seen++;
 		s.dirty_total++;
 		s.last_change_ms = now_ms();
 	}

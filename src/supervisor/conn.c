@@ -171,18 +171,25 @@ reply_status(struct conn *c)
 static int
 send_run(struct gen *g, int32_t id, int conn_fd, const struct proto_request *req)
 {
-	static const char name[] = "PYTEST_ZYGOTE_CHECK=";
+	static const char name[] = "PYTEST_ZYGOTE_CHECK=", epoch[] = "PYTEST_ZYGOTE_EPOCH=";
 	_cleanup_free_ char *entry = changes_gen_entry(g);
-	_cleanup_free_ char **env = malloc(sizeof(*env) * (req->envc + 2));
+	_cleanup_free_ char **env = malloc(sizeof(*env) * (req->envc + 3));
 	if (!env)
 		return peer_send_request(g->ctl, id, &conn_fd, 1, req);
+	char seen[sizeof(epoch) + 24];
+	snprintf(seen, sizeof(seen), "%s%llu", epoch, s.changes_seen);
 	size_t n = 0;
 	for (size_t i = 0; i < req->envc; i++)
-		if (strncmp(req->env[i], name, sizeof(name) - 1) != 0)
+		if (strncmp(req->env[i], name, sizeof(name) - 1) != 0 &&
+		    strncmp(req->env[i], epoch, sizeof(epoch) - 1) != 0)
 			env[n++] = req->env[i];
 	size_t own = n;
-	if (entry)
+	if (entry) {
+		/* With the list, how many changes the server has seen: two runs
+		 * with the same count saw the same project (ahead.c). */
 		env[n++] = entry;
+		env[n++] = seen;
+	}
 	env[n] = NULL;
 	struct proto_request copy = *req;
 	copy.env = env;

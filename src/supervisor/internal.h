@@ -134,8 +134,9 @@ struct supervisor_state {
 	struct watch *watch; /* the project tree */
 	int ext_fd;          /* inotify on directories outside the project */
 	char *dirty[MAX_DIRTY];
-	int ndirty;       /* paths kept */
-	long dirty_total; /* changes seen since the current generation started */
+	int ndirty;                      /* paths kept */
+	long dirty_total;                /* changes seen since the current generation started */
+	unsigned long long changes_seen; /* every change event, ever: PYTEST_ZYGOTE_EPOCH */
 	long long last_change_ms;
 	int settle_ms;
 	int poll_ms;     /* > 0: poll the tree instead of inotify */

@@ -55,10 +55,28 @@ struct spare_state {
 };
 extern struct spare_state spare;
 
+/*
+ * The child collecting ahead (ahead.c): forked after a run whose collection
+ * took at least min_ms, it starts that run again and waits, collected, for
+ * the same request.
+ */
+struct ahead_state {
+	pid_t pid;
+	int sock;  /* our end of its socket: 'R' once collected, then the request */
+	int reads; /* memfd: the files and directories its collection read */
+	int ready; /* its 'R' came */
+	int disabled;
+	long min_ms;
+};
+extern struct ahead_state ahead;
+/* How long the last client run's collection took (learn.c, from its child). */
+extern long last_collect_ms;
+
 /* The learning pipe: its size, and the first byte a run child writes to it,
  * "my run got to its end" (then the pages it copied, then it exits). */
 #define LEARN_PIPE_SIZE (1 << 20)
 #define LEARN_DONE "E"
+/* then a uint32_t: the milliseconds its collection took */
 
 /* The pages the last run made private, for the next spare to touch (learn.c). */
 extern int hot_real; /* hot came from a client's run, not the practice run */
@@ -73,12 +91,22 @@ int own_fds(int *fds, int extra);
 void __attribute__((noreturn)) child_main(struct proto_request *req, int conn, int learn,
 					  const int *close_fds, int nclose, pid_t zygote);
 void start_run(struct proto_request *req, int32_t id, int conn);
+void child_randomise(void);
+struct spawn_fd;
+void __attribute__((noreturn)) child_finish(int code, const struct spawn_fd *pipe_fd);
 
 /* spare.c */
 void spare_fork(void);
 void spare_drop(void);
 pid_t spare_take(const struct proto_request *req, int32_t id, int conn, int learn);
 void spare_replace_practice(void);
+
+/* ahead.c */
+void ahead_remember(const struct proto_request *req);
+pid_t ahead_take(const struct proto_request *req, int32_t id, int conn, int learn);
+void ahead_fork(void);
+void ahead_drop(void);
+void ahead_reaped(int status);
 
 /* learn.c */
 int learn(struct run *r);

@@ -17,6 +17,8 @@
 #include "zygote/prefault.h"
 #include "zygote/proto.h"
 
+long last_collect_ms;
+
 /* The pages the last run made private, for the next spare to touch. */
 int hot_real; /* hot came from a client's run, not the practice run */
 struct prefault_range *hot;
@@ -216,8 +218,12 @@ int
 learn(struct run *r)
 {
 	char done;
-	if (r->learn < 0 || read(r->learn, &done, 1) != 1 || done != LEARN_DONE[0])
+	uint32_t ms;
+	if (r->learn < 0 || read(r->learn, &done, 1) != 1 || done != LEARN_DONE[0] ||
+	    read(r->learn, &ms, sizeof(ms)) != sizeof(ms))
 		return 0; /* it died before its run was over */
+	if (r->id >= 0)
+		last_collect_ms = (long)ms;
 	size_t cap = 4096, len = 0;
 	int stored = 0;
 	char *buf = malloc(cap);

@@ -19,6 +19,7 @@ static PyObject *zmod;          /* pytest_zygote._zygote */
 static PyThreadState *unlocked; /* set while the GIL is released */
 static void (*progress_fn)(const char *text);
 static void (*learning_fn)(void);
+static int (*adopt_fn)(const char *reads, const void *blobs, size_t nblobs);
 
 void
 pyembed_on_progress(void (*fn)(const char *text))
@@ -30,6 +31,26 @@ void
 pyembed_on_learning_fork(void (*fn)(void))
 {
 	learning_fn = fn;
+}
+
+void
+pyembed_on_adopt(int (*fn)(const char *reads, const void *blobs, size_t nblobs))
+{
+	adopt_fn = fn;
+}
+
+/* _pytest_zygote_c.ahead_adopt(reads, blobs): in a child collecting ahead,
+ * once collected (ahead.c). True: it is the request's run now. */
+static PyObject *
+c_ahead_adopt(PyObject *self, PyObject *args)
+{
+	(void)self;
+	const char *reads;
+	const char *blobs;
+	Py_ssize_t nblobs;
+	if (!PyArg_ParseTuple(args, "sy#", &reads, &blobs, &nblobs))
+		return NULL;
+	return PyBool_FromLong(adopt_fn && adopt_fn(reads, blobs, (size_t)nblobs));
 }
 
 /* _pytest_zygote_c.progress(text): warm-up progress for `start`. */
@@ -66,6 +87,7 @@ c_learning_child(PyObject *self, PyObject *unused)
 static PyMethodDef c_methods[] = {
 	{ "progress", c_progress, METH_O, "Report warm-up progress to the supervisor." },
 	{ "learning_child", c_learning_child, METH_NOARGS, "Set up the learning run's process." },
+	{ "ahead_adopt", c_ahead_adopt, METH_VARARGS, "Wait, collected ahead, for the request." },
 	{ NULL, NULL, 0, NULL },
 };
 
@@ -299,14 +321,15 @@ env_to_dict(char *const *v, size_t n)
 }
 
 int
-pyembed_child_run(const struct proto_request *req)
+pyembed_child_run(const struct proto_request *req, int ahead)
 {
 	int code = 1;
 	PyObject *argv = strv_to_list(req->argv, req->argc);
 	PyObject *env = env_to_dict(req->env, req->envc);
 	PyObject *cwd = PyUnicode_DecodeFSDefault(req->cwd);
 	if (argv && env && cwd) {
-		PyObject *res = PyObject_CallMethod(zmod, "child_run", "OOO", argv, cwd, env);
+		PyObject *res = PyObject_CallMethod(zmod, "child_run", "OOOO", argv, cwd, env,
+						    ahead ? Py_True : Py_False);
 		if (res) {
 			code = (int)PyLong_AsLong(res);
 			Py_DECREF(res);
@@ -320,4 +343,20 @@ pyembed_child_run(const struct proto_request *req)
 	Py_XDECREF(env);
 	Py_XDECREF(cwd);
 	return code & 0xff;
+}
+
+long
+pyembed_collect_ms(void)
+{
+	long ms = 0;
+	PyObject *res = PyObject_CallMethod(zmod, "collect_ms", NULL);
+	if (res) {
+		ms = PyLong_AsLong(res);
+		Py_DECREF(res);
+	}
+	if (PyErr_Occurred()) {
+		PyErr_Clear();
+		ms = 0;
+	}
+	return ms < 0 ? 0 : ms;
 }

@@ -120,7 +120,7 @@ spare_fork(void)
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		return;
-	int close_fds[2 * MAX_RUNS + 4];
+	int close_fds[2 * MAX_RUNS + 6];
 	int nclose = own_fds(close_fds, sv[0]);
 	pid_t zygote = getpid();
 	static unsigned rounds;

@@ -40,8 +40,8 @@ spawn_reset_signals(void)
 	sigaction(SIGXFSZ, &sa, NULL);
 }
 
-static void
-set_title(const struct proto_request *req)
+void
+spawn_set_title(const struct proto_request *req)
 {
 	char buf[256];
 	size_t n = (size_t)snprintf(buf, sizeof(buf), "run");
@@ -133,7 +133,7 @@ spawn_child_setup(const struct proto_request *req, int conn, int learn, const in
 	if (chdir(req->cwd) < 0)
 		return fail(conn, "cannot enter the working directory '%s': %s", req->cwd,
 			    strerror(errno));
-	set_title(req);
+	spawn_set_title(req);
 
 	/* Die with the zygote; a zygote that is already gone means we are too late. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);

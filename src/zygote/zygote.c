@@ -106,6 +106,8 @@ own_fds(int *fds, int extra)
 	fds[n++] = z.ctl ? peer_fd(z.ctl) : -1;
 	fds[n++] = z.sigfd;
 	fds[n++] = spare.sock;
+	fds[n++] = ahead.sock;
+	fds[n++] = ahead.reads;
 	for (int i = 0; i < z.nruns; i++) {
 		fds[n++] = z.runs[i].conn ? peer_fd(z.runs[i].conn) : -1;
 		fds[n++] = z.runs[i].learn;
@@ -115,13 +117,20 @@ own_fds(int *fds, int extra)
 	return n;
 }
 
+/* In a run child: what the run execs gets randomisation back, as under
+ * plain pytest. */
+void
+child_randomise(void)
+{
+	if (stable_layout)
+		personality((unsigned long)personality(0xffffffff) & ~ADDR_NO_RANDOMIZE);
+}
+
 /* A run child, from the fd layout to _exit. */
 void __attribute__((noreturn)) child_main(struct proto_request *req, int conn, int learn,
 					  const int *close_fds, int nclose, pid_t zygote)
 {
-	/* What the run execs gets randomisation back, as under plain pytest. */
-	if (stable_layout)
-		personality((unsigned long)personality(0xffffffff) & ~ADDR_NO_RANDOMIZE);
+	child_randomise();
 	struct spawn_fd pipe_fd;
 	if (spawn_child_setup(req, conn, learn, close_fds, nclose, zygote, z.supervisor, &pipe_fd) <
 	    0)
@@ -132,28 +141,36 @@ void __attribute__((noreturn)) child_main(struct proto_request *req, int conn, i
 	 * ends the zygote finds it among its own children and kills it.
 	 */
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
-	int code = pyembed_child_run(req);
-	/*
-	 * Tell the zygote which pages we copied (after LEARN_DONE, "the run
-	 * got to its end"), then exit: the zygote reports our exit status to
-	 * the client. Only into the pipe we were given: a test may have
-	 * closed it and opened a file of its own on its number.
-	 */
-	if (!spawn_fd_same(&pipe_fd)) {
+	child_finish(pyembed_child_run(req, 0), &pipe_fd);
+}
+
+/*
+ * Tell the zygote how long collection took and which pages we copied (after
+ * LEARN_DONE, "the run got to its end"), then exit: the zygote reports our
+ * exit status to the client. Only into the pipe we were given: a test may
+ * have closed it and opened a file of its own on its number.
+ */
+void __attribute__((noreturn)) child_finish(int code, const struct spawn_fd *pipe_fd)
+{
+	if (!spawn_fd_same(pipe_fd)) {
 		log_debug("the learning pipe (fd %d) was closed or replaced during the run; "
 			  "not recording pages",
-			  pipe_fd.fd);
+			  pipe_fd->fd);
 		_exit(code);
 	}
-	ssize_t d = write(pipe_fd.fd, LEARN_DONE, 1);
+	char head[1 + sizeof(uint32_t)];
+	uint32_t ms = (uint32_t)pyembed_collect_ms();
+	head[0] = LEARN_DONE[0];
+	memcpy(head + 1, &ms, sizeof(ms));
+	ssize_t d = write(pipe_fd->fd, head, sizeof(head));
 	(void)d;
 	struct prefault_range *r;
 	long n = prefault_record(&r);
 	if (n > 0) {
 		size_t len = (size_t)n * sizeof(*r);
-		if (len > LEARN_PIPE_SIZE - 1) /* after LEARN_DONE */
-			len = (LEARN_PIPE_SIZE - 1) / sizeof(*r) * sizeof(*r);
-		ssize_t w = write(pipe_fd.fd, r, len);
+		if (len > LEARN_PIPE_SIZE - sizeof(head))
+			len = (LEARN_PIPE_SIZE - sizeof(head)) / sizeof(*r) * sizeof(*r);
+		ssize_t w = write(pipe_fd->fd, r, len);
 		(void)w;
 	}
 	_exit(code);
@@ -184,9 +201,11 @@ start_run(struct proto_request *req, int32_t id, int conn)
 	if (pipe2(lp, O_CLOEXEC | O_NONBLOCK) == 0)
 		fcntl(lp[0], F_SETPIPE_SZ, LEARN_PIPE_SIZE);
 
-	pid_t pid = spare_take(req, id, conn, lp[1]);
+	pid_t pid = id >= 0 ? ahead_take(req, id, conn, lp[1]) : 0;
+	if (!pid)
+		pid = spare_take(req, id, conn, lp[1]);
 	if (!pid) {
-		int close_fds[2 * MAX_RUNS + 4];
+		int close_fds[2 * MAX_RUNS + 6];
 		int nclose = own_fds(close_fds, lp[0]);
 		pid_t zygote = getpid();
 		pyembed_fork_prepare();
@@ -197,6 +216,8 @@ start_run(struct proto_request *req, int32_t id, int conn)
 		}
 		pyembed_fork_parent();
 	}
+	if (id >= 0 && pid > 0)
+		ahead_remember(req);
 	if (lp[1] >= 0)
 		close(lp[1]);
 	if (pid < 0) {
@@ -272,12 +293,14 @@ static int nwarm_children;
 static void
 kill_strays(void)
 {
-	pid_t keep[MAX_RUNS + 1 + 64];
+	pid_t keep[MAX_RUNS + 2 + 64];
 	int n = 0;
 	for (int i = 0; i < z.nruns; i++)
 		keep[n++] = z.runs[i].pid;
 	if (spare.pid)
 		keep[n++] = spare.pid;
+	if (ahead.pid)
+		keep[n++] = ahead.pid;
 	for (int i = 0; i < nwarm_children && n < (int)ARRAY_SIZE(keep); i++)
 		keep[n++] = warm_children[i];
 	int k = proctree_kill_strays(keep, n);
@@ -322,6 +345,10 @@ reap(void)
 		for (int i = 0; i < nwarm_children; i++)
 			if (warm_children[i] == pid)
 				warm_children[i] = 0;
+		if (pid == ahead.pid) {
+			ahead_reaped(st);
+			continue;
+		}
 		if (pid == spare.pid) {
 			/* The spare died before it was used; fork another later. */
 			close(spare.sock);
@@ -370,6 +397,7 @@ reap(void)
 			 */
 			if (r_id >= 0 || !client_runs())
 				spare_fork();
+			ahead_fork();
 			break;
 		}
 	}
@@ -480,6 +508,7 @@ ctl_frame(struct peer *peer, struct peer_frame *f, void *arg)
 		z.draining = 1;
 		z.drain_deadline = now_ms() + grace;
 		spare_drop();
+		ahead_drop();
 		return 0;
 	}
 	default:
@@ -493,6 +522,7 @@ static void
 kill_all_runs(void)
 {
 	spare_drop();
+	ahead_drop();
 	for (int i = 0; i < z.nruns; i++) {
 		z.runs[i].stopped = 1;
 		kill(-z.runs[i].pid, SIGKILL);
@@ -582,6 +612,7 @@ serve(void)
 						z.draining = 1;
 						z.drain_deadline = now_ms() + 5000;
 						spare_drop();
+						ahead_drop();
 					}
 				}
 			}
@@ -783,6 +814,9 @@ zygote_main(int argc, char **argv)
 	free(w.files);
 	const char *sp = getenv("PYTEST_ZYGOTE_SPARE");
 	spare.disabled = sp && conf_parse_bool(sp) == 0;
+	const char *ca = getenv("PYTEST_ZYGOTE_COLLECT_AHEAD_MS");
+	ahead.min_ms = ca && *ca ? strtol(ca, NULL, 10) : 200;
+	ahead.disabled = ahead.min_ms <= 0;
 	/*
 	 * The first generation is ready now: `start` is waiting. A later one
 	 * takes over from a generation that serves well meanwhile, so it says

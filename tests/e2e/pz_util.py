@@ -23,12 +23,13 @@ TIMEOUT = 60  # seconds for any one subprocess; a hang fails instead of blocking
 
 def child_timing(r):
     """The line PYTEST_ZYGOTE_TIMING=1 makes a run's child write on stderr, as
-    {"cpu_ms", "faults", "reloaded", "checked"}; fails when it is missing."""
+    {"cpu_ms", "faults", "reloaded", "checked", "ahead"}; fails when it is
+    missing. ahead: the run was collected ahead (ahead.c)."""
     m = re.search(r"pytest-zygote: child ([\d.]+) ms CPU, (\d+) page faults, (\d+) modules "
-                  r"reloaded, (\d+) files checked", r.err)
+                  r"reloaded, (\d+) files checked(, collected ahead)?", r.err)
     assert m, r
     return {"cpu_ms": float(m[1]), "faults": int(m[2]), "reloaded": int(m[3]),
-            "checked": int(m[4])}
+            "checked": int(m[4]), "ahead": bool(m[5])}
 
 READY_RE = re.compile(
     r"^pytest-zygote: ready pid (?P<pid>\d+), socket (?P<socket>.+?), "

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import pz_util
+
 SUITES = {
     # name: (pytest arguments, a test file to edit)
     "markupsafe": (["tests"], "tests/test_escape.py"),
@@ -57,18 +59,27 @@ def test_real_suite_gives_plain_pytests_outcomes(pz, tmp_path, name):
     pz.roots.append(str(root))
     args, edit = SUITES[name]
 
-    def run(side, n):
+    def run(side, n, ahead=None):
         junit = tmp_path / ("%s-%d.xml" % (side, n))
         argv = ["-q", "-p", "no:cacheprovider", "--junitxml", str(junit)] + args
-        r = (pz.run_plain if side == "plain" else pz.run_zygote)(argv, cwd=root, timeout=300)
+        r = (pz.run_plain if side == "plain" else pz.run_zygote)(
+            argv, cwd=root, timeout=300, env={"PYTEST_ZYGOTE_TIMING": "1"})
         assert junit.is_file(), r
+        if ahead is not None:
+            assert pz_util.child_timing(r)["ahead"] == ahead, r
         return r.rc, outcomes(junit)
 
     plain_rc, plain = run("plain", 1)
     assert len(plain) > 40, plain  # a real suite ran
-    pz.start(root)
-    for n in (1, 2):
-        rc, zyg = run("zygote", n)
+    # Every run collected ahead when it can be (the default asks for 200 ms
+    # of collection), and the second run of the same arguments is.
+    srv = pz.start(root, env={"PYTEST_ZYGOTE_COLLECT_AHEAD_MS": "1"})
+    for n, ahead in ((1, False), (2, False), (2, True)):
+        if ahead:
+            assert pz_util.wait_until(lambda: any(
+                (pz_util.cmdline(c) or "").startswith("pytest-zygote: collected ahead")
+                for c in pz_util.children(srv.status()["zygote_pid"])), timeout=60)
+        rc, zyg = run("zygote", n, ahead)
         assert diff(plain, zyg) == [] and rc == plain_rc, (rc, plain_rc, diff(plain, zyg)[:20])
     path = root / edit
     path.write_text(path.read_text() + "\n\ndef test_added_by_pytest_zygote():\n    pass\n")

@@ -13,7 +13,12 @@ from ._zy.child import child_run
 from ._zy.speedups import spare_speculate
 from ._zy.warmup import warmup
 
-__all__ = ["child_run", "spare_speculate", "warmup"]
+__all__ = ["child_run", "collect_ms", "spare_speculate", "warmup"]
+
+
+def collect_ms():
+    """How long the run's collection took (C asks after the run)."""
+    return _state.collect_ms
 
 
 def __getattr__(name):

@@ -19,10 +19,12 @@ from .reload import dirty_modules, purge
 from .speedups import refuse_stale_bytecode
 
 
-def child_run(argv, cwd, env):
+def child_run(argv, cwd, env, ahead=False):
     """Run pytest in a freshly forked child. Returns the exit code.
 
     C has already set up fds 0/1/2, the session, signals and the cwd.
+    ahead: a child collecting ahead (ahead.py), whose stdio is its own until
+    its request comes.
     """
     import resource
     import signal
@@ -47,6 +49,7 @@ def child_run(argv, cwd, env):
     # The files that may differ from the snapshot, from the server (absent:
     # check every one). Never seen by the run, as pytest-zygote's own.
     check = env.pop("PYTEST_ZYGOTE_CHECK", None)
+    env.pop("PYTEST_ZYGOTE_EPOCH", None)  # the server's change count (ahead.c)
     zygote_env = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
@@ -88,7 +91,13 @@ def child_run(argv, cwd, env):
             if wa is not None:
                 wa._run(state.workaround_pending)
         refuse_stale_bytecode()
-        child_plugins = []
+        from .ahead import CollectTime
+
+        child_plugins = [CollectTime()]
+        if ahead:
+            from .ahead import plugin as ahead_plugin
+
+            child_plugins.append(ahead_plugin())
         if os.environ.pop("PYTEST_ZYGOTE_PRACTICE", None):
             child_plugins.append(CollectBudget())
         if result_file:
@@ -139,9 +148,10 @@ def child_run(argv, cwd, env):
     if os.environ.get("PYTEST_ZYGOTE_TIMING", "").strip().lower() in ("1", "true", "yes", "on"):
         r, r0 = resource.getrusage(resource.RUSAGE_SELF), state.ru0
         sys.stderr.write("pytest-zygote: child %.1f ms CPU, %d page faults, %d modules reloaded, "
-                         "%d files checked\n"
+                         "%d files checked%s\n"
                          % ((r.ru_utime + r.ru_stime - r0.ru_utime - r0.ru_stime) * 1000,
-                            r.ru_minflt - r0.ru_minflt, state.reloaded, state.checked))
+                            r.ru_minflt - r0.ru_minflt, state.reloaded, state.checked,
+                            ", collected ahead" if state.ahead_adopted else ""))
         sys.stderr.flush()
     return code
 

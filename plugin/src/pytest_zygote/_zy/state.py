@@ -74,3 +74,9 @@ checked = 0  # project files this child compared with the snapshot
 # after the session (pytest_zygote.workaround); None elsewhere.
 workaround_pending = None
 worker_cmd = None  # a run's: the "python" of its xdist workers (workers.py), or None
+
+# How long this run's collection took, in ms (ahead.CollectTime), for the
+# zygote's choice to collect the next run ahead; and whether this child
+# collected ahead and was given its request.
+collect_ms = 0
+ahead_adopted = False
