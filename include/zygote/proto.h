@@ -72,6 +72,8 @@ enum proto_msg {
 	PROTO_MSG_Z_DRAIN = 63,    /* uint32 grace ms: finish runs, then exit */
 	PROTO_MSG_Z_FILES = 65,    /* text: "X<TAB>dir" lines to watch outside the root */
 	PROTO_MSG_Z_PROGRESS = 66, /* text: "phase=..\nmodules=N\n" while warming up */
+	PROTO_MSG_Z_LEAN = 67,     /* int32 1: a new generation warms, hold no spare and
+				    * nothing collected ahead; 0: it failed, go back */
 };
 
 enum proto_kind {

@@ -170,6 +170,10 @@ gen_spawn(int replay)
 	s.ndirty = 0;
 	s.dirty_total = 0;
 	log_debug("generation %d: zygote pid %d", number, (int)pid);
+	/* The serving one holds no spare while this one warms (memory). */
+	if (s.cur >= 0 && s.cur != slot && s.gens[s.cur].pid && s.gens[s.cur].ready &&
+	    !s.gens[s.cur].draining)
+		gen_send_i32(&s.gens[s.cur], PROTO_MSG_Z_LEAN, 1);
 	return 0;
 }
 
@@ -196,6 +200,8 @@ gen_warmup_failed(struct gen *g, const char *why, struct gen_events *ev)
 		return;
 	}
 	log_error("generation %d failed: %s", g->number, why);
+	if (s.cur >= 0 && s.gens[s.cur].pid && !s.gens[s.cur].draining)
+		gen_send_i32(&s.gens[s.cur], PROTO_MSG_Z_LEAN, 0);
 	char *msg = ev->failed;
 	size_t size = sizeof(ev->failed);
 	ev->what |= GEN_EV_FAILED;

@@ -28,6 +28,7 @@
 #include "zygote/common.h"
 #include "zygote/log.h"
 #include "zygote/peer.h"
+#include "zygote/prefault.h"
 #include "zygote/proto.h"
 #include "zygote/pyembed.h"
 #include "zygote/spawn.h"
@@ -131,8 +132,8 @@ ahead_remember(const struct proto_request *req)
 	if (!eligible(req)) {
 		log_debug("the next run is not collected ahead: %s",
 			  stdio_shape(req) < 0 ? "a terminal, or a closed descriptor"
-						: "a run of its own kind, or the server's list of "
-						  "changes was lost");
+					       : "a run of its own kind, or the server's list of "
+						 "changes was lost");
 		return;
 	}
 	last.argv = strv_dup(req->argv, req->argc);
@@ -514,11 +515,14 @@ child(int sock, int reads, const int *close_fds, int nclose, pid_t zygote)
 	child_learn = &learn_fd;
 	/* No client yet: a failure before Python has nobody to tell. */
 	int conn = open("/dev/null", O_WRONLY | O_CLOEXEC);
-	if (conn < 0 ||
-	    spawn_child_setup(&req, conn, -1, close_fds, nclose, zygote, z.supervisor, &learn_fd) < 0)
+	if (conn < 0 || spawn_child_setup(&req, conn, -1, close_fds, nclose, zygote, z.supervisor,
+					  &learn_fd) < 0)
 		_exit(0);
 	setproctitle("collecting ahead gen %d %s", z.generation, z.root);
 	child_randomise();
+	/* The pages the last run wrote, as a spare copies them: the tests'
+	 * copy-on-write faults are taken now, not after the request. */
+	prefault_touch(hot, nhot, NULL, NULL);
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	pyembed_on_adopt(adopt);
 	int code = pyembed_child_run(&req, 1);
@@ -527,7 +531,8 @@ child(int sock, int reads, const int *close_fds, int nclose, pid_t zygote)
 		char buf[2048];
 		ssize_t n = pread(child_out[0], buf, sizeof(buf) - 1, 0);
 		buf[n > 0 ? n : 0] = '\0';
-		dprintf(log_fd, "collecting ahead: the run ended (%d) before its request:\n%s\n", code, buf);
+		dprintf(log_fd, "collecting ahead: the run ended (%d) before its request:\n%s\n",
+			code, buf);
 	}
 	child_finish(code, &learn_fd);
 }
@@ -539,7 +544,7 @@ child(int sock, int reads, const int *close_fds, int nclose, pid_t zygote)
 void
 ahead_fork(void)
 {
-	if (ahead.pid || ahead.disabled || z.draining || !last.set || z.nruns)
+	if (ahead.pid || ahead.disabled || z.draining || z.lean || !last.set || z.nruns)
 		return;
 	if (last_collect_ms < ahead.min_ms) {
 		log_debug("not collecting ahead: the last run collected in %ld ms (< %ld)",

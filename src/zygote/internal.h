@@ -39,6 +39,7 @@ struct zygote_state {
 	int nruns;
 	int draining;
 	long long drain_deadline;
+	int lean; /* a new generation warms: no spare, nothing collected ahead */
 };
 extern struct zygote_state z;
 

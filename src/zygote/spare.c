@@ -115,7 +115,7 @@ spare_frame(struct peer *p, struct peer_frame *f, void *arg)
 void
 spare_fork(void)
 {
-	if (spare.pid || spare.disabled || z.draining)
+	if (spare.pid || spare.disabled || z.draining || z.lean)
 		return;
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)

@@ -511,6 +511,28 @@ ctl_frame(struct peer *peer, struct peer_frame *f, void *arg)
 		ahead_drop();
 		return 0;
 	}
+	case PROTO_MSG_Z_LEAN: {
+		/*
+		 * A new generation warms next to us: a refresh would hold two
+		 * zygotes, the new one's learning run, our spare and our child
+		 * collected ahead at once. The last two go until it is ready
+		 * (then we drain) or failed (then we go on as before); runs
+		 * meanwhile are plain forks.
+		 */
+		int32_t on;
+		if (proto_get_i32(p, f->len, &on) < 0)
+			on = 1;
+		z.lean = on != 0;
+		if (z.lean) {
+			spare_drop();
+			ahead_drop();
+		} else if (!z.nruns) {
+			spare_fork();
+		}
+		log_debug("%s", z.lean ? "a new generation warms: no spare until it is ready"
+				       : "the new generation failed: spares again");
+		return 0;
+	}
 	default:
 		log_error("unexpected message %u from the supervisor", f->type);
 		*(int *)arg = 1;

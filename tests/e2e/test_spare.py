@@ -228,3 +228,29 @@ def test_a_run_right_after_start_ends_the_practice_run(pz, tmp_path):
     assert pz_util.wait_until(lambda: pz_util.spare_ready(zpid), timeout=30)
     r = pz.run_zygote(ARGS, cwd=root, timeout=60)
     assert r.rc == 0 and "1 passed" in r.out, r
+
+
+def test_no_spare_while_a_new_generation_warms(pz):
+    # A refresh holds the old zygote, the new one and its learning run at
+    # once; the old generation's spare goes meanwhile (memory), and the new
+    # generation comes with its own.
+    root = pz.project("learn")
+    srv = pz.start(root)
+    old = srv.status()["zygote_pid"]
+    assert pz_util.wait_until(lambda: pz_util.spare_ready(old), timeout=30)
+    gen = srv.status()["generation"]
+    # A new conftest: the new generation imports it as it warms, slowly.
+    (root / "tests" / "conftest.py").write_text("import time\n\ntime.sleep(4)\n")
+    assert pz_util.wait_until(lambda: srv.status()["warming"], timeout=30)
+    assert pz_util.wait_until(lambda: not any(
+        (pz_util.cmdline(c) or "").startswith("pytest-zygote: spare ")
+        for c in pz_util.children(old)), timeout=5)
+    assert srv.status()["warming"] and srv.status()["zygote_pid"] == old
+    # Runs meanwhile are served, by plain forks of the old zygote.
+    r = pz.run_zygote(ARGS, cwd=root)
+    assert r.rc == 0 and "3 passed" in r.out, r
+    assert pz_util.wait_until(lambda: srv.status()["generation"] > gen
+                              and not srv.status()["warming"], timeout=60)
+    new = srv.status()["zygote_pid"]
+    assert new != old
+    assert pz_util.wait_until(lambda: pz_util.spare_ready(new), timeout=30)
