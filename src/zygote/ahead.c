@@ -323,19 +323,7 @@ ahead_take(const struct proto_request *req, int32_t id, int conn, int learn)
 		ahead_drop();
 		return 0;
 	}
-	int fds2[2] = { conn, learn };
-	struct peer *p = peer_create(ahead.sock); /* closes it on failure */
-	int r = p ? peer_send_request(p, id, fds2, 2, req) : -ENOMEM;
-	long long deadline = now_ms() + 1000;
-	while (r == 0 && peer_wants_write(p)) {
-		long long left = deadline - now_ms();
-		struct pollfd pfd = { .fd = peer_fd(p), .events = POLLOUT };
-		if (left <= 0 || poll(&pfd, 1, (int)left) == 0)
-			r = -ETIMEDOUT;
-		else
-			r = peer_flush(p);
-	}
-	peer_destroy(p);
+	int r = handoff_send(ahead.sock, req, id, conn, learn);
 	pid_t pid = ahead.pid;
 	ahead.sock = -1;
 	close(ahead.reads);
@@ -353,45 +341,6 @@ ahead_take(const struct proto_request *req, int32_t id, int conn, int learn)
 static int child_sock = -1, child_reads = -1;
 static int child_out[2] = { -1, -1 }; /* memfds holding what it wrote to 1 and 2 */
 static struct spawn_fd *child_learn;
-
-/* The child's Z_RUN carries two descriptors, as the spare's. */
-static int
-child_frame_fds(uint32_t type, const void *payload, uint32_t len)
-{
-	return type == PROTO_MSG_Z_RUN ? 2 : proto_msg_fds(type, payload, len);
-}
-
-struct adopt_request {
-	struct proto_decoder dec;
-	int got[2];
-	int done, failed;
-};
-
-static int
-adopt_frame(struct peer *p, struct peer_frame *f, void *arg)
-{
-	(void)p;
-	struct adopt_request *ar = arg;
-	if (f->type == PROTO_MSG_Z_RUN) {
-		if (f->nfds != 2) {
-			ar->failed = 1;
-			return PEER_STOP;
-		}
-		for (int i = 0; i < 2; i++) {
-			ar->got[i] = f->fds[i];
-			f->fds[i] = -1;
-		}
-		return 0;
-	}
-	int r = proto_decoder_feed(&ar->dec, f->type, f->payload, f->len, f->fds, f->nfds);
-	f->nfds = 0;
-	if (r < 0 || ar->got[0] < 0) {
-		ar->failed = 1;
-		return PEER_STOP;
-	}
-	ar->done = r == 1;
-	return ar->done ? PEER_STOP : 0;
-}
 
 /* Copy what memfd holds to fd (the client's stdout or stderr). */
 static int
@@ -437,13 +386,13 @@ adopt(const char *reads, const void *blobs, size_t nblobs)
 	if (write(child_sock, "R", 1) != 1)
 		return 0;
 	struct peer *p = peer_create(child_sock);
-	struct adopt_request ar = { .got = { -1, -1 } };
+	struct handoff_request ar = { .got = { -1, -1 } };
 	proto_decoder_init(&ar.dec);
 	if (!p)
 		return 0;
-	peer_set_fds_rule(p, child_frame_fds);
+	peer_set_fds_rule(p, handoff_frame_fds);
 	while (!ar.done && !ar.failed)
-		if (peer_read(p, adopt_frame, &ar) <= 0)
+		if (peer_read(p, handoff_frame, &ar) <= 0)
 			return 0;
 	peer_destroy(p);
 	child_sock = -1;

@@ -96,6 +96,22 @@ void child_randomise(void);
 struct spawn_fd;
 void __attribute__((noreturn)) child_finish(int code, const struct spawn_fd *pipe_fd);
 
+/* spare.c: handing a request to a child forked ahead of it (the spare, or
+ * one collecting ahead), over a socket pair: Z_RUN with the client
+ * connection and the learning pipe, then the request. handoff_send returns
+ * 0, or -errno (the child did not take it within a second); it closes sock.
+ * In the child, handoff_frame reads it into a handoff_request. */
+struct handoff_request {
+	struct proto_decoder dec;
+	int got[2]; /* the connection and the learning pipe */
+	int done;
+	int failed;
+};
+int handoff_send(int sock, const struct proto_request *req, int32_t id, int conn, int learn);
+int handoff_frame_fds(uint32_t type, const void *payload, uint32_t len);
+struct peer_frame;
+int handoff_frame(struct peer *p, struct peer_frame *f, void *arg);
+
 /* spare.c */
 void spare_fork(void);
 void spare_drop(void);

@@ -70,26 +70,19 @@ spare_protect(int sock, unsigned round)
 	(void)high;
 }
 
-/* The spare's Z_RUN carries two descriptors: the client connection and the
- * write end of the learning pipe. */
-static int
-spare_frame_fds(uint32_t type, const void *payload, uint32_t len)
+/* A child's (the spare's, or one collecting ahead) Z_RUN carries two
+ * descriptors: the client connection and the write end of the learning pipe. */
+int
+handoff_frame_fds(uint32_t type, const void *payload, uint32_t len)
 {
 	return type == PROTO_MSG_Z_RUN ? 2 : proto_msg_fds(type, payload, len);
 }
 
-/* In the spare: the request, as the zygote hands it over. */
-struct spare_request {
-	struct proto_decoder dec;
-	int got[2]; /* the connection and the learning pipe */
-	int done;
-	int failed;
-};
-
-static int
-spare_frame(struct peer *p, struct peer_frame *f, void *arg)
+int
+handoff_frame(struct peer *p, struct peer_frame *f, void *arg)
 {
-	struct spare_request *sr = arg;
+	(void)p;
+	struct handoff_request *sr = arg;
 	if (f->type == PROTO_MSG_Z_RUN) {
 		if (f->nfds != 2) {
 			sr->failed = 1;
@@ -109,6 +102,32 @@ spare_frame(struct peer *p, struct peer_frame *f, void *arg)
 	}
 	sr->done = r == 1;
 	return sr->done ? PEER_STOP : 0;
+}
+
+/* How long a child may take to read a request before it is given up on
+ * and the run gets a fork of its own (it reads at once when it runs). */
+#define HANDOFF_SEND_MS 1000
+
+int
+handoff_send(int sock, const struct proto_request *req, int32_t id, int conn, int learn)
+{
+	/* The child stops what it is doing and reads as soon as a request is
+	 * waiting; what the socket does not take at once goes as it reads,
+	 * within HANDOFF_SEND_MS. */
+	int fds2[2] = { conn, learn };
+	struct peer *p = peer_create(sock); /* closes it on failure */
+	int r = p ? peer_send_request(p, id, fds2, 2, req) : -ENOMEM;
+	long long deadline = now_ms() + HANDOFF_SEND_MS;
+	while (r == 0 && peer_wants_write(p)) {
+		long long left = deadline - now_ms();
+		struct pollfd pfd = { .fd = peer_fd(p), .events = POLLOUT };
+		if (left <= 0 || poll(&pfd, 1, (int)left) == 0)
+			r = -ETIMEDOUT;
+		else
+			r = peer_flush(p);
+	}
+	peer_destroy(p);
+	return r;
 }
 
 /* Fork the next spare, unless there is one or we are stopping. */
@@ -149,13 +168,13 @@ spare_fork(void)
 		/* Wait for a request: Z_RUN (connection and learning pipe) + request,
 		 * read on a blocking socket: the spare has nothing else to do. */
 		struct peer *p = peer_create(sv[1]);
-		struct spare_request sr = { .got = { -1, -1 } };
+		struct handoff_request sr = { .got = { -1, -1 } };
 		proto_decoder_init(&sr.dec);
 		if (!p)
 			_exit(ZEXIT_INTERNAL);
-		peer_set_fds_rule(p, spare_frame_fds);
+		peer_set_fds_rule(p, handoff_frame_fds);
 		while (!sr.done && !sr.failed)
-			if (peer_read(p, spare_frame, &sr) <= 0)
+			if (peer_read(p, handoff_frame, &sr) <= 0)
 				_exit(0);
 		if (sr.failed)
 			_exit(ZEXIT_INTERNAL);
@@ -188,32 +207,13 @@ spare_drop(void)
 	spare.pid = 0; /* reaped by reap() as an unknown pid */
 }
 
-/* How long the spare may take to read a request before it is given up on
- * and the run gets a fork of its own (it reads at once when it runs). */
-#define SPARE_SEND_MS 1000
-
 /* Give the request to the spare. Returns its pid, or 0 when it cannot. */
 pid_t
 spare_take(const struct proto_request *req, int32_t id, int conn, int learn)
 {
 	if (!spare.pid)
 		return 0;
-	/* The spare stops preparing and reads as soon as a request is waiting;
-	 * what the socket does not take at once goes as it reads, within
-	 * SPARE_SEND_MS. */
-	int fds2[2] = { conn, learn };
-	struct peer *p = peer_create(spare.sock); /* closes it on failure */
-	int r = p ? peer_send_request(p, id, fds2, 2, req) : -ENOMEM;
-	long long deadline = now_ms() + SPARE_SEND_MS;
-	while (r == 0 && peer_wants_write(p)) {
-		long long left = deadline - now_ms();
-		struct pollfd pfd = { .fd = peer_fd(p), .events = POLLOUT };
-		if (left <= 0 || poll(&pfd, 1, (int)left) == 0)
-			r = -ETIMEDOUT;
-		else
-			r = peer_flush(p);
-	}
-	peer_destroy(p);
+	int r = handoff_send(spare.sock, req, id, conn, learn);
 	pid_t pid = spare.pid;
 	spare.sock = -1;
 	spare.pid = 0;
