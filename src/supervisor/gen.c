@@ -103,6 +103,8 @@ gen_spawn(int replay)
 	}
 	int number = ++s.generations;
 	replay = replay && s.dirty_total == 0 && !s.fresh_needed;
+	/* Runs go to the serving generation meanwhile (none waits for this one). */
+	int serving = s.cur >= 0 && s.gens[s.cur].pid && s.gens[s.cur].ready && !s.fresh_needed;
 	pid_t sup = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
@@ -132,6 +134,10 @@ gen_spawn(int replay)
 		setenv("PYTEST_ZYGOTE_LEARNED", learned, 1);
 		if (replay)
 			setenv("PYTEST_ZYGOTE_REPLAY", "1", 1);
+		/* A refresh: another generation serves meanwhile, so this one
+		 * imports after its learning run, not next to it (memory). */
+		if (serving)
+			setenv("PYTEST_ZYGOTE_LEARN_FIRST", "1", 1);
 		/*
 		 * Every generation (and server) of a project gets the same
 		 * address-space layout, so a new generation can prepare its first

@@ -178,6 +178,10 @@ def _learn_and_import():
 
     learned = os.environ.pop("PYTEST_ZYGOTE_LEARNED", None)
     replay = os.environ.pop("PYTEST_ZYGOTE_REPLAY", None) == "1" and learned
+    # A refresh (another generation serves meanwhile): the learning run
+    # first, then the imports, so that it and this zygote's imports are
+    # never in memory at once with the serving generation's.
+    after = os.environ.pop("PYTEST_ZYGOTE_LEARN_FIRST", None) == "1"
     f = tee = pid = None
     if replay:
         try:
@@ -209,6 +213,12 @@ def _learn_and_import():
     pending = []  # modules reported before the ini values the hook needs
     plugins = []  # what the learning run registered as plugins
     state.early.update(sys.modules)  # pytest's own imports
+    wstatus = 0
+    if after and pid:
+        # Its records wait in a memfd, outside the heap: read from there
+        # as from the pipe, this generation lays out its heap as one that
+        # read them as they came (the pages the spare prepares).
+        f, wstatus, pid = _learn_first(f, pid)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the learning run's to report
@@ -269,7 +279,8 @@ def _learn_and_import():
             state.rewrite_marks[:] = sorted(hook.marked_later())
         side_effects.stop()
         unrecord()
-        wstatus = os.waitpid(pid, 0)[1] if pid else 0
+        if pid:
+            wstatus = os.waitpid(pid, 0)[1]
         if tee is not None:
             try:
                 tee.close()
@@ -290,6 +301,20 @@ def _learn_and_import():
     elif os.WEXITSTATUS(wstatus) == 70 and status == "ok":
         status = "learning run failed"
     return status
+
+
+def _learn_first(f, pid):
+    """Copy what the learning run reports into a memfd until it exits;
+    returns (that memfd as a file, its wait status, 0)."""
+    fd = os.memfd_create("learned", os.MFD_CLOEXEC)
+    src = f.fileno()
+    # splice: no buffer of ours on the heap
+    while os.splice(src, fd, 1 << 20):
+        pass
+    f.close()
+    wstatus = os.waitpid(pid, 0)[1]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.fdopen(fd, "rb"), wstatus, 0
 
 
 def _drop_tee(tee, path):
