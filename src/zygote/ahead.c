@@ -396,8 +396,10 @@ adopt(const char *reads, const void *blobs, size_t nblobs)
 			return 0;
 	peer_destroy(p);
 	child_sock = -1;
+	/* A request we cannot take is an error of the run's, never a success
+	 * (the zygote checked its stdio before it sent it). */
 	if (ar.failed || ar.dec.req.nfds < 3)
-		return 0;
+		_exit(ZEXIT_INTERNAL);
 	struct proto_request *req = &ar.dec.req;
 	/* What it wrote so far, then the client's stdio in its place. */
 	copy_out(child_out[0], req->fds[1]);
