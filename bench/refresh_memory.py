@@ -17,6 +17,7 @@ only: absolute sizes depend on the machine.
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -91,6 +92,15 @@ def main(argv=None):
                                             "first run"))
     print("%-8s %-10s %-16s %-10s %-14s" % ("", "peak/RSS", "peak/RSS", "PSS/RSS",
                                             "after edit/warm"))
+    try:
+        _measure(ns, zbin, scratch, env)
+    finally:
+        for root in scratch.glob("*/*"):
+            subprocess.run([zbin, "stop", "--root", str(root)], env=env, capture_output=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _measure(ns, zbin, scratch, env):
     for name in ns.projects.split(","):
         peaks, runpeaks, idles, firsts = [], [], [], []
         for rnd in range(ns.rounds):

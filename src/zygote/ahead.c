@@ -145,6 +145,18 @@ ahead_remember(const struct proto_request *req)
 	last.set = last.argv && last.env && last.cwd;
 }
 
+/* No child collecting ahead any more (its socket already closed: sock -1). */
+static void
+ahead_forget(void)
+{
+	if (ahead.sock >= 0)
+		close(ahead.sock);
+	if (ahead.reads >= 0)
+		close(ahead.reads);
+	ahead.sock = ahead.reads = -1;
+	ahead.pid = 0;
+}
+
 /* Kill the child collecting ahead, if there is one; reap() collects it. */
 void
 ahead_drop(void)
@@ -152,10 +164,7 @@ ahead_drop(void)
 	if (!ahead.pid)
 		return;
 	kill(ahead.pid, SIGKILL);
-	close(ahead.sock);
-	close(ahead.reads);
-	ahead.sock = ahead.reads = -1;
-	ahead.pid = 0;
+	ahead_forget();
 }
 
 /* Whether the file at path holds exactly the n bytes at blob. */
@@ -325,10 +334,8 @@ ahead_take(const struct proto_request *req, int32_t id, int conn, int learn)
 	}
 	int r = handoff_send(ahead.sock, req, id, conn, learn);
 	pid_t pid = ahead.pid;
-	ahead.sock = -1;
-	close(ahead.reads);
-	ahead.reads = -1;
-	ahead.pid = 0;
+	ahead.sock = -1; /* handoff_send closed it */
+	ahead_forget();
 	if (r < 0) {
 		kill(pid, SIGKILL);
 		return 0;
@@ -543,8 +550,5 @@ ahead_reaped(int status)
 	log_debug("the child collecting ahead (%d) ended before a request took it (wait status "
 		  "%#x)",
 		  (int)ahead.pid, status);
-	close(ahead.sock);
-	close(ahead.reads);
-	ahead.sock = ahead.reads = -1;
-	ahead.pid = 0;
+	ahead_forget();
 }
