@@ -205,12 +205,13 @@ class Servers:
             raise BenchError("status --json printed invalid JSON (%s): %r" % (e, proc.stdout))
 
     def wait_generation(self, root: Path, after: int, timeout: float = 300) -> dict:
-        """Wait until a generation newer than AFTER is current and nothing warms."""
+        """Wait until a generation newer than AFTER is current, nothing warms
+        and it has forked its first spare (its practice run is over)."""
         end = time.monotonic() + timeout
         while True:
             st = self.status(root)
             if st.get("generation", 0) > after and not st.get("warming") \
-                    and st.get("state") == "ready":
+                    and not st.get("preparing") and st.get("state") == "ready":
                 return st
             if time.monotonic() > end:
                 raise BenchError("no fresh generation after %ss (status %r)" % (timeout, st))

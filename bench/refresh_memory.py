@@ -144,6 +144,7 @@ def _measure(ns, zbin, scratch, env):
                         first = time.monotonic() - t0
                     st = status(zbin, root, env)
                     if int(st.get("generation", gen)) > gen and not int(st.get("warming", 1)) \
+                            and not int(st.get("preparing", 0)) \
                             and (run is None or first is not None):
                         break
                     time.sleep(0.03)

@@ -74,6 +74,8 @@ enum proto_msg {
 	PROTO_MSG_Z_PROGRESS = 66, /* text: "phase=..\nmodules=N\n" while warming up */
 	PROTO_MSG_Z_LEAN = 67,     /* int32 1: a new generation warms, hold no spare and
 				    * nothing collected ahead; 0: it failed, go back */
+	PROTO_MSG_Z_PREPARED = 68, /* int32 1: the practice run is over and the first
+				    * spare forked (status: preparing=0) */
 };
 
 enum proto_kind {

@@ -177,7 +177,7 @@ cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 		"runs",       "running",  "rss_kb",        "threads",
 		"refreshes",  "warming",  "dirty_count",   "last_refresh_s",
 		"queued",     "max_runs", "variants",      "protocol",
-		"watchers"
+		"watchers",   "preparing"
 	};
 	if (o->json) {
 		printf("{\"server\": true");
@@ -243,6 +243,7 @@ cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 		{ "sandbox", "sandbox", "" },
 		{ "refreshes", "refreshes", "" },
 		{ "warming", "warming gen", "" },
+		{ "preparing", "preparing", " (its first spare: practice run)" },
 		{ "dirty_count", "changes", "" },
 		{ "watching", "watching", "" },
 		{ "fresh_reason", "waiting for", "" },
@@ -259,6 +260,10 @@ cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 		if (v && !*v &&
 		    (strcmp(rows[i].key, "fresh_reason") == 0 ||
 		     strncmp(rows[i].key, "warm_", 5) == 0)) {
+			free(v);
+			continue;
+		}
+		if (v && strcmp(rows[i].key, "preparing") == 0 && strcmp(v, "0") == 0) {
 			free(v);
 			continue;
 		}

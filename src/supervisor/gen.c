@@ -298,6 +298,9 @@ gen_frame(struct peer *p, struct peer_frame *f, void *arg)
 		if (terminated && !g->draining)
 			gen_ready(g, text, ev);
 		break;
+	case PROTO_MSG_Z_PREPARED:
+		g->prepared = 1;
+		break;
 	case PROTO_MSG_Z_DONE:
 		if (g->running > 0) {
 			g->running--;

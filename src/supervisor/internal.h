@@ -91,6 +91,7 @@ struct gen {
 	struct peer *ctl; /* the control socket; NULL once the zygote closed it or was dropped */
 	int number;
 	int ready;
+	int prepared; /* Z_PREPARED: its practice run is over, its first spare forked */
 	int draining;
 	int running;        /* its runs in progress */
 	char info[1024];    /* the Z_READY text */

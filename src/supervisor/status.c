@@ -111,7 +111,7 @@ status_text(char *buf, size_t size)
 		"version=%s\nrefreshes=%ld\nwarming=%d\ndirty_count=%ld\nwatching=%s\n"
 		"fresh_reason=%s\nlast_refresh_s=%.3f\nwarm_phase=%s\nwarm_modules=%s\n"
 		"queued=%d\nmax_runs=%d\nvariants=%d\nreload=%s\nidle_s=%.1f\ninstance=%s\n"
-		"build=%s\nprotocol=%u\nwatchers=%d\n",
+		"build=%s\nprotocol=%u\nwatchers=%d\npreparing=%d\n",
 		(int)getpid(), s.o->paths.root, s.o->python, s.o->paths.sock, s.o->paths.log,
 		(double)(now_ms() - s.start_ms) / 1000.0, g->number, (int)g->pid,
 		gen_info_get(g->info, "modules", v, sizeof(v)),
@@ -127,7 +127,8 @@ status_text(char *buf, size_t size)
 		s.next >= 0 ? gen_info_get(s.gens[s.next].progress, "modules", m, sizeof(m)) : "",
 		s.queued, s.max_runs, s.nvariants, s.reload_fresh ? "fresh" : "child",
 		s.was_busy ? 0.0 : (double)(now_ms() - s.last_active_ms) / 1000.0,
-		s.o->instance ? s.o->instance : "", PYZ_BUILD_ID, PROTO_VERSION, s.watchers);
+		s.o->instance ? s.o->instance : "", PYZ_BUILD_ID, PROTO_VERSION, s.watchers,
+		g->pid && g->ready && !g->prepared);
 	for (int i = 0; len >= 0 && (size_t)len < size && i < s.ndirty; i++)
 		len += snprintf(buf + len, size - (size_t)len, "dirty=%s\n", s.dirty[i]);
 	if (len < 0 || (size_t)len >= size)

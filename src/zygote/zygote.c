@@ -262,21 +262,24 @@ client_runs(void)
 	return 0;
 }
 
-/* The READY text of a generation that waits for its spare (see zygote_main). */
-static char deferred_ready[1024];
-
-/* The practice run is over (or never ran): fork the spare, then say ready. */
+/*
+ * The practice run is over (or never ran): fork the spare, then tell the
+ * supervisor (status: preparing=0; what waits for a prepared generation,
+ * such as a measurement of its runs, waits for this).
+ */
 static void
 practice_done(void)
 {
+	static int told;
 	learn_add_saved();
 	/* With a client's run going (it ended the practice run), the spare is
 	 * forked when that run ends: not next to it. */
 	if (!client_runs())
 		spare_fork();
-	if (deferred_ready[0]) {
-		send_ready(deferred_ready);
-		deferred_ready[0] = '\0';
+	if (!told) {
+		told = 1;
+		if (!z.ctl || peer_send_i32(z.ctl, PROTO_MSG_Z_PREPARED, 1) < 0)
+			log_debug("cannot tell the supervisor the practice run is over");
 	}
 }
 
@@ -840,15 +843,15 @@ zygote_main(int argc, char **argv)
 	ahead.min_ms = ca && *ca ? strtol(ca, NULL, 10) : 200;
 	ahead.disabled = ahead.min_ms <= 0;
 	/*
-	 * The first generation is ready now: `start` is waiting. A later one
-	 * takes over from a generation that serves well meanwhile, so it says
-	 * ready only once its spare is prepared, and its first run is as fast
-	 * as the ones after.
+	 * Ready now, before the practice run, in every generation: the first
+	 * one has `start` waiting; a later one takes over at once, so that the
+	 * generation it replaces (which holds no spare while this one warms)
+	 * exits before this one's practice run and first spare, and a refresh
+	 * never holds two zygotes and a practice run at once (its peak memory,
+	 * docs/benchmarks.md). A run that comes meanwhile ends the practice
+	 * run and is a plain fork, as it was in the replaced generation.
 	 */
-	if (z.generation > 1 && !spare.disabled)
-		snprintf(deferred_ready, sizeof(deferred_ready), "%s", text);
-	else
-		send_ready(text);
+	send_ready(text);
 	fcntl(peer_fd(z.ctl), F_SETFL, fcntl(peer_fd(z.ctl), F_GETFL) | O_NONBLOCK);
 	note_warm_children();
 	/* The supervisor may have died while we were blocking SIGTERM. */

@@ -640,13 +640,15 @@ def run_as(pw, env, argv, cwd):
 
 
 def wait_absorbed(srv, timeout):
-    """The server has no pending change and no generation warming: a change
-    it tracks has been absorbed by the current generation."""
+    """The server has no pending change, no generation warming and none
+    preparing its first spare: a change it tracks has been absorbed by the
+    current generation."""
     last = {}
 
     def settled():
         last["st"] = st = srv.status()
-        return st["state"] == "ready" and st["warming"] == 0 and st["dirty_count"] == 0
+        return (st["state"] == "ready" and st["warming"] == 0 and st["dirty_count"] == 0
+                and st["preparing"] == 0)
 
     assert wait_until(settled, timeout=timeout, interval=0.05), (
         "server never settled; last status: %r" % (last.get("st"),))

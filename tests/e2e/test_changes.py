@@ -81,7 +81,7 @@ def wait_settled(srv, generation=None):
 
     def pred(st):
         return (st["state"] == "ready" and st["warming"] == 0 and st["dirty_count"] == 0
-                and (generation is None or st["generation"] >= generation))
+                and st["preparing"] == 0 and (generation is None or st["generation"] >= generation))
 
     return wait_status(srv, pred, "a settled generation >= %r" % (generation,))
 

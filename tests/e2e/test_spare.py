@@ -42,12 +42,13 @@ def _run(pz, root, zpid):
 
 
 def _next_generation(pz, root, srv):
-    """Edit the module collected last; wait until the fresh generation serves."""
+    """Edit the module collected last; wait until the fresh generation serves
+    and has forked its first spare."""
     gen = srv.status()["generation"]
     with open(root / "tests" / "test_zlast.py", "a") as f:
         f.write("# an edit\n")
-    assert pz_util.wait_until(lambda: srv.status()["generation"] > gen
-                              and not srv.status()["warming"], timeout=60)
+    assert pz_util.wait_until(lambda: (lambda s: s["generation"] > gen and not s["warming"]
+                                       and not s["preparing"])(srv.status()), timeout=60)
     return srv.status()["zygote_pid"]
 
 

@@ -38,11 +38,17 @@ def stat_key(st):
 
 def pytest_main_file():
     # sys.argv[0] under `python -m pytest` is pytest/__main__.py; argparse
-    # uses its basename in usage lines, so match it.
+    # uses its basename in usage lines, so match it. Found without
+    # importing pytest (find_spec of a submodule imports its package): a
+    # refresh's learning run is forked before the zygote imports pytest.
     import importlib.util
 
-    spec = importlib.util.find_spec("pytest.__main__")
-    return spec.origin if spec and spec.origin else "pytest"
+    spec = importlib.util.find_spec("pytest")
+    for d in (spec.submodule_search_locations or []) if spec else []:
+        main = os.path.join(d, "__main__.py")
+        if os.path.isfile(main):
+            return main
+    return "pytest"
 
 
 def older_than_source(pyc, source):

@@ -16,9 +16,10 @@ from .files import (CODE_SUFFIXES, is_project_file, older_than_source, pytest_ma
 from .recording import record_imports
 
 
-def fork_learning_run():
+def fork_learning_run(prepare=None):
     """Fork the learning run; returns (the file to read its records from,
-    its pid)."""
+    its pid). prepare() runs first in the child: what the zygote would have
+    done before forking it (importing pytest), when it forks it earlier."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the learning run
@@ -32,6 +33,8 @@ def fork_learning_run():
             else:
                 _pytest_zygote_c.learning_child()
             state.progress_phase[0] = None
+            if prepare is not None:
+                prepare()
             code = _learning_run(w)
         finally:
             os._exit(code)

@@ -112,12 +112,20 @@ def warmup(root):
     # python -m pytest puts the cwd first on sys.path; the zygote's cwd is the root.
     sys.path.insert(0, state.root)
     sys.argv = [pytest_main_file()]
+    # A refresh (another generation serves meanwhile): the learning run
+    # first, then the imports, so that it and this zygote's imports are
+    # never in memory at once next to the serving generation's. It is
+    # forked before pytest is imported, too: it imports pytest itself, and
+    # the pages this process would have shared with it, then copied, are
+    # not held twice (a refresh's peak on 1,000 tests: see benchmarks.md).
+    early = None
+    if os.environ.pop("PYTEST_ZYGOTE_LEARN_FIRST", None) == "1" and not _replaying():
+        progress("learning imports")
+        early = _learn_first(*fork_learning_run(prepare=_import_pytest))
     progress("importing pytest")
-    import pytest  # noqa: F401
-
-    cache_run_independent_work()
+    _import_pytest()
     progress("learning imports")
-    status = _learn_and_import()
+    status = _learn_and_import(early)
     unrecord_atexit()
     for name in limited:
         if os.environ.get(name) == "1":
@@ -160,7 +168,21 @@ def warmup(root):
     }
 
 
-def _learn_and_import():
+def _import_pytest():
+    """pytest, and the caches of work no run redoes (speedups)."""
+    import pytest  # noqa: F401
+
+    cache_run_independent_work()
+
+
+def _replaying():
+    """Whether this generation replays the last learning run's records
+    (PYTEST_ZYGOTE_REPLAY, see _learn_and_import) instead of forking one."""
+    return os.environ.get("PYTEST_ZYGOTE_REPLAY") == "1" and \
+        bool(os.environ.get("PYTEST_ZYGOTE_LEARNED"))
+
+
+def _learn_and_import(early=None):
     """Fork the learning run and import what it reports as it goes, with
     the import recorder and the side-effect recorder on. Returns the
     warm-up status ("ok", or what went wrong, in words).
@@ -170,7 +192,11 @@ def _learn_and_import():
     change since (PYTEST_ZYGOTE_REPLAY=1), reads that instead of running
     it again. Replayed records are checked as fresh ones are: a module is
     imported only from the file it was found in, rewritten code is used
-    only for a file with the same stat, a data file's stat is compared."""
+    only for a file with the same stat, a data file's stat is compared.
+
+    early: what _learn_first returned for a learning run forked (and over)
+    before pytest was imported, on a refresh; its records are read from
+    that memfd as from the pipe."""
     import marshal
     import pickle
     import struct
@@ -178,12 +204,11 @@ def _learn_and_import():
 
     learned = os.environ.pop("PYTEST_ZYGOTE_LEARNED", None)
     replay = os.environ.pop("PYTEST_ZYGOTE_REPLAY", None) == "1" and learned
-    # A refresh (another generation serves meanwhile): the learning run
-    # first, then the imports, so that it and this zygote's imports are
-    # never in memory at once with the serving generation's.
-    after = os.environ.pop("PYTEST_ZYGOTE_LEARN_FIRST", None) == "1"
     f = tee = pid = None
-    if replay:
+    wstatus = 0
+    if early is not None:
+        f, wstatus, pid = early
+    elif replay:
         try:
             f = open(learned, "rb")
         except OSError:
@@ -192,8 +217,9 @@ def _learn_and_import():
             # (into the server's log)
             print("pytest-zygote: generation for a new hash seed: replayed the learning run "
                   "of the last generation", flush=True)
-    if f is None:
-        f, pid = fork_learning_run()
+    if f is None or early is not None:
+        if f is None:
+            f, pid = fork_learning_run()
         if learned:
             tee_path = "%s.%d" % (learned, os.getpid())
             try:
@@ -213,12 +239,6 @@ def _learn_and_import():
     pending = []  # modules reported before the ini values the hook needs
     plugins = []  # what the learning run registered as plugins
     state.early.update(sys.modules)  # pytest's own imports
-    wstatus = 0
-    if after and pid:
-        # Its records wait in a memfd, outside the heap: read from there
-        # as from the pipe, this generation lays out its heap as one that
-        # read them as they came (the pages the spare prepares).
-        f, wstatus, pid = _learn_first(f, pid)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the learning run's to report
@@ -305,7 +325,10 @@ def _learn_and_import():
 
 def _learn_first(f, pid):
     """Copy what the learning run reports into a memfd until it exits;
-    returns (that memfd as a file, its wait status, 0)."""
+    returns (that memfd as a file, its wait status, 0). Its records wait
+    there, outside the heap: read from there as from the pipe, this
+    generation lays out its heap as one that read them as they came (the
+    pages the spare prepares)."""
     fd = os.memfd_create("learned", os.MFD_CLOEXEC)
     src = f.fileno()
     # splice: no buffer of ours on the heap
