@@ -187,11 +187,12 @@ start_run(struct proto_request *req, int32_t id, int conn)
 		return;
 	}
 	/*
-	 * A client's run right after `start` comes while the practice run
-	 * (generation 1 says ready before it) is still going: end it. It only
-	 * teaches the spare which pages to prepare, this run teaches that
-	 * better, and its copy-on-write faults next to the run made the run a
-	 * third slower (the run itself takes the faults a spare would have).
+	 * A client's run right after `start` or a takeover comes while the
+	 * practice run (a generation says ready before it) is still going:
+	 * end it. It only teaches the spare which pages to prepare, this run
+	 * teaches that better, and its copy-on-write faults next to the run
+	 * made the run a third slower (the run itself takes the faults a
+	 * spare would have).
 	 */
 	if (id >= 0)
 		for (int i = 0; i < z.nruns; i++)
