@@ -257,13 +257,10 @@ cmd_status(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
 		char *v = client_status_get(text, rows[i].key);
-		if (v && !*v &&
-		    (strcmp(rows[i].key, "fresh_reason") == 0 ||
-		     strncmp(rows[i].key, "warm_", 5) == 0)) {
-			free(v);
-			continue;
-		}
-		if (v && strcmp(rows[i].key, "preparing") == 0 && strcmp(v, "0") == 0) {
+		/* Rows that only mean something while they say something. */
+		if (v && ((!*v && (strcmp(rows[i].key, "fresh_reason") == 0 ||
+				   strncmp(rows[i].key, "warm_", 5) == 0)) ||
+			  (strcmp(rows[i].key, "preparing") == 0 && strcmp(v, "0") == 0))) {
 			free(v);
 			continue;
 		}

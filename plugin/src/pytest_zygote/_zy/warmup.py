@@ -206,6 +206,7 @@ def _learn_and_import(early=None):
     replay = os.environ.pop("PYTEST_ZYGOTE_REPLAY", None) == "1" and learned
     f = tee = pid = None
     wstatus = 0
+    replayed = False
     if early is not None:
         f, wstatus, pid = early
     elif replay:
@@ -214,19 +215,19 @@ def _learn_and_import(early=None):
         except OSError:
             f = None
         else:
+            replayed = True
             # (into the server's log)
             print("pytest-zygote: generation for a new hash seed: replayed the learning run "
                   "of the last generation", flush=True)
-    if f is None or early is not None:
-        if f is None:
-            f, pid = fork_learning_run()
-        if learned:
-            tee_path = "%s.%d" % (learned, os.getpid())
-            try:
-                tee = os.fdopen(os.open(tee_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
-                                        os.O_CLOEXEC, 0o600), "wb")
-            except OSError:
-                tee = None
+    if f is None:
+        f, pid = fork_learning_run()
+    if learned and not replayed:
+        tee_path = "%s.%d" % (learned, os.getpid())
+        try:
+            tee = os.fdopen(os.open(tee_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
+                                    os.O_CLOEXEC, 0o600), "wb")
+        except OSError:
+            tee = None
     # No collections while importing: what they free depends on timing, and
     # the next generation should lay out its heap as this one (the spare
     # prepares the pages the last generation's runs wrote).
