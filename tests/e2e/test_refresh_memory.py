@@ -138,3 +138,27 @@ def test_status_says_when_a_generation_is_preparing(pz, tmp_path):
     assert r.rc == 0 and "6 passed" in r.out, r
     assert pz_util.wait_until(lambda: srv.status()["preparing"] == 0, timeout=30)
     assert "preparing" not in pz.cli("status", "--root", root).out
+
+
+def test_runs_across_the_takeover_report_as_plain_pytest(pz, tmp_path):
+    # An edit that changes what tests see; runs while the new generation
+    # practises (it already serves) and after it is prepared, twice each,
+    # end as plain pytest's do, test by test.
+    args = ["-v", "-rA", "-p", "no:cacheprovider"]
+    root = _project(tmp_path / "p", modules=3, per=4, slow_collection=1.0)
+    (root / "tests" / "test_value.py").write_text(
+        "from app import m000\n\n\ndef test_value():\n    assert m000.K == 0\n")
+    srv = pz.start(root)
+    pz_util.assert_same_outcomes(pz.run_plain(args, cwd=root), pz.run_zygote(args, cwd=root))
+    gen = srv.status()["generation"]
+    (root / "app" / "m000.py").write_text("K = 7  # an edit\n")
+    plain = pz.run_plain(args, cwd=root)
+    assert plain.rc == 1 and "test_value FAILED" in plain.out, plain
+    assert pz_util.wait_until(lambda: (lambda s: s["generation"] > gen and not s["warming"])(
+        srv.status()), timeout=60, interval=0.01)
+    assert srv.status()["preparing"] == 1
+    for _ in range(2):
+        pz_util.assert_same_outcomes(plain, pz.run_zygote(args, cwd=root), "while preparing")
+    assert pz_util.wait_until(lambda: srv.status()["preparing"] == 0, timeout=30)
+    for _ in range(2):
+        pz_util.assert_same_outcomes(plain, pz.run_zygote(args, cwd=root), "prepared")
