@@ -76,6 +76,8 @@ enum proto_msg {
 				    * nothing collected ahead; 0: it failed, go back */
 	PROTO_MSG_Z_PREPARED = 68, /* int32 1: the practice run is over and the first
 				    * spare forked (status: preparing=0) */
+	PROTO_MSG_Z_GO = 69,       /* int32 1: the generation this one replaced has exited
+				    * (or has runs to finish): start the practice run */
 };
 
 enum proto_kind {

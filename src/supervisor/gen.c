@@ -253,13 +253,23 @@ gen_ready(struct gen *g, const char *text, struct gen_events *ev)
 	s.ever_ready = 1;
 	s.early_failures = 0;
 
-	/* Take over from the current generation, which drains. */
+	/*
+	 * Take over from the current generation, which drains. An idle one
+	 * exits at once: this one's practice run waits for that (Z_GO from
+	 * reap()), so a refresh never holds both zygotes and a practice run.
+	 * One with runs to finish lives as long as they do: no waiting.
+	 */
 	int idx = (int)(g - s.gens);
+	g->go_after = 0;
 	if (s.cur >= 0 && s.cur != idx && s.gens[s.cur].pid) {
 		struct gen *old = &s.gens[s.cur];
 		old->draining = 1;
+		if (!old->running)
+			g->go_after = old->pid;
 		gen_send_i32(old, PROTO_MSG_Z_DRAIN, DRAIN_GRACE_MS);
 	}
+	if (!g->go_after)
+		gen_send_i32(g, PROTO_MSG_Z_GO, 1);
 	s.cur = idx;
 	if (s.next == idx)
 		s.next = -1;

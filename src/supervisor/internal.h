@@ -94,6 +94,7 @@ struct gen {
 	int prepared; /* Z_PREPARED: its practice run is over, its first spare forked */
 	int draining;
 	int running;        /* its runs in progress */
+	pid_t go_after;     /* the replaced zygote: Z_GO when it is reaped (0: sent) */
 	char info[1024];    /* the Z_READY text */
 	char *files;        /* the Z_FILES text */
 	char progress[256]; /* the last Z_PROGRESS text, while warming */

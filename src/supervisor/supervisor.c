@@ -240,14 +240,21 @@ reap(void)
 		changes_gen_end(g);
 		if (idx == s.next)
 			s.next = -1;
+		if (was_draining)
+			log_debug("generation %d drained", g->number);
+		/* The one that replaced it may prepare now (gen_ready). */
+		for (int i = 0; i < MAX_GENS; i++) {
+			if (s.gens[i].pid && s.gens[i].go_after == pid) {
+				s.gens[i].go_after = 0;
+				gen_send_i32(&s.gens[i], PROTO_MSG_Z_GO, 1);
+			}
+		}
 		if (s.stopping) {
 			maybe_finish();
 			continue;
 		}
-		if (was_draining) {
-			log_debug("generation %d drained", g->number);
+		if (was_draining)
 			continue;
-		}
 		if (idx == s.cur)
 			s.cur = -1;
 		if (WIFSIGNALED(st))

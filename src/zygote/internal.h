@@ -39,7 +39,9 @@ struct zygote_state {
 	int nruns;
 	int draining;
 	long long drain_deadline;
-	int lean; /* a new generation warms: no spare, nothing collected ahead */
+	int lean;              /* a new generation warms: no spare, nothing collected ahead */
+	int await_go;          /* ready, the practice run waits for Z_GO */
+	long long go_deadline; /* ... or for this (a supervisor that never says) */
 };
 extern struct zygote_state z;
 

@@ -284,6 +284,25 @@ practice_done(void)
 	}
 }
 
+/*
+ * Start the practice run, once the supervisor says the generation we replaced
+ * has exited (Z_GO), or after GO_WAIT_MS without a word. Not next to a
+ * client's run, nor when a run ended meanwhile forked the spare: that run
+ * taught the spare better.
+ */
+#define GO_WAIT_MS 3000
+
+static void
+practice_go(void)
+{
+	if (!z.await_go)
+		return;
+	z.await_go = 0;
+	log_debug("generation %d: the practice run may start", z.generation);
+	if (spare.disabled || client_runs() || spare.pid || z.draining || practice_run() < 0)
+		practice_done();
+}
+
 /* Children the zygote had before serving (started at warm-up): not strays. */
 static pid_t *warm_children;
 static int nwarm_children;
@@ -515,6 +534,9 @@ ctl_frame(struct peer *peer, struct peer_frame *f, void *arg)
 		ahead_drop();
 		return 0;
 	}
+	case PROTO_MSG_Z_GO:
+		practice_go();
+		return 0;
 	case PROTO_MSG_Z_LEAN: {
 		/*
 		 * A new generation warms next to us: a refresh would hold two
@@ -596,6 +618,15 @@ serve(void)
 			n++;
 		}
 		int timeout = -1;
+		if (z.await_go) {
+			long long left = z.go_deadline - now_ms();
+			if (left <= 0) {
+				log_debug("no word from the supervisor: the practice run starts");
+				practice_go();
+			} else {
+				timeout = (int)left;
+			}
+		}
 		if (z.draining) {
 			long long left = z.drain_deadline - now_ms();
 			if (left <= 0) {
@@ -845,21 +876,21 @@ zygote_main(int argc, char **argv)
 	ahead.disabled = ahead.min_ms <= 0;
 	/*
 	 * Ready now, before the practice run, in every generation: the first
-	 * one has `start` waiting; a later one takes over at once, so that the
+	 * one has `start` waiting; a later one takes over at once, and the
 	 * generation it replaces (which holds no spare while this one warms)
-	 * exits before this one's practice run and first spare, and a refresh
-	 * never holds two zygotes and a practice run at once (its peak memory,
-	 * docs/benchmarks.md). A run that comes meanwhile ends the practice
-	 * run and is a plain fork, as it was in the replaced generation.
+	 * exits before this one's practice run and first spare (Z_GO says
+	 * so), and a refresh never holds two zygotes and a practice run at
+	 * once (its peak memory, docs/benchmarks.md). A run that comes
+	 * meanwhile ends the practice run or goes before it and is a plain
+	 * fork, as it was in the replaced generation.
 	 */
+	z.await_go = 1;
+	z.go_deadline = now_ms() + GO_WAIT_MS;
 	send_ready(text);
 	fcntl(peer_fd(z.ctl), F_SETFL, fcntl(peer_fd(z.ctl), F_GETFL) | O_NONBLOCK);
 	note_warm_children();
 	/* The supervisor may have died while we were blocking SIGTERM. */
 	if (getppid() != z.supervisor)
 		orphaned_exit();
-	/* No spare, no pages to learn for it: no practice run. */
-	if (spare.disabled || practice_run() < 0)
-		practice_done();
 	leave_python(serve());
 }

@@ -6,6 +6,7 @@ sum of PSS over its processes, sampled from an edit until the new
 generation has forked its first spare."""
 
 import time
+from pathlib import Path
 
 import pz_util
 
@@ -58,11 +59,14 @@ def _until_prepared(srv, gen, sample, timeout=90):
 
 def test_the_replaced_zygote_is_gone_before_the_practice_run(pz, tmp_path):
     # A new generation takes over as soon as it has imported; the one it
-    # replaces (idle) exits then, before the new one's practice run. Before,
-    # the new one said ready only after its practice run, which ran next to
-    # both zygotes: the highest point of a refresh.
+    # replaces (idle) exits then, and the new one's practice run waits for
+    # the supervisor to have reaped it (Z_GO). Before, the new one said
+    # ready only after its practice run, which ran next to both zygotes: the
+    # highest point of a refresh. Without the wait, the practice run started
+    # while the old zygote was still exiting (the log's order below; once,
+    # in CI, the sampling too).
     root = _project(tmp_path / "p", modules=4, per=5, slow_collection=0.3)
-    srv = pz.start(root)
+    srv = pz.start(root, env={"PYTEST_ZYGOTE_DEBUG": "1"})
     old = srv.status()["zygote_pid"]
     assert pz_util.wait_until(lambda: pz_util.spare_ready(old), timeout=30)
     (root / "app" / "m000.py").write_text("K = 0  # an edit\n")
@@ -78,6 +82,10 @@ def test_the_replaced_zygote_is_gone_before_the_practice_run(pz, tmp_path):
     assert st["zygote_pid"] != old
     assert seen, "never saw the new generation's practice run"
     assert not [s for s in seen if s[0]], seen
+    log = Path(st["log"]).read_text().splitlines()
+    drained = [i for i, t in enumerate(log) if "generation 1 drained" in t]
+    go = [i for i, t in enumerate(log) if "generation 2: the practice run may start" in t]
+    assert drained and go and drained[0] < go[0], log[-30:]
     r = pz.run_zygote(ARGS, cwd=root)
     assert r.rc == 0 and "20 passed" in r.out, r
 
