@@ -32,11 +32,16 @@ long prefault_record(struct prefault_range **ret);
 /*
  * In a spare child: make private every page in ranges that lies in one of
  * our private writable mappings, as a write of each page would, contents
- * unchanged. Pages outside them are skipped; a fault on one range skips that
+ * unchanged (the kernel copies, then a write of ours takes each page's first
+ * access). Pages outside them are skipped; a fault on one range skips that
  * range. Before each chunk of PREFAULT_CHUNK pages, stop(arg) (if not NULL)
- * may end it early. Returns the number of pages made private.
+ * is asked; once it says stop, the kernel alone copies the rest, for at most
+ * grace_ms more (a third of the cost of the faults the caller would take
+ * instead), or, with grace_ms <= 0 or a kernel that cannot, it ends there.
+ * Returns the number of pages made private.
  */
-long prefault_touch(const struct prefault_range *ranges, size_t n, int (*stop)(void *), void *arg);
+long prefault_touch(const struct prefault_range *ranges, size_t n, int (*stop)(void *), void *arg,
+		    int grace_ms);
 
 /* Pages per block of prefault_protect's sample. */
 #define PREFAULT_SAMPLE_PAGES 16

@@ -480,7 +480,7 @@ child(int sock, int reads, const int *close_fds, int nclose, pid_t zygote)
 	child_randomise();
 	/* The pages the last run wrote, as a spare copies them: the tests'
 	 * copy-on-write faults are taken now, not after the request. */
-	prefault_touch(hot, nhot, NULL, NULL);
+	prefault_touch(hot, nhot, NULL, NULL, 0);
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	pyembed_on_adopt(adopt);
 	int code = pyembed_child_run(&req, 1);

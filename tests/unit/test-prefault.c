@@ -120,7 +120,7 @@ touch_child(int wfd, char *region)
 		{ (uint64_t)(uintptr_t)(region + 40 * page), 2 },
 	};
 	put(wfd, !exclusive(region + 5 * page));
-	long touched = prefault_touch(r, 3, NULL, NULL);
+	long touched = prefault_touch(r, 3, NULL, NULL, 0);
 	put(wfd, touched == 7);
 	int all = 1;
 	for (int k = 5; k < 10; k++)
@@ -151,10 +151,67 @@ stop_child(int wfd, char *region)
 	char *big = mmap(NULL, (size_t)(len * page), PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	struct prefault_range r = { (uint64_t)(uintptr_t)big, (uint64_t)len };
-	long touched = prefault_touch(&r, 1, stop_second, NULL);
+	long touched = prefault_touch(&r, 1, stop_second, NULL, 0);
 	put(wfd, touched == PREFAULT_CHUNK && stop_calls == 2);
 	put(wfd, exclusive(big) && exclusive(big + (PREFAULT_CHUNK - 1) * page));
 	put(wfd, !exclusive(big + PREFAULT_CHUNK * page) && !exclusive(big + (len - 1) * page));
+}
+
+/* A large region the parent wrote: every page shared until a child copies it. */
+#define BIG_PAGES (256 * PREFAULT_CHUNK)
+static char *big_shared;
+
+static int
+all_exclusive(char *base, long from, long to)
+{
+	int all = 1;
+	for (long k = from; k < to; k++)
+		all &= exclusive(base + k * page);
+	return all;
+}
+
+/* Told to stop before the second chunk, with a grace: the kernel copies the
+ * rest, contents unchanged. */
+static void
+grace_child(int wfd, char *region)
+{
+	(void)region;
+	stop_calls = 0;
+	struct prefault_range r = { (uint64_t)(uintptr_t)big_shared, 3 * PREFAULT_CHUNK };
+	long touched = prefault_touch(&r, 1, stop_second, NULL, 60000);
+	put(wfd, touched == 3 * PREFAULT_CHUNK && stop_calls == 2);
+	put(wfd, all_exclusive(big_shared, 0, 3 * PREFAULT_CHUNK));
+	put(wfd, !exclusive(big_shared + 3 * PREFAULT_CHUNK * page));
+	int same = 1;
+	for (long i = 0; i < 3 * PREFAULT_CHUNK * page; i += 97)
+		same &= big_shared[i] == (char)(i % 241);
+	put(wfd, same);
+}
+
+/* The grace is a bound: 1 ms is not enough to copy 64 MB, and what it did
+ * copy comes first. */
+static void
+grace_bound_child(int wfd, char *region)
+{
+	(void)region;
+	stop_calls = 0;
+	struct prefault_range r = { (uint64_t)(uintptr_t)big_shared, BIG_PAGES };
+	long touched = prefault_touch(&r, 1, stop_second, NULL, 1);
+	put(wfd, touched >= PREFAULT_CHUNK && touched < BIG_PAGES);
+	put(wfd, all_exclusive(big_shared, 0, touched) &&
+			 !exclusive(big_shared + (BIG_PAGES - 1) * page));
+}
+
+/* Whether this kernel has MADV_POPULATE_WRITE (Linux 5.14). */
+static int
+populate_supported(void)
+{
+	char *p = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+		       0);
+	int yes = p != MAP_FAILED && madvise(p, (size_t)page, 23 /* MADV_POPULATE_WRITE */) == 0;
+	if (p != MAP_FAILED)
+		munmap(p, (size_t)page);
+	return yes;
 }
 
 int
@@ -186,6 +243,27 @@ main(void)
 	ok(res[0] == 1, "stop is asked before each chunk and ends the work");
 	ok(res[1] == 1, "the chunk before the stop is private");
 	ok(res[2] == 1, "pages after the stop are left alone");
+
+	big_shared = mmap(NULL, (size_t)(BIG_PAGES * page), PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (big_shared == MAP_FAILED)
+		bail_out("mmap");
+	for (long i = 0; i < BIG_PAGES * page; i += 97)
+		big_shared[i] = (char)(i % 241);
+	for (long k = 0; k < BIG_PAGES; k++)
+		big_shared[k * page] = (char)((k * page) % 241);
+	if (!populate_supported()) {
+		skip(6, "this kernel has no MADV_POPULATE_WRITE: a stop ends the work at once");
+	} else {
+		in_child(grace_child, region, res, 4);
+		ok(res[0] == 1, "with a grace, the work goes on after the stop to the end");
+		ok(res[1] == 1, "the pages after the stop are private too");
+		ok(res[2] == 1, "pages outside the ranges stay shared");
+		ok(res[3] == 1, "contents are unchanged");
+		in_child(grace_bound_child, region, res, 2);
+		ok(res[0] == 1, "the grace bounds the work after the stop");
+		ok(res[1] == 1, "what was done in it is private, the rest shared");
+	}
 
 	return done_testing();
 }
