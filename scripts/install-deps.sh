@@ -16,6 +16,7 @@ packages=(
 	clang clang-format libclang-rt-14-dev valgrind python3-seccomp python3-debugpy
 	python3-numpy libopenblas0-pthread
 	python3-marshmallow python3-sqlalchemy python3-click
+	python3-jinja2 python3-markupsafe
 )
 heavy_packages=(python3-pandas python3-scipy)
 bench_packages=(python3-numpy python3-pandas python3-scipy python3-sqlalchemy python3-matplotlib hyperfine)

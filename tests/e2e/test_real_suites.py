@@ -19,11 +19,17 @@ SUITES = {
 }
 
 
-def _suites_dir():
+def _suites_dir(name):
     d = os.environ.get("PYTEST_ZYGOTE_REAL_SUITES")
     if not d:
         pytest.skip("PYTEST_ZYGOTE_REAL_SUITES is not set (scripts/test.sh fetches the suites "
                     "with scripts/fetch-real-suites.py and sets it)")
+    # The suites test the installed package of the same Debian source
+    # (their conftest imports it), not the tarball's src/.
+    import importlib.util
+
+    assert importlib.util.find_spec(name), (
+        "the %s suite needs Debian's python3-%s: run scripts/install-deps.sh" % (name, name))
     return Path(d)
 
 
@@ -50,7 +56,7 @@ def diff(plain, zyg):
 
 @pytest.mark.parametrize("name", sorted(SUITES))
 def test_real_suite_gives_plain_pytests_outcomes(pz, tmp_path, name):
-    src = _suites_dir() / name
+    src = _suites_dir(name) / name
     assert src.is_dir(), "%s is missing: run /usr/bin/python3 scripts/fetch-real-suites.py %s" % (
         src, src.parent)
     root = tmp_path / name
@@ -94,7 +100,7 @@ def test_real_suite_in_parallel_gives_plain_xdists_outcomes(pz, tmp_path, name):
     # -n 2: the zygote's workers (forks of it) against plain pytest -n 2's
     # (new interpreters), every test id.
     pytest.importorskip("xdist")
-    src = _suites_dir() / name
+    src = _suites_dir(name) / name
     assert src.is_dir(), src
     root = tmp_path / name
     shutil.copytree(src, root, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
