@@ -111,7 +111,7 @@ check_conf(const struct zconf *c, int r, const char *path, long lines)
 	check(c->poll_ms >= -1 && c->poll_ms <= 3600000, "poll_ms in range");
 	check(c->grace_ms >= -1 && c->grace_ms <= 3600000, "grace in range");
 	check(c->spare >= -1 && c->spare <= 1, "spare is a boolean");
-	check(c->sandbox >= -1 && c->sandbox <= 1, "sandbox is a boolean");
+	check(c->sandbox >= -1 && c->sandbox <= 2, "sandbox is unset, off, on or no-network (2)");
 	check(c->start_if_needed >= -1 && c->start_if_needed <= 1, "start_if_needed is a boolean");
 }
 
