@@ -518,7 +518,7 @@ ahead_fork(void)
 		close(sv[1]);
 		return;
 	}
-	int close_fds[2 * MAX_RUNS + 6];
+	int close_fds[OWN_FDS_MAX];
 	int nclose = own_fds(close_fds, sv[0]);
 	pid_t zygote = getpid();
 	pyembed_fork_prepare();

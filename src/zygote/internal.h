@@ -55,6 +55,10 @@ struct spare_state {
 	int sock;
 	int disabled;
 	int real; /* prepared with the pages of a client's run */
+	/* Runs back to back (spare_take): a descriptor of the spare just
+	 * taken, which ends when that spare has read its request; -1 none. */
+	int taken;
+	long long last_end; /* when the last client's run ended (now_ms) */
 };
 extern struct spare_state spare;
 
@@ -91,6 +95,8 @@ extern const char *pages_file;
 
 /* zygote.c */
 int own_fds(int *fds, int extra);
+/* What own_fds may list: six of ours, two per run, extra. */
+#define OWN_FDS_MAX (2 * MAX_RUNS + 7)
 void __attribute__((noreturn)) child_main(struct proto_request *req, int conn, int learn,
 					  const int *close_fds, int nclose, pid_t zygote);
 void start_run(struct proto_request *req, int32_t id, int conn);
@@ -117,7 +123,9 @@ int handoff_frame(struct peer *p, struct peer_frame *f, void *arg);
 /* spare.c */
 void spare_fork(void);
 void spare_drop(void);
-pid_t spare_take(const struct proto_request *req, int32_t id, int conn, int learn);
+pid_t spare_take(const struct proto_request *req, int32_t id, int conn, int learn, int early);
+int spare_back_to_back(void);
+void spare_taken_read(void);
 void spare_replace_practice(void);
 
 /* ahead.c */

@@ -106,6 +106,7 @@ own_fds(int *fds, int extra)
 	fds[n++] = z.ctl ? peer_fd(z.ctl) : -1;
 	fds[n++] = z.sigfd;
 	fds[n++] = spare.sock;
+	fds[n++] = spare.taken;
 	fds[n++] = ahead.sock;
 	fds[n++] = ahead.reads;
 	for (int i = 0; i < z.nruns; i++) {
@@ -177,6 +178,7 @@ void __attribute__((noreturn)) child_finish(int code, const struct spawn_fd *pip
 }
 
 static void practice_done(void);
+static int client_runs(void);
 
 /* Start a run of req for the client on conn: in the spare, or in a new fork. */
 void
@@ -204,9 +206,10 @@ start_run(struct proto_request *req, int32_t id, int conn)
 
 	pid_t pid = id >= 0 ? ahead_take(req, id, conn, lp[1]) : 0;
 	if (!pid)
-		pid = spare_take(req, id, conn, lp[1]);
+		pid = spare_take(req, id, conn, lp[1],
+				 id >= 0 && !client_runs() && spare_back_to_back());
 	if (!pid) {
-		int close_fds[2 * MAX_RUNS + 6];
+		int close_fds[OWN_FDS_MAX];
 		int nclose = own_fds(close_fds, lp[0]);
 		pid_t zygote = getpid();
 		pyembed_fork_prepare();
@@ -409,14 +412,23 @@ reap(void)
 			log_debug("run %d: child %d exited with %d", (int)r->id, (int)pid,
 				  (int)code);
 			int32_t r_id = r->id;
+			if (r_id >= 0)
+				spare.last_end = now_ms();
 			run_remove(i);
+			if (spare.taken >= 0) { /* its spare never read it */
+				close(spare.taken);
+				spare.taken = -1;
+			}
 			/*
 			 * The next spare is forked now, not when the run
 			 * started: preparing it (thousands of page copies)
 			 * next to a running child made that child's Python
-			 * run a third slower on this kind of machine. Not
-			 * when the practice run ends next to a client's run
-			 * (which ended it): when that run ends.
+			 * run a third slower on this kind of machine. Runs
+			 * back to back are the exception (spare.c,
+			 * BACK_TO_BACK_MS): there a spare has been forked
+			 * during the run. Not when the practice run ends
+			 * next to a client's run (which ended it): when that
+			 * run ends.
 			 */
 			if (r_id >= 0 || !client_runs())
 				spare_fork();
@@ -598,7 +610,7 @@ serve(void)
 	for (;;) {
 		if (z.draining && z.nruns == 0)
 			return 0;
-		struct pollfd pfd[MAX_RUNS + 2];
+		struct pollfd pfd[MAX_RUNS + 3];
 		int n = 0;
 		/* What waits to go to the supervisor goes on POLLOUT: a
 		 * supervisor that does not read costs a queue, not a wait. */
@@ -616,6 +628,11 @@ serve(void)
 						  .events = POLLIN |
 							    (peer_wants_write(c) ? POLLOUT : 0) };
 			n++;
+		}
+		int taken = -1;
+		if (spare.taken >= 0) {
+			taken = n;
+			pfd[n++] = (struct pollfd){ .fd = spare.taken, .events = POLLIN };
 		}
 		int timeout = -1;
 		if (z.await_go) {
@@ -644,6 +661,10 @@ serve(void)
 				continue;
 			log_error("poll: %s", strerror(errno));
 			return 1;
+		}
+		if (taken >= 0 && pfd[taken].revents) {
+			spare_taken_read();
+			pfd[taken].revents = 0;
 		}
 		/* Clients first: a reap below may reorder z.runs. */
 		for (int j = 2; j < n; j++) {

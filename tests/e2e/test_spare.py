@@ -5,6 +5,7 @@ the next run does not take those copy-on-write faults itself."""
 import os
 import re
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,9 @@ def test_pages_the_spare_copied_are_not_the_runs_writes(pz):
 
     def run(args, summary):
         assert pz_util.wait_until(lambda: pz_util.spare_ready(zpid), timeout=30)
+        # A person's pace: runs back to back (300 ms) prepare their spares
+        # a run ahead, so a set learned drops out over twice as many runs.
+        time.sleep(0.4)
         before = pages.stat().st_mtime_ns if pages.exists() else 0
         r = pz.run_zygote(args, cwd=root, env={"PYTEST_ZYGOTE_TIMING": "1"})
         assert r.rc == 0 and summary in r.out, r
@@ -217,7 +221,8 @@ def test_a_run_right_after_start_ends_the_practice_run(pz, tmp_path):
     # ends it: the run teaches the spare better, and the practice run's page
     # copies next to it made it slower. The test module sleeps in the
     # practice run; the run looks at its zygote's other children: none
-    # (the spare is forked when the run ends, not next to it).
+    # (the spare is forked when the run ends, not next to it, unless runs
+    # come back to back, within 300 ms: hence the pause).
     root = tmp_path / "slowpractice"
     (root / "tests").mkdir(parents=True)
     (root / "pytest.ini").write_text("[pytest]\ntestpaths = tests\n")
@@ -227,6 +232,7 @@ def test_a_run_right_after_start_ends_the_practice_run(pz, tmp_path):
     assert r.rc == 0 and "1 passed" in r.out, r
     zpid = srv.status()["zygote_pid"]
     assert pz_util.wait_until(lambda: pz_util.spare_ready(zpid), timeout=30)
+    time.sleep(0.4)
     r = pz.run_zygote(ARGS, cwd=root, timeout=60)
     assert r.rc == 0 and "1 passed" in r.out, r
 
@@ -311,3 +317,77 @@ def test_runs_back_to_back_take_the_spares_pages_and_report_as_plain_pytest(pz, 
     assert plain.rc == 0 and "3 passed" in plain.out, plain
     for _ in range(2):
         pz_util.assert_same_outcomes(plain, pz.run_zygote(args, cwd=root))
+
+
+def _log_events(path):
+    """The zygote's debug log as (ms of the day, text) pairs."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        m = re.match(r"(\d\d):(\d\d):(\d\d)\.(\d\d\d) \[\d+\] zygote: debug: (.*)", line)
+        if m:
+            h, mi, s, ms = (int(x) for x in m.groups()[:4])
+            out.append((((h * 60 + mi) * 60 + s) * 1000 + ms, m.group(5)))
+    return out
+
+
+def test_a_loop_of_runs_back_to_back_prepares_each_spare_during_the_run_before(pz, tmp_path):
+    # A script's loop sends the next request 3-10 ms after a run's end,
+    # while the spare forked at that end is still preparing. A run that came
+    # back to back (within 300 ms of the last run's end) therefore has the
+    # next spare forked while it runs, once its own spare has read the
+    # request, so that the run after it finds that spare prepared. A run
+    # after a pause (a person's) has nothing prepared next to it, and an
+    # idle server keeps one spare.
+    root = tmp_path / "p"
+    _b2b_project(root)
+    args = ["-q", "-p", "no:cacheprovider"]
+    plain = pz.run_plain(args, cwd=root)
+    assert plain.rc == 1 and "1 failed, 2 passed" in plain.out, plain
+    srv = pz.start(root, env={"PYTEST_ZYGOTE_DEBUG": "1"})
+    zpid = srv.status()["zygote_pid"]
+    assert pz_util.wait_until(lambda: pz_util.spare_ready(zpid), timeout=30)
+    pz_util.assert_same_outcomes(plain, pz.run_zygote(args, cwd=root))
+    assert pz_util.wait_until(lambda: pz_util.spare_ready(zpid), timeout=30)
+    time.sleep(0.5)
+    for _ in range(6):
+        pz_util.assert_same_outcomes(plain, pz.run_zygote(args, cwd=root))
+    assert pz_util.wait_until(lambda: pz_util.spare_ready(zpid), timeout=30)
+    spares = [c for c in pz_util.children(zpid)
+              if (pz_util.cmdline(c) or "").startswith("pytest-zygote: spare ")]
+    assert len(spares) == 1, spares
+
+    events = _log_events(srv.status()["log"])
+    runs = {}  # run id -> [start ms, child, end ms, spares forked while it ran]
+    going = None
+    for ms, text in events:
+        m = re.match(r"run (\d+): child (\d+)$", text)
+        if m:
+            going = int(m.group(1))
+            runs[going] = [ms, int(m.group(2)), None, []]
+            continue
+        m = re.match(r"run (\d+): child \d+ exited", text)
+        if m and int(m.group(1)) in runs:
+            runs[int(m.group(1))][2] = ms
+            going = None
+            continue
+        m = re.match(r"runs back to back: spare (\d+) prepares during the run", text)
+        if m:
+            assert going is not None, (text, events[-40:])
+            runs[going][3].append(int(m.group(1)))
+    ids = sorted(runs)
+    assert len(ids) == 7, runs
+    loop = ids[1:]  # the run after the pause, then five back to back
+    assert runs[loop[0]][3] == [], ("a spare prepared next to a person's run", runs)
+    checked = 0
+    for a, b in zip(loop, loop[1:]):
+        gap = runs[b][0] - runs[a][2]
+        if gap >= 250:
+            continue  # a slow machine's pause: that run is not back to back
+        checked += 1
+        # b came back to back: a spare was forked while it ran ...
+        assert len(runs[b][3]) == 1, (b, gap, runs)
+        # ... and the run after it, if back to back too, is that spare.
+        nxt = loop.index(b) + 1
+        if nxt < len(loop) and runs[loop[nxt]][0] - runs[b][2] < 250:
+            assert runs[loop[nxt]][1] == runs[b][3][0], (loop[nxt], runs)
+    assert checked >= 3, ("too few runs came back to back to tell", runs)
