@@ -203,6 +203,39 @@ def test_python_of_another_version_is_refused(pz):
     assert pz.cli("status", "--root", root).rc == 69
 
 
+def _script(path, body):
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def test_an_interpreter_is_asked_its_version_unless_named_for_it(pz, tmp_path):
+    # `start` asks the interpreter for its version (an exec) unless its
+    # file, links followed, is named pythonX.Y for the Python this build
+    # embeds: CPython installs itself so. The answer decides.
+    mine = "%d.%d" % sys.version_info[:2]
+    real = "/usr/bin/python" + mine
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    ran = tmp_path / "ran"
+    # Named for our Python: not executed by start, and it works.
+    named = _script(bindir / ("python" + mine), 'echo x >> %s\nexec %s "$@"\n' % (ran, real))
+    root = pz.project("basic")
+    srv = pz.start(root, "--python", str(named))
+    assert srv.status()["python"] == str(named)
+    pz_util.assert_same_outcomes(pz.run_plain(["-q"], cwd=root), pz.run_zygote(["-q"], cwd=root))
+    assert not ran.exists(), "start executed an interpreter named python%s" % mine
+    assert pz.cli("stop", "--root", root).rc == 0
+    # Named otherwise: asked, and what it says is what counts.
+    other = _script(bindir / "py-other", 'echo x >> %s\necho 3.99\n' % ran)
+    r = pz.cli("start", "--root", root, "--python", str(other))
+    assert r.rc == 71, r
+    assert ran.exists(), "start did not ask the interpreter"
+    assert "is Python 3.99 but this pytest-zygote embeds Python %s" % mine in r.err, r
+    assert re.search(r"meson setup \S+ -Dpython=%s" % re.escape(str(other)), r.err), r
+    assert pz.cli("status", "--root", root).rc == 69
+
+
 def test_missing_python_is_refused(pz):
     root = pz.project("basic")
     r = pz.cli("start", "--root", root, "--python", str(pz.tmp_path / "no-such-python"))
