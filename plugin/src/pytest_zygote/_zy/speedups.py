@@ -225,10 +225,16 @@ class _FrozenDistribution:
 
 
 def freeze_distributions():
+    """Replace importlib.metadata.distributions() by the list it returns
+    now (for this sys.path). Called again with sys.path changed since, it
+    lists them again."""
     import importlib.metadata as md
 
-    if getattr(md.distributions, "_pytest_zygote", False):
-        return
+    frozen_for = getattr(md.distributions, "_pytest_zygote", None)
+    if frozen_for is not None:
+        if frozen_for == sys.path:
+            return
+        md.distributions = md.distributions._original
     original = md.distributions
     try:
         frozen = [_FrozenDistribution(d) for d in original()]
@@ -249,7 +255,8 @@ def freeze_distributions():
             return original(**kwargs)
         return iter(frozen)
 
-    distributions._pytest_zygote = True
+    distributions._pytest_zygote = list(sys.path)
+    distributions._original = original
     md.distributions = distributions
 
 

@@ -118,12 +118,27 @@ def warmup(root):
     # forked before pytest is imported, too: it imports pytest itself, and
     # the pages this process would have shared with it, then copied, are
     # not held twice (a refresh's peak on 1,000 tests: see benchmarks.md).
+    #
+    # The first generation, with a CPU to spare, forks it before importing
+    # pytest too, and imports pytest next to it: a child forked after the
+    # import paid for every page of pytest it touched (copies and first
+    # accesses, 60 ms of a tiny project's 190 ms learning run on this
+    # project's VMs), which is the critical path of warm-up.
     early = None
     if os.environ.pop("PYTEST_ZYGOTE_LEARN_FIRST", None) == "1" and not _replaying():
         progress("learning imports")
         early = _learn_first(*fork_learning_run(prepare=_import_pytest))
+    elif not _replaying() and _cpus() > 1:
+        f, pid = fork_learning_run(prepare=_import_pytest)
+        early = (f, 0, pid)
     progress("importing pytest")
     _import_pytest()
+    # Here in every generation (the same order of allocations: the spare
+    # prepares the pages the last generation's runs wrote), and while a
+    # learning run forked above configures pytest. The sys.path is the one
+    # plain pytest lists distributions with; listed again at the end if an
+    # import changed it.
+    freeze_distributions()
     progress("learning imports")
     status = _learn_and_import(early)
     unrecord_atexit()
@@ -152,7 +167,12 @@ def warmup(root):
     state.warm_warnings[:] = kept
     pp = os.environ.get("PYTHONPATH", "")
     state.zygote_pythonpath = [os.path.abspath(p) for p in pp.split(os.pathsep) if p]
-    gc.collect()
+    # Collections are off while the learning run's modules are imported,
+    # so the young generations hold all they allocated: collecting those
+    # (import-time cycles, closed before any fork, as a plain pytest's
+    # collections would) takes a quarter of a full collection, which found
+    # nothing more on the bench projects (tiny: 4.5 against 18 ms).
+    gc.collect(1)
     gc.freeze()
     try:
         threads = len(os.listdir("/proc/self/task"))
@@ -166,6 +186,13 @@ def warmup(root):
         "status": status,
         "project_files": len(state.snapshot),
     }
+
+
+def _cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _import_pytest():
@@ -272,7 +299,12 @@ def _learn_and_import(early=None):
                     except (ValueError, EOFError, TypeError):
                         pass
                 elif kind == "p":
-                    plugins.append(rec[1:])
+                    # Now, while the learning run goes on, if this process
+                    # has the plugin's module already; else at the end.
+                    if rec[2] in sys.modules:
+                        fill_run_caches((rec[1:],))
+                    else:
+                        plugins.append(rec[1:])
                 elif kind == "e":
                     for importer, imported in rec[1].items():
                         state.edges.setdefault(importer, set()).update(imported)
