@@ -107,8 +107,6 @@ def warmup(root):
     state.root = os.path.realpath(root)
     state.base_path = list(sys.path)
     os.chdir(state.root)
-    progress("scanning project files")
-    before = _prewalk(state.root)
     # python -m pytest puts the cwd first on sys.path; the zygote's cwd is the root.
     sys.path.insert(0, state.root)
     sys.argv = [pytest_main_file()]
@@ -124,13 +122,23 @@ def warmup(root):
     # import paid for every page of pytest it touched (copies and first
     # accesses, 60 ms of a tiny project's 190 ms learning run on this
     # project's VMs), which is the critical path of warm-up.
+    #
+    # Both before the walk of the project's files, which only this
+    # process's imports must come after (the learning run reports names
+    # and where they were found; the code it hands over is checked on its
+    # own, see learning.py).
+    learn_first = os.environ.pop("PYTEST_ZYGOTE_LEARN_FIRST", None) == "1" and not _replaying()
+    forked = None
+    if learn_first or (not _replaying() and _cpus() > 1):
+        forked = fork_learning_run(prepare=_import_pytest)
+    progress("scanning project files")
+    before = _prewalk(state.root)
     early = None
-    if os.environ.pop("PYTEST_ZYGOTE_LEARN_FIRST", None) == "1" and not _replaying():
+    if learn_first:
         progress("learning imports")
-        early = _learn_first(*fork_learning_run(prepare=_import_pytest))
-    elif not _replaying() and _cpus() > 1:
-        f, pid = fork_learning_run(prepare=_import_pytest)
-        early = (f, 0, pid)
+        early = _learn_first(*forked)
+    elif forked is not None:
+        early = (forked[0], 0, forked[1])
     progress("importing pytest")
     _import_pytest()
     # Here in every generation (the same order of allocations: the spare
