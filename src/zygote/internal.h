@@ -126,6 +126,7 @@ void spare_drop(void);
 pid_t spare_take(const struct proto_request *req, int32_t id, int conn, int learn, int early);
 int spare_back_to_back(void);
 void spare_taken_read(void);
+void spare_taken_forget(void);
 void spare_replace_practice(void);
 
 /* ahead.c */

@@ -227,8 +227,8 @@ spare_drop(void)
  * as the run's own spare has read its request (it first lets the kernel copy
  * the rest of its pages: two processes copying at once slow each other on
  * this project's VMs), and the run after finds it prepared. Measured on tiny
- * (median of 10 rounds of a settled run and four back to back): 85, 82, 82
- * and 83 ms before, 91, 47, 58 and 48 ms so (a warm run: 41 ms). A person
+ * (median of 10 rounds of a settled run and four back to back): 86, 85, 86
+ * and 86 ms before, 94, 48, 57 and 51 ms so (a warm run: 40-42 ms). A person
  * does not start runs this close together, so between their runs there is
  * one spare, forked when the run ended, and nothing prepares next to a run.
  */
@@ -240,6 +240,15 @@ spare_back_to_back(void)
 	return spare.last_end && now_ms() - spare.last_end < BACK_TO_BACK_MS;
 }
 
+/* Stop watching the spare taken for a run back to back. */
+void
+spare_taken_forget(void)
+{
+	if (spare.taken >= 0)
+		close(spare.taken);
+	spare.taken = -1;
+}
+
 /* The spare taken for a run back to back has read its request (or died):
  * fork the next one now. */
 void
@@ -247,8 +256,7 @@ spare_taken_read(void)
 {
 	if (spare.taken < 0)
 		return;
-	close(spare.taken);
-	spare.taken = -1;
+	spare_taken_forget();
 	spare_fork();
 	if (spare.pid)
 		log_debug("runs back to back: spare %d prepares during the run", (int)spare.pid);

@@ -415,10 +415,7 @@ reap(void)
 			if (r_id >= 0)
 				spare.last_end = now_ms();
 			run_remove(i);
-			if (spare.taken >= 0) { /* its spare never read it */
-				close(spare.taken);
-				spare.taken = -1;
-			}
+			spare_taken_forget(); /* its spare never read it */
 			/*
 			 * The next spare is forked now, not when the run
 			 * started: preparing it (thousands of page copies)
@@ -629,7 +626,7 @@ serve(void)
 							    (peer_wants_write(c) ? POLLOUT : 0) };
 			n++;
 		}
-		int taken = -1;
+		int nconns = n, taken = -1;
 		if (spare.taken >= 0) {
 			taken = n;
 			pfd[n++] = (struct pollfd){ .fd = spare.taken, .events = POLLIN };
@@ -662,12 +659,10 @@ serve(void)
 			log_error("poll: %s", strerror(errno));
 			return 1;
 		}
-		if (taken >= 0 && pfd[taken].revents) {
+		if (taken >= 0 && pfd[taken].revents)
 			spare_taken_read();
-			pfd[taken].revents = 0;
-		}
 		/* Clients first: a reap below may reorder z.runs. */
-		for (int j = 2; j < n; j++) {
+		for (int j = 2; j < nconns; j++) {
 			if (!pfd[j].revents)
 				continue;
 			for (int i = 0; i < z.nruns; i++) {
