@@ -34,8 +34,15 @@ void pyembed_on_learning_fork(void (*fn)(void));
  */
 int pyembed_init(const char *python, const char *pydir, char *err, size_t errsize);
 
-/* Run the warm-up collection in root. Returns 0 or -1 with err set. */
-int pyembed_warmup(const char *root, struct pyembed_warm *ret, char *err, size_t errsize);
+/* Run the warm-up collection in root. learn_fd and learn_pid: a learning
+ * run already forked (zygote_learn_early) to read from, or -1 and 0.
+ * Returns 0 or -1 with err set. */
+int pyembed_warmup(const char *root, int learn_fd, int learn_pid, struct pyembed_warm *ret,
+		   char *err, size_t errsize);
+
+/* In a learning run forked before Python started: run it in root, reporting
+ * on fd w. Returns only if it could not start (the Python error printed). */
+void pyembed_learn(const char *root, int w);
 
 /* Around fork(), from the thread holding the GIL (PyOS_*Fork). */
 void pyembed_fork_prepare(void);

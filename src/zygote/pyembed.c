@@ -216,9 +216,10 @@ dict_long(PyObject *d, const char *key)
 }
 
 int
-pyembed_warmup(const char *root, struct pyembed_warm *ret, char *err, size_t errsize)
+pyembed_warmup(const char *root, int learn_fd, int learn_pid, struct pyembed_warm *ret, char *err,
+	       size_t errsize)
 {
-	PyObject *res = PyObject_CallMethod(zmod, "warmup", "s", root);
+	PyObject *res = PyObject_CallMethod(zmod, "warmup", "sii", root, learn_fd, learn_pid);
 	if (!res) {
 		py_error(err, errsize, "warm-up failed");
 		return -1;
@@ -239,6 +240,15 @@ pyembed_warmup(const char *root, struct pyembed_warm *ret, char *err, size_t err
 	PyErr_Clear();
 	Py_DECREF(res);
 	return 0;
+}
+
+void
+pyembed_learn(const char *root, int w)
+{
+	PyObject *res = PyObject_CallMethod(zmod, "learn", "si", root, w);
+	if (!res)
+		PyErr_Print();
+	Py_XDECREF(res);
 }
 
 void

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/personality.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
@@ -72,6 +73,58 @@ learning_child_setup(void)
 	peer_destroy(z.ctl);
 	z.ctl = NULL;
 	setproctitle("learning gen %d %s", z.generation, z.root);
+}
+
+/*
+ * The first generation's learning run, forked before Python starts when a
+ * second CPU can run it next to the zygote's own imports: it is the
+ * critical path of `start`, and a child forked from Python pays for every
+ * page of the interpreter it touches (first accesses and copies, about 24
+ * ms of a tiny project's import of pytest on this project's VMs), where
+ * this one starts Python itself, next to the zygote doing the same. A
+ * refresh (PYTEST_ZYGOTE_LEARN_FIRST) forks it from Python, sharing the
+ * interpreter's pages: it runs next to a serving generation, where memory
+ * matters more. A replay has none. Returns the read end of its report
+ * pipe and sets *pid, or -1 (then warm-up forks it from Python).
+ */
+static int
+learn_early(const char *python, pid_t *pid)
+{
+	const char *lf = getenv("PYTEST_ZYGOTE_LEARN_FIRST");
+	const char *replay = getenv("PYTEST_ZYGOTE_REPLAY");
+	const char *learned = getenv("PYTEST_ZYGOTE_LEARNED");
+	cpu_set_t cpus;
+	if ((lf && strcmp(lf, "1") == 0) ||
+	    (replay && strcmp(replay, "1") == 0 && learned && *learned) ||
+	    sched_getaffinity(0, sizeof(cpus), &cpus) < 0 || CPU_COUNT(&cpus) < 2)
+		return -1;
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -1;
+	pid_t self = getpid();
+	fflush(NULL);
+	*pid = fork();
+	if (*pid < 0) {
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	if (*pid == 0) {
+		close(p[0]);
+		learning_child_setup();
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != self)
+			_exit(70);
+		char err[768];
+		if (pyembed_init(python, zygote_pydir(), err, sizeof(err)) < 0)
+			log_error("the learning run cannot start Python: %s", err);
+		else
+			pyembed_learn(z.root, p[1]);
+		_exit(70); /* the zygote's warm-up says "learning run failed" */
+	}
+	close(p[1]);
+	log_debug("generation %d: learning run %d started before Python", z.generation, (int)*pid);
+	return p[0];
 }
 
 static void
@@ -847,6 +900,8 @@ zygote_main(int argc, char **argv)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigprocmask(SIG_BLOCK, &set, NULL);
+	pid_t learn_pid = 0;
+	int learn_fd = learn_early(python, &learn_pid);
 	if (pyembed_init(python, zygote_pydir(), err, sizeof(err)) < 0) {
 		snprintf(text, sizeof(text), "error=%s\n", err);
 		send_ready(text);
@@ -855,7 +910,8 @@ zygote_main(int argc, char **argv)
 	struct pyembed_warm w;
 	pyembed_on_progress(send_progress);
 	pyembed_on_learning_fork(learning_child_setup);
-	int warm_failed = pyembed_warmup(z.root, &w, err, sizeof(err)) < 0;
+	int warm_failed =
+		pyembed_warmup(z.root, learn_fd, (int)learn_pid, &w, err, sizeof(err)) < 0;
 	pyembed_on_progress(NULL);
 	if (warm_failed) {
 		snprintf(text, sizeof(text), "error=%s\n", err);

@@ -10,7 +10,9 @@ code, the short test summary and the final summary line: twice in a row, then
 after an edit (right after it, and again once the server has absorbed it).
 """
 
+import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -321,3 +323,59 @@ def test_conftests_and_test_modules_execute_once_per_run(pz, tmp_path):
 
     compare_runs(pz, "warm_execcount", edit, "2 passed", "2 passed",
                  env={"EXEC_LOG": str(log)}, each=each)
+
+
+# --- 13: where the learning run comes from ----------------------------------------------------
+
+
+def _learning_project(root):
+    (root / "lib").mkdir(parents=True)
+    (root / "tests").mkdir()
+    (root / "pytest.ini").write_text("[pytest]\ntestpaths = tests\npythonpath = lib\n")
+    (root / "lib" / "helper.py").write_text("def twice(x):\n    return 2 * x\n")
+    # Each process that imports the conftest (the learning run, a run's
+    # child, plain pytest) writes its pid to PIDS_FILE.
+    (root / "tests" / "conftest.py").write_text(
+        "import os\n\nimport helper  # noqa: F401\n\n"
+        "with open(os.environ['PIDS_FILE'], 'a') as f:\n"
+        "    f.write('%d\\n' % os.getpid())\n")
+    (root / "tests" / "test_a.py").write_text(
+        "import helper\n\n\ndef test_twice():\n    assert helper.twice(2) == 4\n\n\n"
+        "def test_fails():\n    assert helper.twice(2) == 5\n")
+
+
+def test_the_first_learning_run_starts_python_itself_when_a_second_cpu_can_run_it(pz, tmp_path):
+    # With two CPUs, the first generation's learning run is forked by C
+    # before Python starts and starts Python itself, next to the zygote
+    # doing the same (zygote.c, learn_early); with one it is forked from the
+    # zygote's Python. Either way it is the process that imported the
+    # conftest at warm-up (the zygote never does), and runs report as plain
+    # pytest.
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs")
+    root = tmp_path / "p"
+    _learning_project(root)
+    pids = tmp_path / "pids"
+    env = {"PIDS_FILE": str(pids)}
+    args = ["-q", "-p", "no:cacheprovider"]
+    plain = pz.run_plain(args, cwd=root, env=env)
+    assert plain.rc == 1 and "1 failed, 1 passed" in plain.out, plain
+    pz.roots.append(str(root))
+    started = re.compile(r".*zygote: debug: generation 1: learning run (\d+) started before Python$")
+    for taskset in ([], ["taskset", "-c", "0"]):
+        pids.write_text("")
+        r = pz.call(taskset + [pz.zbin, "start", "--root", root],
+                    env=dict(env, PYTEST_ZYGOTE_DEBUG="1"))
+        assert r.rc == 0, r
+        st = json.loads(pz.cli("status", "--root", root, "--json").out)
+        learners = [int(m.group(1)) for m in map(started.match, Path(st["log"]).read_text()
+                                                 .splitlines()) if m]
+        warm = pids.read_text().split()
+        assert len(warm) == 1 and int(warm[0]) not in (st["pid"], st["zygote_pid"]), (warm, st)
+        if taskset:
+            assert learners == [], "one CPU: the learning run is forked from Python"
+        else:
+            assert learners == [int(warm[0])], (learners, warm)
+        for _ in range(2):
+            assert_same_outcomes(plain, pz.run_zygote(args, cwd=root, env=env))
+        assert pz.cli("stop", "--root", root).rc == 0

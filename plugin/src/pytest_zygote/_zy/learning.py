@@ -23,7 +23,6 @@ def fork_learning_run(prepare=None):
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the learning run
-        code = 70
         try:
             os.close(r)
             try:
@@ -32,14 +31,26 @@ def fork_learning_run(prepare=None):
                 pass
             else:
                 _pytest_zygote_c.learning_child()
-            state.progress_phase[0] = None
-            if prepare is not None:
-                prepare()
-            code = _learning_run(w)
-        finally:
-            os._exit(code)
+        except BaseException:  # noqa: BLE001 - never back into the zygote's code
+            os._exit(70)
+        learning_run(w, prepare)
     os.close(w)
     return os.fdopen(r, "rb"), pid
+
+
+def learning_run(w, prepare=None):
+    """The learning run's process from here on, reporting through w: a
+    child forked from Python (fork_learning_run) or, in the first
+    generation, from C before Python started (warmup.learn). Never
+    returns."""
+    code = 70
+    try:
+        state.progress_phase[0] = None
+        if prepare is not None:
+            prepare()
+        code = _learning_run(w)
+    finally:
+        os._exit(code)
 
 
 class CollectBudget:

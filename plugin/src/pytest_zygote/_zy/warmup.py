@@ -15,7 +15,7 @@ from . import state
 from .child import find_openblas, limit_blas_threads
 from .files import NOT_PROJECT, is_project_file, pytest_main_file, stat_key
 from .inputs import outside_files, sort_inputs
-from .learning import fork_learning_run
+from .learning import fork_learning_run, learning_run
 from .recording import SideEffects, progress, record_atexit, record_imports
 from .reload import close_pinned, index_importers
 from .speedups import cache_run_independent_work, fill_run_caches, freeze_distributions
@@ -91,25 +91,43 @@ def _take_snapshot(before):
     return snap
 
 
-def warmup(root):
+def _enter_project(root):
+    """Where the zygote and its learning run work from: the project's root
+    as the cwd and first on sys.path (python -m pytest puts the cwd there),
+    BLAS pools limited to one thread. Returns what limit_blas_threads
+    set."""
+    limited = limit_blas_threads()
+    state.root = os.path.realpath(root)
+    state.base_path = list(sys.path)
+    os.chdir(state.root)
+    sys.path.insert(0, state.root)
+    sys.argv = [pytest_main_file()]
+    return limited
+
+
+def learn(root, w):
+    """The first generation's learning run, forked by C before Python
+    started (zygote.c, learn_early) and reporting through w. Never
+    returns."""
+    _enter_project(root)
+    os.environ.pop("PYTEST_ZYGOTE_LEARN_FIRST", None)
+    learning_run(w, prepare=_import_pytest)
+
+
+def warmup(root, learn_fd=-1, learn_pid=0):
     """Import what runs import, and nothing else: no pytest session and no
     project hook runs here (docs/design.md, "Nothing warm-up did is visible").
 
     A forked child runs `pytest --collect-only` (the learning run) and
     reports, as it goes, the modules it imports that are not test modules or
     conftests; this process imports the same ones, in the same order, while
-    the child goes on. Returns a dict for the supervisor: files, modules,
-    seconds, threads, status, project_files.
+    the child goes on. learn_fd and learn_pid: that child, when C forked it
+    before Python started (see learn), else -1 and 0. Returns a dict for the
+    supervisor: files, modules, seconds, threads, status, project_files.
     """
     t0 = time.perf_counter()
     unrecord_atexit = record_atexit()
-    limited = limit_blas_threads()
-    state.root = os.path.realpath(root)
-    state.base_path = list(sys.path)
-    os.chdir(state.root)
-    # python -m pytest puts the cwd first on sys.path; the zygote's cwd is the root.
-    sys.path.insert(0, state.root)
-    sys.argv = [pytest_main_file()]
+    limited = _enter_project(root)
     # A refresh (another generation serves meanwhile): the learning run
     # first, then the imports, so that it and this zygote's imports are
     # never in memory at once next to the serving generation's. It is
@@ -117,11 +135,13 @@ def warmup(root):
     # the pages this process would have shared with it, then copied, are
     # not held twice (a refresh's peak on 1,000 tests: see benchmarks.md).
     #
-    # The first generation, with a CPU to spare, forks it before importing
-    # pytest too, and imports pytest next to it: a child forked after the
-    # import paid for every page of pytest it touched (copies and first
-    # accesses, 60 ms of a tiny project's 190 ms learning run on this
-    # project's VMs), which is the critical path of warm-up.
+    # The first generation, with a CPU to spare, has it forked by C before
+    # Python started (learn), and imports pytest next to it: that child is
+    # the critical path of warm-up, and one forked from here paid for every
+    # page of the interpreter it touched (copies and first accesses: 24 ms
+    # of a tiny project's import of pytest on this project's VMs, 60 ms of
+    # its learning run when forked after pytest was imported). Forked from
+    # here when C did not (one CPU: no import next to it).
     #
     # Both before the walk of the project's files, which only this
     # process's imports must come after (the learning run reports names
@@ -129,7 +149,9 @@ def warmup(root):
     # own, see learning.py).
     learn_first = os.environ.pop("PYTEST_ZYGOTE_LEARN_FIRST", None) == "1" and not _replaying()
     forked = None
-    if learn_first or (not _replaying() and _cpus() > 1):
+    if learn_fd >= 0:
+        forked = (os.fdopen(learn_fd, "rb"), learn_pid)
+    elif learn_first:
         forked = fork_learning_run(prepare=_import_pytest)
     progress("scanning project files")
     before = _prewalk(state.root)
@@ -194,13 +216,6 @@ def warmup(root):
         "status": status,
         "project_files": len(state.snapshot),
     }
-
-
-def _cpus():
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _import_pytest():
