@@ -276,8 +276,9 @@ gen_ready(struct gen *g, const char *text, struct gen_events *ev)
 	if (s.fresh_needed && g->started_ms >= s.fresh_since_ms)
 		s.fresh_needed = 0;
 	s.fresh_failed[0] = '\0';
-	changes_ext_rebuild(g->files);
 
+	/* `start` returns now; the watches below are in place before this loop
+	 * reads the first request. */
 	status_report("ready pid=%d modules=%s warmup_s=%.2f threads=%s status=%s", (int)getpid(),
 		      mods, g->warmup_s, th, st);
 	if (s.o->ready_fd >= 0) {
@@ -286,6 +287,7 @@ gen_ready(struct gen *g, const char *text, struct gen_events *ev)
 		close(s.o->ready_fd);
 		((struct supervisor_opts *)s.o)->ready_fd = -1;
 	}
+	changes_ext_rebuild(g->files);
 	ev->what |= GEN_EV_READY;
 }
 

@@ -170,7 +170,7 @@ def warmup(root, learn_fd=-1, learn_pid=0):
     # import changed it.
     freeze_distributions()
     progress("learning imports")
-    status = _learn_and_import(early)
+    status, learning_pid = _learn_and_import(early)
     unrecord_atexit()
     for name in limited:
         if os.environ.get(name) == "1":
@@ -204,6 +204,8 @@ def warmup(root, learn_fd=-1, learn_pid=0):
     # nothing more on the bench projects (tiny: 4.5 against 18 ms).
     gc.collect(1)
     gc.freeze()
+    if learning_pid:
+        os.waitpid(learning_pid, 0)
     try:
         threads = len(os.listdir("/proc/self/task"))
     except OSError:
@@ -235,7 +237,8 @@ def _replaying():
 def _learn_and_import(early=None):
     """Fork the learning run and import what it reports as it goes, with
     the import recorder and the side-effect recorder on. Returns the
-    warm-up status ("ok", or what went wrong, in words).
+    warm-up status ("ok", or what went wrong, in words) and the pid of a
+    learning run left for the caller to reap (its last record read), or 0.
 
     What it reported is kept in the file PYTEST_ZYGOTE_LEARNED names; a
     generation the supervisor starts only for a new hash seed, with no
@@ -348,6 +351,10 @@ def _learn_and_import(early=None):
                     pending.clear()
                 if len(sys.modules) >= state.progress_due[0]:
                     progress()
+                if ended:
+                    # The last record: the learning run exits while this
+                    # process goes on (reaped at the end of warm-up).
+                    break
     finally:
         f.close()
         if hook is not None:
@@ -355,7 +362,7 @@ def _learn_and_import(early=None):
             state.rewrite_marks[:] = sorted(hook.marked_later())
         side_effects.stop()
         unrecord()
-        if pid:
+        if pid and not ended:
             wstatus = os.waitpid(pid, 0)[1]
         if tee is not None:
             try:
@@ -376,7 +383,7 @@ def _learn_and_import(early=None):
         status = "learning run killed by signal %d" % os.WTERMSIG(wstatus)
     elif os.WEXITSTATUS(wstatus) == 70 and status == "ok":
         status = "learning run failed"
-    return status
+    return status, pid if ended else 0
 
 
 def _learn_first(f, pid):
