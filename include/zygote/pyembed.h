@@ -40,6 +40,10 @@ int pyembed_init(const char *python, const char *pydir, char *err, size_t errsiz
 int pyembed_warmup(const char *root, int learn_fd, int learn_pid, struct pyembed_warm *ret,
 		   char *err, size_t errsize);
 
+/* After ready, before the zygote's first fork: collect what warm-up's
+ * imports left and freeze the heap (gc.freeze). */
+void pyembed_settle(void);
+
 /* In a learning run forked before Python started: run it in root, reporting
  * on fd w. Returns only if it could not start (the Python error printed). */
 void pyembed_learn(const char *root, int w);

@@ -243,6 +243,17 @@ pyembed_warmup(const char *root, int learn_fd, int learn_pid, struct pyembed_war
 }
 
 void
+pyembed_settle(void)
+{
+	PyObject *res = PyObject_CallMethod(zmod, "settle", NULL);
+	if (!res) {
+		PyErr_Print();
+		PyErr_Clear();
+	}
+	Py_XDECREF(res);
+}
+
+void
 pyembed_learn(const char *root, int w)
 {
 	PyObject *res = PyObject_CallMethod(zmod, "learn", "si", root, w);

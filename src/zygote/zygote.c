@@ -959,6 +959,7 @@ zygote_main(int argc, char **argv)
 	z.await_go = 1;
 	z.go_deadline = now_ms() + GO_WAIT_MS;
 	send_ready(text);
+	pyembed_settle();
 	fcntl(peer_fd(z.ctl), F_SETFL, fcntl(peer_fd(z.ctl), F_GETFL) | O_NONBLOCK);
 	note_warm_children();
 	/* The supervisor may have died while we were blocking SIGTERM. */

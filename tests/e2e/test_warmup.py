@@ -379,3 +379,28 @@ def test_the_first_learning_run_starts_python_itself_when_a_second_cpu_can_run_i
         for _ in range(2):
             assert_same_outcomes(plain, pz.run_zygote(args, cwd=root, env=env))
         assert pz.cli("stop", "--root", root).rc == 0
+
+
+def test_every_run_starts_from_a_frozen_heap_the_first_after_start_too(pz, tmp_path):
+    # The zygote collects what warm-up left and freezes its heap after it
+    # said ready (settle), before its first fork: a run that comes at once
+    # waits for that, and a test's gc.collect() never walks warm-up's
+    # objects. Plain pytest freezes nothing.
+    root = tmp_path / "p"
+    (root / "tests").mkdir(parents=True)
+    (root / "pytest.ini").write_text("[pytest]\ntestpaths = tests\n")
+    (root / "tests" / "test_gc.py").write_text(
+        "import gc\nimport os\n\n\ndef test_freeze_count():\n"
+        "    with open(os.environ['FREEZE_FILE'], 'a') as f:\n"
+        "        f.write('%d %d\\n' % (gc.get_freeze_count(), gc.isenabled()))\n")
+    out = tmp_path / "freeze"
+    env = {"FREEZE_FILE": str(out)}
+    args = ["-q", "-p", "no:cacheprovider"]
+    plain = pz.run_plain(args, cwd=root, env=env)
+    assert plain.rc == 0 and out.read_text().split() == ["0", "1"], (plain, out.read_text())
+    out.write_text("")
+    pz.start(root)
+    for _ in range(3):  # the first at once after start
+        assert_same_outcomes(plain, pz.run_zygote(args, cwd=root, env=env))
+    seen = [tuple(map(int, line.split())) for line in out.read_text().splitlines()]
+    assert len(seen) == 3 and all(n > 10000 and enabled == 1 for n, enabled in seen), seen

@@ -1,20 +1,21 @@
 """The entry points the zygote binary calls (src/zygote/pyembed.c).
 
-C imports this module by name and calls warmup(root) once per generation,
-learn(root, fd) in a learning run C forked before Python started,
-spare_speculate() in a spare, and child_run(argv, cwd, env) in each test
-child. The code lives in the private package _zy (see _zy/__init__.py); this
-file stays, with its name, because C and the installed-package checks look
-for pytest_zygote/_zygote.py (src/common/paths.c). That this module is in
+C imports this module by name and calls warmup(root) once per generation
+and settle() once it has said ready, learn(root, fd) in a learning run C
+forked before Python started, spare_speculate() in a spare, and
+child_run(argv, cwd, env) in each test child. The code lives in the
+private package _zy (see _zy/__init__.py); this file stays, with its name,
+because C and the installed-package checks look for
+pytest_zygote/_zygote.py (src/common/paths.c). That this module is in
 sys.modules tells code that it runs in a zygote or one of its children.
 """
 
 from ._zy import state as _state
 from ._zy.child import child_run
 from ._zy.speedups import spare_speculate
-from ._zy.warmup import learn, warmup
+from ._zy.warmup import learn, settle, warmup
 
-__all__ = ["child_run", "collect_ms", "learn", "spare_speculate", "warmup"]
+__all__ = ["child_run", "collect_ms", "learn", "settle", "spare_speculate", "warmup"]
 
 
 def collect_ms():

@@ -197,13 +197,6 @@ def warmup(root, learn_fd=-1, learn_pid=0):
     state.warm_warnings[:] = kept
     pp = os.environ.get("PYTHONPATH", "")
     state.zygote_pythonpath = [os.path.abspath(p) for p in pp.split(os.pathsep) if p]
-    # Collections are off while the learning run's modules are imported,
-    # so the young generations hold all they allocated: collecting those
-    # (import-time cycles, closed before any fork, as a plain pytest's
-    # collections would) takes a quarter of a full collection, which found
-    # nothing more on the bench projects (tiny: 4.5 against 18 ms).
-    gc.collect(1)
-    gc.freeze()
     if learning_pid:
         os.waitpid(learning_pid, 0)
     try:
@@ -219,6 +212,24 @@ def warmup(root, learn_fd=-1, learn_pid=0):
         "project_files": len(state.snapshot),
     }
 
+
+
+def settle():
+    """The end of warm-up, after the supervisor heard ready and before the
+    zygote's first fork (zygote.c): the collection of what warm-up's
+    imports left, then gc.freeze(), so that a test's gc.collect() does not
+    copy the zygote's heap. Here rather than before ready: it is the
+    longest step after the learning run's end (4.5 ms on tiny, 64-73 ms on
+    heavy), and `start` does not wait for it; a run that comes at once
+    does, as it would have waited for start.
+
+    Collections are off while the learning run's modules are imported, so
+    the young generations hold all they allocated: collecting those
+    (import-time cycles, closed before any fork, as a plain pytest's
+    collections would) takes a quarter of a full collection, which found
+    nothing more on the bench projects (tiny: 4.5 against 18 ms)."""
+    gc.collect(1)
+    gc.freeze()
 
 def _import_pytest():
     """pytest, and the caches of work no run redoes (speedups)."""
