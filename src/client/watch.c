@@ -47,7 +47,20 @@ struct watch {
 	int raw; /* the terminal is in key mode now */
 	int colour;
 	char result_path[PATH_MAX];
+	const struct zpaths *paths;
+	int last_ran;     /* the status line's last run: whether one ran, ... */
+	int last_code;    /* ... its exit code, */
+	double last_secs; /* ... its wall time */
+	long last_failed; /* ... and its failed count (-1: unknown) */
 };
+
+/*
+ * How long watch waits for a server that hung up to come back before it
+ * ends: `restart` (stop, then start) binds the new socket within a few
+ * milliseconds of the old server's exit, so a watch outlives it; after
+ * `stop`, or a server killed and not started again, it ends.
+ */
+#define RESUBSCRIBE_WAIT_MS 5000
 
 /* The terminal's modes before watch changed them, for atexit. */
 static struct termios *restore_at_exit;
@@ -156,6 +169,62 @@ run_hook_readable(void *arg)
 	return w->nchanged > before;
 }
 
+/* Send the WATCH request on fd (taken) and read the first CHANGES: 0, or
+ * -1 with w->sub gone (w->server_error says why, if the server did). */
+static int
+request_watch(struct watch *w, int fd)
+{
+	w->server_gone = 0;
+	w->server_error[0] = '\0';
+	w->files = -1;
+	w->sub = peer_create(fd);
+	if (!w->sub) {
+		close(fd);
+		return -1;
+	}
+	struct proto_request req = { .kind = PROTO_KIND_WATCH };
+	int r = peer_send_request(w->sub, -1, NULL, 0, &req);
+	while (r == 0 && w->files < 0)
+		r = sub_read(w);
+	if (r < 0 && w->sub) {
+		peer_destroy(w->sub);
+		w->sub = NULL;
+	}
+	return r < 0 ? -1 : 0;
+}
+
+/* The server hung up: wait up to RESUBSCRIBE_WAIT_MS for one to listen
+ * again (a restart) and subscribe to it. 0 once subscribed; -1 if none
+ * came, or a signal to end came meanwhile. */
+static int
+resubscribe(struct watch *w, int sigfd)
+{
+	char why[sizeof(w->server_error)];
+	snprintf(why, sizeof(why), "%s", w->server_error);
+	long long end = now_ms() + RESUBSCRIBE_WAIT_MS;
+	for (;;) {
+		int fd = client_connect(w->paths);
+		if (fd == CLIENT_UNTRUSTED)
+			break;
+		if (fd >= 0 && request_watch(w, fd) == 0) {
+			log_info("the server for %s is back; watching again (saves made while it "
+				 "was away run nothing by themselves)",
+				 w->paths->root);
+			return 0;
+		}
+		if (now_ms() >= end)
+			break;
+		struct pollfd pfd = { .fd = sigfd, .events = POLLIN };
+		struct signalfd_siginfo si;
+		if (poll(&pfd, 1, 50) > 0 && read(sigfd, &si, sizeof(si)) == sizeof(si) &&
+		    si.ssi_signo != SIGWINCH)
+			break; /* Ctrl-C and the like: end now */
+	}
+	w->server_gone = 1;
+	snprintf(w->server_error, sizeof(w->server_error), "%s", why);
+	return -1;
+}
+
 /* Subscribe: 0, or the exit code after saying why not. */
 static int
 subscribe(const struct opts *o, const struct zpaths *p, struct watch *w)
@@ -176,13 +245,7 @@ subscribe(const struct opts *o, const struct zpaths *p, struct watch *w)
 		log_error("cannot reach the server at %s: %s", p->sock, strerror(-fd));
 		return ZEXIT_INTERNAL;
 	}
-	w->sub = peer_create(fd);
-	if (!w->sub)
-		return ZEXIT_INTERNAL;
-	struct proto_request req = { .kind = PROTO_KIND_WATCH };
-	r = peer_send_request(w->sub, -1, NULL, 0, &req);
-	while (r == 0 && w->files < 0)
-		r = sub_read(w);
+	r = request_watch(w, fd);
 	if (r < 0) {
 		if (strstr(w->server_error, "unknown request kind")) {
 			log_error("the server for %s is an older build without watch; replace "
@@ -266,6 +329,11 @@ wait_next(struct watch *w, int sigfd, int *ret_quit)
 		if (w->nchanged > 0)
 			return TRIGGER_CHANGE;
 		if (!w->sub) {
+			if (resubscribe(w, sigfd) == 0) {
+				print_status(w, w->last_ran, w->last_code, w->last_secs,
+					     w->last_failed);
+				continue;
+			}
 			*ret_quit = 1;
 			return TRIGGER_NONE;
 		}
@@ -360,7 +428,7 @@ sweep_results(const char *dir)
 int
 cmd_watch(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 {
-	struct watch w = { .affected = 1, .files = -1 };
+	struct watch w = { .affected = 1, .files = -1, .paths = p, .last_failed = -1 };
 	/* Our signals come through a signalfd, blocked for good: a run
 	 * (client_run) takes them while it is in progress. */
 	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, SIGWINCH };
@@ -429,7 +497,11 @@ cmd_watch(const struct opts *o, const struct zpaths *p, int nargs, char **args)
 			continue; /* the next run starts at once */
 		}
 		last = code;
-		print_status(&w, 1, code, secs, read_failed(&w));
+		w.last_ran = 1;
+		w.last_code = code;
+		w.last_secs = secs;
+		w.last_failed = read_failed(&w);
+		print_status(&w, 1, code, secs, w.last_failed);
 		if (hook.quit_signal || code == ZEXIT_NOSERVER || code == ZEXIT_UNTRUSTED ||
 		    code == ZEXIT_MISMATCH || code == ZEXIT_NOSTART)
 			break;

@@ -3,6 +3,7 @@ run on a new save, the keys and the terminal's modes on a pty, the exit code,
 and the watch connection's limits on the server. The affected-test selection
 itself is not tested here (the run only gets PYTEST_ZYGOTE_AFFECTED=1)."""
 
+import json
 import os
 import re
 import signal
@@ -183,12 +184,32 @@ def test_no_server_fails_clearly_and_start_if_needed_starts_one(pz):
 
 
 def test_the_server_going_away_ends_the_watch(pz, watch):
+    # After `stop` no server comes back within 5 s: watch ends, exit 69.
     root = pz.project("watch")
     srv = pz.start(root)
     w = watch(root)
     assert srv.stop().rc == 0
     assert w.proc.wait(timeout=TIMEOUT) == 69
-    assert "went away" in w.err, w.err
+    assert "went away" in w.err and "is back" not in w.err, w.err
+
+
+def test_a_restart_keeps_the_watch_going(pz, watch):
+    # `restart` is a stop, then a start: the watch subscribes to the new
+    # server, says so, prints its status line again, and the next save
+    # runs the tests on the new server.
+    root = pz.project("watch")
+    first = pz.start(root)
+    w = watch(root)
+    r = pz.cli("restart", "--root", root)
+    assert r.rc == 0, r
+    w.wait_out(r"watching \d+ files? \[affected\]", count=2)
+    assert "is back; watching again" in w.err, w.err
+    st = json.loads(pz.cli("status", "--root", root, "--json").out)
+    assert st["pid"] != first.pid, st
+    save(root, "app.py", "VALUE = 1\n")
+    w.wait_out(STATUS_RE)
+    assert w.proc.poll() is None, w.err
+    assert w.finish() == 0
 
 
 # --- on a terminal -----------------------------------------------------------
