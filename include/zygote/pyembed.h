@@ -35,7 +35,7 @@ void pyembed_on_learning_fork(void (*fn)(void));
 int pyembed_init(const char *python, const char *pydir, char *err, size_t errsize);
 
 /* Run the warm-up collection in root. learn_fd and learn_pid: a learning
- * run already forked (zygote_learn_early) to read from, or -1 and 0.
+ * run already forked (learn_early in zygote.c) to read from, or -1 and 0.
  * Returns 0 or -1 with err set. */
 int pyembed_warmup(const char *root, int learn_fd, int learn_pid, struct pyembed_warm *ret,
 		   char *err, size_t errsize);

@@ -76,7 +76,8 @@ learning_child_setup(void)
 }
 
 /*
- * The first generation's learning run, forked before Python starts when a
+ * The learning run of a generation no other serves next to (the first;
+ * one after a failed or stopped one), forked before Python starts when a
  * second CPU can run it next to the zygote's own imports: it is the
  * critical path of `start`, and a child forked from Python pays for every
  * page of the interpreter it touches (first accesses and copies, about 24

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import types
 from pathlib import Path
 
 import pytest
@@ -358,11 +359,13 @@ def test_the_first_learning_run_starts_python_itself_when_a_second_cpu_can_run_i
     pids = tmp_path / "pids"
     env = {"PIDS_FILE": str(pids)}
     args = ["-q", "-p", "no:cacheprovider"]
-    plain = pz.run_plain(args, cwd=root, env=env)
-    assert plain.rc == 1 and "1 failed, 1 passed" in plain.out, plain
+    helper = root / "lib" / "helper.py"
     pz.roots.append(str(root))
     started = re.compile(r".*zygote: debug: generation 1: learning run (\d+) started before Python$")
     for taskset in ([], ["taskset", "-c", "0"]):
+        helper.write_text("def twice(x):\n    return 2 * x\n")
+        plain = pz.run_plain(args, cwd=root, env=env)
+        assert plain.rc == 1 and "1 failed, 1 passed" in plain.out, plain
         pids.write_text("")
         r = pz.call(taskset + [pz.zbin, "start", "--root", root],
                     env=dict(env, PYTEST_ZYGOTE_DEBUG="1"))
@@ -378,6 +381,15 @@ def test_the_first_learning_run_starts_python_itself_when_a_second_cpu_can_run_i
             assert learners == [int(warm[0])], (learners, warm)
         for _ in range(2):
             assert_same_outcomes(plain, pz.run_zygote(args, cwd=root, env=env))
+        # An edit that swaps which test fails: right after it, and once the
+        # server has absorbed it.
+        helper.write_text("def twice(x):\n    return 2 * x + (x == 2)\n")
+        edited = pz.run_plain(args, cwd=root, env=env)
+        assert edited.rc == 1 and "FAILED tests/test_a.py::test_twice" in edited.out, edited
+        assert_same_outcomes(edited, pz.run_zygote(args, cwd=root, env=env))
+        wait_absorbed(types.SimpleNamespace(status=lambda: json.loads(
+            pz.cli("status", "--root", root, "--json").out)), timeout=60)
+        assert_same_outcomes(edited, pz.run_zygote(args, cwd=root, env=env))
         assert pz.cli("stop", "--root", root).rc == 0
 
 

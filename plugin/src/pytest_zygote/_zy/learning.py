@@ -40,8 +40,8 @@ def fork_learning_run(prepare=None):
 
 def learning_run(w, prepare=None):
     """The learning run's process from here on, reporting through w: a
-    child forked from Python (fork_learning_run) or, in the first
-    generation, from C before Python started (warmup.learn). Never
+    child forked from Python (fork_learning_run) or from C before Python
+    started (warmup.learn). Never
     returns."""
     code = 70
     try:

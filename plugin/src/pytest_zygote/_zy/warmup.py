@@ -106,11 +106,10 @@ def _enter_project(root):
 
 
 def learn(root, w):
-    """The first generation's learning run, forked by C before Python
-    started (zygote.c, learn_early) and reporting through w. Never
-    returns."""
+    """The learning run of a generation no other serves next to, forked by
+    C before Python started (zygote.c, learn_early) and reporting through
+    w. Never returns."""
     _enter_project(root)
-    os.environ.pop("PYTEST_ZYGOTE_LEARN_FIRST", None)
     learning_run(w, prepare=_import_pytest)
 
 
@@ -135,13 +134,14 @@ def warmup(root, learn_fd=-1, learn_pid=0):
     # the pages this process would have shared with it, then copied, are
     # not held twice (a refresh's peak on 1,000 tests: see benchmarks.md).
     #
-    # The first generation, with a CPU to spare, has it forked by C before
-    # Python started (learn), and imports pytest next to it: that child is
-    # the critical path of warm-up, and one forked from here paid for every
-    # page of the interpreter it touched (copies and first accesses: 24 ms
-    # of a tiny project's import of pytest on this project's VMs, 60 ms of
-    # its learning run when forked after pytest was imported). Forked from
-    # here when C did not (one CPU: no import next to it).
+    # A generation no other serves next to (the first), with a CPU to
+    # spare, has it forked by C before Python started (learn), and imports
+    # pytest next to it: that child is the critical path of warm-up, and
+    # one forked from here paid for every page of the interpreter it
+    # touched (copies and first accesses: 24 ms of a tiny project's import
+    # of pytest on this project's VMs, 60 ms of its learning run when
+    # forked after pytest was imported). Forked from here when C did not
+    # (one CPU: no import next to it).
     #
     # Both before the walk of the project's files, which only this
     # process's imports must come after (the learning run reports names
@@ -213,7 +213,6 @@ def warmup(root, learn_fd=-1, learn_pid=0):
     }
 
 
-
 def settle():
     """The end of warm-up, after the supervisor heard ready and before the
     zygote's first fork (zygote.c): the collection of what warm-up's
@@ -230,6 +229,7 @@ def settle():
     nothing more on the bench projects (tiny: 4.5 against 18 ms)."""
     gc.collect(1)
     gc.freeze()
+
 
 def _import_pytest():
     """pytest, and the caches of work no run redoes (speedups)."""
